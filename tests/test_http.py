@@ -1,0 +1,176 @@
+"""The plain-HTTP side of the port and the upgrade checks, over real sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+
+from conftest import RunningServer, StartServer
+from wsclient import Rejected, RawClient, http_request
+
+
+async def test_index_page_with_security_headers(server: RunningServer) -> None:
+    response = await http_request(server.port, "/")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert b'role="log"' in response.body
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [("/app.js", "text/javascript; charset=utf-8"), ("/style.css", "text/css; charset=utf-8")],
+)
+async def test_assets_with_their_content_type(
+    server: RunningServer, path: str, content_type: str
+) -> None:
+    response = await http_request(server.port, path)
+    assert response.status == 200
+    assert response.headers["content-type"] == content_type
+    assert response.body
+
+
+async def test_head_sends_headers_only(server: RunningServer) -> None:
+    get = await http_request(server.port, "/")
+    head = await http_request(server.port, "/", method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert head.headers["content-length"] == str(len(get.body))
+
+
+async def test_healthz_counts_connections_and_rooms(server: RunningServer) -> None:
+    alice = await server.joined("alice", "one")
+    bob = await server.joined("bob", "two")
+    response = await http_request(server.port, "/healthz")
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/json"
+    assert json.loads(response.body) == {"status": "ok", "connections": 2, "rooms": 2}
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_metrics_in_prometheus_format(server: RunningServer) -> None:
+    alice = await server.joined("alice")
+    await alice.say("hi")
+    await alice.next_of("message")
+    response = await http_request(server.port, "/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = response.body.decode().splitlines()
+    assert "trio_chat_connections 1.0" in lines
+    assert "trio_chat_members 1.0" in lines
+    assert "trio_chat_events_total 2.0" in lines  # alice's join and message
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "path", ["/nope", "/../pyproject.toml", "/%2e%2e/etc/passwd", "/..%2fetc%2fpasswd", "//etc"]
+)
+async def test_unknown_paths_are_404_never_outside_web(server: RunningServer, path: str) -> None:
+    response = await http_request(server.port, path)
+    assert response.status == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+async def test_other_methods_are_405(server: RunningServer, method: str) -> None:
+    response = await http_request(server.port, "/", method=method)
+    assert response.status == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+async def test_plain_get_on_ws_asks_for_an_upgrade(server: RunningServer) -> None:
+    response = await http_request(server.port, "/ws")
+    assert response.status == 426
+
+
+async def test_garbage_gets_400_and_the_server_carries_on(server: RunningServer) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    await stream.send_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+    reply = await stream.receive_some(1024)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    await stream.aclose()
+    assert (await http_request(server.port, "/healthz")).status == 200
+
+
+async def test_keep_alive_serves_several_requests(server: RunningServer) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+    await stream.send_all(request + request)
+    received = b""
+    with trio.fail_after(5):
+        while received.count(b"HTTP/1.1 200 OK") < 2:
+            received += await stream.receive_some(4096)
+    await stream.aclose()
+
+
+# -- the upgrade: origin policy and connection limit -------------------------
+
+
+async def test_foreign_origin_is_refused_with_403(server: RunningServer) -> None:
+    with pytest.raises(Rejected) as refused:
+        await RawClient.connect(server.port, headers=[(b"Origin", b"http://evil.example")])
+    assert refused.value.status == 403
+
+
+async def test_same_origin_and_no_origin_are_allowed(server: RunningServer) -> None:
+    same = await RawClient.connect(
+        server.port, headers=[(b"Origin", f"http://127.0.0.1:{server.port}".encode())]
+    )
+    bare = await RawClient.connect(server.port)
+    await same.hello("same")
+    await bare.hello("bare")
+
+
+async def test_same_host_other_port_is_refused(server: RunningServer) -> None:
+    with pytest.raises(Rejected) as refused:
+        await RawClient.connect(
+            server.port, headers=[(b"Origin", f"http://127.0.0.1:{server.port + 1}".encode())]
+        )
+    assert refused.value.status == 403
+
+
+async def test_allowed_origins_setting(start_server: StartServer) -> None:
+    server = await start_server(allowed_origins=("https://chat.example",))
+    await RawClient.connect(server.port, headers=[(b"Origin", b"https://chat.example")])
+    with pytest.raises(Rejected):
+        await RawClient.connect(server.port, headers=[(b"Origin", b"https://other.example")])
+    anyone = await start_server(allowed_origins=("*",))
+    await RawClient.connect(anyone.port, headers=[(b"Origin", b"https://other.example")])
+
+
+async def test_connection_limit_gives_503(start_server: StartServer) -> None:
+    server = await start_server(max_connections=2)
+    first = await server.client()
+    await server.client()
+    with pytest.raises(Rejected) as refused:
+        await server.client()
+    assert refused.value.status == 503
+    # A slot frees up when a client leaves.
+    await first.aclose()
+    with trio.fail_after(5):
+        while True:
+            try:
+                await server.client()
+            except Rejected:
+                await trio.sleep(0.01)
+            else:
+                break
+
+
+# -- the handshake timeout covers the HTTP head -------------------------------
+
+
+async def test_incomplete_request_head_is_cut_at_the_handshake_timeout(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server(handshake_timeout=10.0)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # never finished
+    start = trio.current_time()
+    assert await stream.receive_some(1024) == b""
+    assert trio.current_time() - start == pytest.approx(10.0, abs=0.01)

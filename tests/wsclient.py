@@ -1,0 +1,203 @@
+"""Test clients that talk to a real server over real sockets.
+
+`RawClient` is a WebSocket client on wsproto with full control over what it
+sends and when it reads (binary frames, fragments, silence, no pongs), which
+hostile-input and timing tests need. `http_get` is a one-shot HTTP/1.1 client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+Event = dict[str, Any]
+
+
+class Rejected(Exception):
+    """The server refused the upgrade with an HTTP status."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}: {body!r}")
+        self.status = status
+        self.body = body
+
+
+class Closed(Exception):
+    """The connection ended; `code` is None when no close frame came."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"closed with {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class RawClient:
+    stream: trio.SocketStream
+    ws: WSConnection
+    auto_pong: bool = True
+    pings: int = 0
+    frames: int = 0  # text frames received
+    close_code: int | None = None
+    _pending: deque[Event] = field(default_factory=deque)
+    _parts: list[str] = field(default_factory=list)
+    _closed: bool = False
+
+    @classmethod
+    async def connect(
+        cls,
+        port: int,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        host: str = "127.0.0.1",
+        auto_pong: bool = True,
+    ) -> RawClient:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(
+            ws.send(Request(host=f"{host}:{port}", target="/ws", extra_headers=headers or []))
+        )
+        status, body = 0, b""
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise Closed(None, "closed during handshake")
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    return cls(stream, ws, auto_pong=auto_pong)
+                if isinstance(event, RejectConnection):
+                    status = event.status_code
+                    if not event.has_body:
+                        raise Rejected(status, b"")
+                elif isinstance(event, RejectData):
+                    body += event.data
+                    if event.body_finished:
+                        raise Rejected(status, body)
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def send_text(self, text: str) -> None:
+        await self.stream.send_all(self.ws.send(Message(data=text)))
+
+    async def send_json(self, obj: object) -> None:
+        await self.send_text(json.dumps(obj))
+
+    async def hello(self, name: str, room: str = "lobby", **extra: object) -> Event:
+        """Join and return the welcome (history events stay queued)."""
+        await self.send_json({"type": "hello", "name": name, "room": room, **extra})
+        welcome = await self.next_event()
+        assert welcome["type"] == "welcome", welcome
+        return welcome
+
+    async def say(self, text: str, **extra: object) -> None:
+        await self.send_json({"type": "say", "text": text, **extra})
+
+    async def next_event(self) -> Event:
+        """The next event from the server; raises Closed once it is over."""
+        while not self._pending:
+            await self._receive()
+        return self._pending.popleft()
+
+    async def next_of(self, *types: str) -> Event:
+        """The next event of one of `types`, skipping others."""
+        while True:
+            event = await self.next_event()
+            if event["type"] in types:
+                return event
+
+    async def closed(self) -> Closed:
+        """Read until the connection ends; return how it ended."""
+        try:
+            while True:
+                await self.next_event()
+        except Closed as closed:
+            return closed
+
+    async def _receive(self) -> None:
+        if self._closed:
+            raise Closed(self.close_code)
+        try:
+            data = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            data = b""
+        if not data:
+            self._closed = True
+            raise Closed(self.close_code)
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                self._parts.append(event.data)
+                if event.message_finished:
+                    self.frames += 1
+                    frame, self._parts = "".join(self._parts), []
+                    self._pending.extend(json.loads(line) for line in frame.split("\n"))
+            elif isinstance(event, BytesMessage):
+                raise AssertionError("the server sent a binary frame")
+            elif isinstance(event, Ping):
+                self.pings += 1
+                if self.auto_pong:
+                    await self.stream.send_all(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.close_code = event.code
+                # Answer the close handshake like a polite client.
+                try:
+                    await self.stream.send_all(self.ws.send(event.response()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                if not self._pending:
+                    self._closed = True
+                    raise Closed(event.code, event.reason or "")
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def http_request(
+    port: int, target: str, *, method: str = "GET", headers: list[tuple[str, str]] | None = None
+) -> Response:
+    """Send one request and read the whole response (connection closed after)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        all_headers = [("Host", f"127.0.0.1:{port}"), ("Connection", "close"), *(headers or [])]
+        data = conn.send(h11.Request(method=method, target=target, headers=all_headers))
+        data += conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, response_headers, body = 0, {}, b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return Response(status, response_headers, body)

@@ -1,0 +1,391 @@
+"""Settings of ``trio-chat serve``: flags, environment variables and their checks.
+
+Theory of operation: argparse only collects raw strings (every flag defaults to
+``None``, meaning "not given"). :func:`load_settings` takes each setting from the
+first source that has it -- the flag, ``TRIO_CHAT_<NAME>``, the bare alias, the
+default -- and parses and checks it here, so that a bad value, wherever it came
+from, yields the same one-line :class:`SettingError` naming the setting, where it
+came from and the value. The contract is ``cli.md``. Pure Python: no Trio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar, cast
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping
+
+_T = TypeVar("_T")
+
+ENV_PREFIX = "TRIO_CHAT_"
+MAX_DURATION = 24 * 3600.0  # a day: beyond it, a typo ("10h" for "10s") is likelier than intent
+MAX_COUNT = 2**31 - 1  # sizes and counts: anything larger is a mistake, not a plan
+MAX_RATE = 1e6  # messages per second; use 0 to turn the limit off instead
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Also read without the prefix, the names the original Go design's documentation uses.
+_BARE_ALIASES = frozenset(
+    {"port", "write-wait", "pong-wait", "ping-period", "read-buffer-size", "write-buffer-size"}
+    | {"debug"}
+)
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _flag(setting: str) -> str:
+    # The one flag named in the singular, because it is given once per origin.
+    return "--allowed-origin" if setting == "allowed-origins" else f"--{setting}"
+
+
+def _env(setting: str) -> str:
+    return ENV_PREFIX + setting.upper().replace("-", "_")
+
+
+class SettingError(Exception):
+    """A bad setting value, found at start-up before anything is bound.
+
+    ``str(exc)`` is one line fit for stderr. It names the source of the value
+    first (the flag, or the variable it was read from), the other name in
+    parentheses, the value quoted with ``repr`` (so stray spaces and newlines
+    show), and why the value is bad.
+
+    Attributes:
+        setting: the setting's name, the flag without dashes (``"ping-period"``).
+        value: the offending text.
+        source: where it came from: the flag (``"--port"``), the variable
+            (``"TRIO_CHAT_PORT"`` or the bare ``"PORT"``), or ``"default"``.
+        reason: why the value is bad.
+    """
+
+    def __init__(self, setting: str, value: str, source: str, reason: str) -> None:
+        shown = repr(value if len(value) <= 80 else value[:77] + "...")
+        flag, env = _flag(setting), _env(setting)
+        if source == "default":
+            where = f"default {shown} for {flag} ({env})"
+        elif source.startswith("--"):
+            where = f"value {shown} for {flag} ({env})"
+        else:
+            where = f"value {shown} for {source} ({flag})"
+        super().__init__(f"invalid {where}: {reason}")
+        self.setting = setting
+        self.value = value
+        self.source = source
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The checked settings of ``serve``; durations are in seconds, sizes in bytes.
+
+    Constructing it directly skips the checks of :func:`load_settings` (tests do
+    that to pick short timeouts).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    write_wait: float = 10.0
+    pong_wait: float = 60.0
+    ping_period: float = 54.0
+    read_buffer_size: int = 1024
+    write_buffer_size: int = 1024
+    max_message_size: int = 65536
+    send_queue_size: int = 256
+    handshake_timeout: float = 10.0
+    rate_limit: float = 10.0
+    rate_burst: int = 20
+    max_connections: int = 10000
+    allowed_origins: tuple[str, ...] = ()
+    history_limit: int = 1000
+    history_replay: int = 50
+    log_level: str = "info"
+    debug: bool = False
+
+
+_DEFAULTS = Settings()
+
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # ASCII only: no sign, "_", exponent, nan or inf
+_DURATION = re.compile(
+    rf"(?:(?P<h>{_DECIMAL.pattern})h)?(?:(?P<m>{_DECIMAL.pattern})m)?"
+    rf"(?:(?P<s>{_DECIMAL.pattern})s)?(?:(?P<ms>{_DECIMAL.pattern})ms)?"
+)
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a duration such as ``250ms``, ``10s``, ``1m30s``, ``1h`` or ``90`` into seconds.
+
+    A plain number is seconds. Otherwise the text is one or more ``<number><unit>``
+    parts with units ``h``, ``m``, ``s``, ``ms``, each at most once and in that
+    order (``1h2m3s4ms``); numbers may have a fractional part (``1.5s``). This is
+    stricter than Go's ``time.ParseDuration`` on purpose: ``1s1s`` or ``30s1m``
+    is more likely a slip than a wish. No sign, spaces, ``nan`` or ``inf``.
+
+    Raises:
+        ValueError: with a short reason, if the text is not such a duration.
+    """
+    if not text:
+        raise ValueError("empty duration")
+    if text.startswith("-"):
+        raise ValueError("negative durations are not allowed")
+    if _DECIMAL.fullmatch(text):
+        seconds = float(text)
+    elif (match := _DURATION.fullmatch(text)) is not None:
+        seconds = sum(
+            float(number) * _UNIT_SECONDS[unit]
+            for unit, number in match.groupdict().items()
+            if number is not None
+        )
+    else:
+        raise ValueError("not a duration (use e.g. 250ms, 10s, 1m30s or a number of seconds)")
+    if not math.isfinite(seconds):  # hundreds of digits overflow a float
+        raise ValueError("duration too large")
+    return seconds
+
+
+def _show_duration(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError("must be above zero")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most 24h")
+    return seconds
+
+
+def _integer(low: int, high: int = MAX_COUNT) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        # ASCII digits only, where int() would also take " 1", "+1", "1_0" and other scripts.
+        if not re.fullmatch(r"[0-9]+", text):
+            raise ValueError("not an integer")
+        # The length test comes first so that int() never sees thousands of digits.
+        if len(text.lstrip("0")) > len(str(high)) or int(text) > high:
+            raise ValueError(f"must be at most {high}")
+        if int(text) < low:
+            raise ValueError(f"must be at least {low}")
+        return int(text)
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError("not a number of messages per second (e.g. 10 or 2.5)")
+    if float(text) > MAX_RATE:
+        raise ValueError(f"must be at most {MAX_RATE:g} (use 0 to turn the limit off)")
+    return float(text)
+
+
+def _host(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError("not a boolean (use true/false, 1/0, yes/no or on/off)")
+
+
+_ORIGIN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://"
+    r"(?P<host>[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(text: str) -> str:
+    """Normalise one allowed origin to the form browsers send in ``Origin``."""
+    if text == "*":
+        return text
+    match = _ORIGIN.fullmatch(text.lower())
+    if match is None:
+        if "://" in text and any(c in text.split("://", 1)[1] for c in "/?#"):
+            raise ValueError("an origin has no path, query or fragment (drop any trailing '/')")
+        raise ValueError("not an origin (use * or scheme://host[:port])")
+    scheme, host, port = match["scheme"], match["host"], match["port"]
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError("the scheme must be http or https")
+    if port is None or int(port) == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"  # browsers leave the default port out of Origin
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be between 1 and 65535")
+    return f"{scheme}://{host}:{int(port)}"
+
+
+class _Sources:
+    """Finds each setting's raw text in the flags, then the environment."""
+
+    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+        self._args = args
+        self._environ = environ
+
+    def raw(self, setting: str) -> tuple[str, str] | None:
+        """Return ``(text, source)`` for a setting, or None if it was not given."""
+        given = getattr(self._args, setting.replace("-", "_"), None)
+        if given is True:  # --debug is a store_true flag
+            return "true", _flag(setting)
+        if isinstance(given, list):  # --allowed-origin is repeatable
+            return ",".join(given), _flag(setting)
+        if given is not None:
+            return str(given), _flag(setting)
+        names = [_env(setting)]
+        if setting in _BARE_ALIASES:
+            names.append(_env(setting).removeprefix(ENV_PREFIX))
+        for name in names:
+            if text := self._environ.get(name, ""):  # an empty variable counts as unset
+                return text, name
+        return None
+
+    def get(self, setting: str, parse: Callable[[str], _T]) -> _T:
+        """Return the setting parsed from its first source, or its default."""
+        found = self.raw(setting)
+        if found is None:
+            return cast("_T", getattr(_DEFAULTS, setting.replace("-", "_")))
+        text, source = found
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise SettingError(setting, text, source, str(exc)) from None
+
+    def origins(self) -> tuple[str, ...]:
+        """Return the allowed origins: comma-separated, blanks skipped, duplicates dropped."""
+        found = self.raw("allowed-origins")
+        if found is None:
+            return ()
+        text, source = found
+        origins: dict[str, None] = {}  # a dict keeps the first-given order
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            try:
+                origins[_origin(item)] = None
+            except ValueError as exc:
+                raise SettingError("allowed-origins", item, source, str(exc)) from None
+        return tuple(origins)
+
+
+def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Resolve every setting from flags, environment and defaults, and check it.
+
+    Args:
+        args: parsed by a parser set up with :func:`add_serve_arguments`; a
+            missing attribute counts as "flag not given".
+        environ: usually ``os.environ``; tests pass a plain dict.
+
+    Raises:
+        SettingError: for the first bad value, in the order of :class:`Settings`,
+            or when the ping period is not below the pong wait.
+    """
+    sources = _Sources(args, environ)
+    get = sources.get
+    settings = Settings(
+        host=get("host", _host),
+        port=get("port", _integer(0, 65535)),
+        write_wait=get("write-wait", _duration),
+        pong_wait=get("pong-wait", _duration),
+        ping_period=get("ping-period", _duration),
+        read_buffer_size=get("read-buffer-size", _integer(1)),
+        write_buffer_size=get("write-buffer-size", _integer(1)),
+        max_message_size=get("max-message-size", _integer(1)),
+        send_queue_size=get("send-queue-size", _integer(1)),
+        handshake_timeout=get("handshake-timeout", _duration),
+        rate_limit=get("rate-limit", _rate),
+        rate_burst=get("rate-burst", _integer(1)),
+        max_connections=get("max-connections", _integer(1)),
+        allowed_origins=sources.origins(),
+        history_limit=get("history-limit", _integer(1)),
+        history_replay=get("history-replay", _integer(0)),
+        log_level=get("log-level", _log_level),
+        debug=get("debug", _boolean),
+    )
+    if settings.ping_period >= settings.pong_wait:
+        # A ping must go out before the peer's pong deadline, or healthy clients get dropped.
+        text, source = sources.raw("ping-period") or (
+            _show_duration(settings.ping_period),
+            "default",
+        )
+        reason = f"must be below the pong wait ({_show_duration(settings.pong_wait)})"
+        raise SettingError("ping-period", text, source, reason)
+    if settings.debug:
+        settings = dataclasses.replace(settings, log_level="debug")
+    return settings
+
+
+_HELP = {  # setting -> (metavar, meaning); the default and variables are added below
+    "host": ("ADDRESS", "address to bind"),
+    "port": ("PORT", "port to bind, 0..65535; 0 picks any free port (it is logged)"),
+    "write-wait": ("DURATION", "time allowed to write a frame to a client"),
+    "pong-wait": ("DURATION", "time allowed for a client's pong"),
+    "ping-period": ("DURATION", "interval between pings; must be below the pong wait"),
+    "read-buffer-size": ("BYTES", "bytes read from a socket at a time (a minimum)"),
+    "write-buffer-size": ("BYTES", "bytes of outgoing frames gathered before a write (a minimum)"),
+    "max-message-size": ("BYTES", "largest message accepted from a client"),
+    "send-queue-size": ("N", "events queued for one client before it counts as too slow"),
+    "handshake-timeout": ("DURATION", "time for the HTTP upgrade plus the hello"),
+    "rate-limit": ("RATE", "messages per second per connection, e.g. 2.5; 0 turns it off"),
+    "rate-burst": ("N", "messages a connection may send at once"),
+    "max-connections": ("N", "open WebSocket connections before new ones get HTTP 503"),
+    "allowed-origins": (
+        "ORIGIN",
+        "origin allowed besides same-origin: * or http(s)://host[:port]; repeatable or "
+        "comma-separated; an empty value clears the variable's list",
+    ),
+    "history-limit": ("N", "events retained per room"),
+    "history-replay": ("N", "events replayed to a client that joins without since"),
+    "log-level": ("LEVEL", "one of debug, info, warning, error"),
+    "debug": ("", "debug logging and the /debug/tasks endpoint; implies --log-level debug"),
+}
+
+
+def _show_default(setting: str) -> str:
+    value = getattr(_DEFAULTS, setting.replace("-", "_"))
+    if _HELP[setting][0] == "DURATION":
+        return _show_duration(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value == ():
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of every ``serve`` setting to ``parser``, in a "settings" group.
+
+    Each flag takes a plain string and defaults to None, so that "not given" is
+    told apart from any value and :func:`load_settings` checks every value the
+    same way, whether it came from a flag or from the environment.
+    """
+    group = parser.add_argument_group(
+        "settings",
+        f"A flag beats {ENV_PREFIX}<NAME>, which beats the bare alias, which beats the "
+        "default. DURATION is 250ms, 10s, 1m30s, 1h or plain seconds, above 0 and at "
+        f"most 24h. Sizes and counts are at most {MAX_COUNT}.",
+    )
+    for setting, (metavar, meaning) in _HELP.items():
+        env = _env(setting)
+        names = env + (f" or {env.removeprefix(ENV_PREFIX)}" if setting in _BARE_ALIASES else "")
+        help_text = f"{meaning} (default: {_show_default(setting)}; env {names})"
+        dest = setting.replace("-", "_")
+        if setting == "debug":
+            group.add_argument(_flag(setting), action="store_true", default=None, help=help_text)
+        elif setting == "allowed-origins":
+            group.add_argument(
+                _flag(setting), action="append", dest=dest, metavar=metavar, help=help_text
+            )
+        else:
+            group.add_argument(_flag(setting), type=str, metavar=metavar, help=help_text)

@@ -1,0 +1,104 @@
+"""Room history: the retained, numbered events of each room.
+
+Pure (no Trio). `RoomHistory` is the window of one room's most recent events,
+which is what replay reads; `HistoryStore` is the seam where a durable store
+(SQLite, a later issue) plugs in. The in-memory store keeps every room's window
+for the life of the process.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A numbered event of a room, already encoded as its wire line."""
+
+    id: int
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a joining client is sent after its welcome."""
+
+    events: list[StoredEvent]
+    recovered: bool | None  # None when the client gave no `since`
+
+
+class RoomHistory:
+    """The last `limit` events of one room, and the room's last assigned id.
+
+    Ids are contiguous inside the window, so positions are arithmetic.
+    """
+
+    __slots__ = ("_events", "last_id")
+
+    def __init__(self, limit: int, events: list[StoredEvent] | None = None) -> None:
+        self._events: deque[StoredEvent] = deque(events or (), maxlen=limit)
+        self.last_id = self._events[-1].id if self._events else 0
+
+    def append(self, event: StoredEvent) -> None:
+        """Add the room's next event (its id must be `last_id + 1`)."""
+        assert event.id == self.last_id + 1, (event.id, self.last_id)
+        self._events.append(event)
+        self.last_id = event.id
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def first_id(self) -> int:
+        """Id of the oldest retained event (`last_id + 1` when none is)."""
+        return self._events[0].id if self._events else self.last_id + 1
+
+    def after(self, since: int) -> list[StoredEvent]:
+        """Every retained event with id > `since`, oldest first."""
+        start = max(since + 1 - self.first_id, 0)
+        return list(itertools.islice(self._events, start, None))
+
+    def tail(self, count: int) -> list[StoredEvent]:
+        """The `count` most recent retained events, oldest first."""
+        start = max(len(self._events) - count, 0)
+        return list(itertools.islice(self._events, start, None))
+
+    def replay_for_join(self, since: int | None, replay_limit: int) -> Replay:
+        """History for a client whose own `join` is the newest event.
+
+        Implements the protocol's replay rules: without `since`, the last
+        `replay_limit` events but never fewer than the client's own join;
+        with `since`, everything retained after it, and whether that is all
+        that was missed. A `since` beyond what existed before this join (the
+        history was lost) is answered like no `since`, with `recovered: false`.
+        """
+        own_join = self.last_id
+        if since is None or since > own_join - 1:
+            events = self.tail(max(replay_limit, 1))
+            return Replay(events, None if since is None else False)
+        return Replay(self.after(since), recovered=self.first_id <= since + 1)
+
+
+class HistoryStore(Protocol):
+    """Where rooms' histories live; the durable store implements the same."""
+
+    def room(self, name: str) -> RoomHistory:
+        """The history of room `name`, created empty if it has none."""
+        ...
+
+
+class MemoryHistoryStore:
+    """History kept in process memory, bounded by `limit` events per room."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._rooms: dict[str, RoomHistory] = {}
+
+    def room(self, name: str) -> RoomHistory:
+        history = self._rooms.get(name)
+        if history is None:
+            history = self._rooms[name] = RoomHistory(self._limit)
+        return history

@@ -1,0 +1,144 @@
+"""The plain-HTTP side of the port: reading requests and writing responses.
+
+A small h11 front, because trio-websocket answers a plain GET with 400 and
+the protocol wants one port for the page, its assets, `/healthz`,
+`/metrics` and the `/ws` upgrade. Keep-alive is supported; request bodies are
+not (every route is GET or HEAD). All timeouts belong to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+import h11
+import trio
+
+from . import __version__
+
+MAX_HEAD_SIZE = 16 * 1024
+_READ_SIZE = 16 * 1024
+SERVER_HEADER = f"trio-chat/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # the target without its query string, not percent-decoded
+    headers: dict[str, str]  # lower-case names; repeated headers joined by ", "
+
+    @property
+    def head_only(self) -> bool:
+        return self.method == "HEAD"
+
+
+class BadRequest(Exception):
+    """The client sent something that is not HTTP/1.1; answer 400 and close."""
+
+
+class HttpConnection:
+    """One TCP connection speaking HTTP/1.1 until it upgrades or closes."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.deadline = math.inf  # when the current request head must be complete
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+
+    async def next_request(self) -> Request | None:
+        """Read the next request head and its (empty) body.
+
+        Returns None when the client closed the connection between requests.
+
+        Raises:
+            BadRequest: malformed HTTP, or a head over 16 KiB.
+        """
+        request: h11.Request | None = None
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise BadRequest(str(exc)) from None
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive_some(_READ_SIZE)
+                self._h11.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage | h11.PAUSED) and request is not None:
+                return _to_request(request)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+            elif isinstance(event, h11.Data):
+                raise BadRequest("request bodies are not accepted")
+            else:
+                raise BadRequest(f"unexpected {type(event).__name__}")
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: list[tuple[str, str]] | None = None,
+        head_only: bool = False,
+        close: bool = False,
+    ) -> None:
+        """Send a complete response (no body sent for HEAD)."""
+        all_headers = [
+            ("Server", SERVER_HEADER),
+            ("Date", formatdate(usegmt=True)),
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("X-Content-Type-Options", "nosniff"),
+            *(headers or ()),
+        ]
+        if close:
+            all_headers.append(("Connection", "close"))
+        data = self._h11.send(
+            h11.Response(
+                status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase
+            )
+        )
+        if not head_only and body:
+            data += self._h11.send(h11.Data(data=body))
+        data += self._h11.send(h11.EndOfMessage())
+        await self.stream.send_all(data)
+
+    def can_continue(self) -> bool:
+        """Whether another request may follow on this connection."""
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            return True
+        return False
+
+    async def switch_to_websocket(self, headers: list[tuple[str, str]]) -> bytes:
+        """Send `101 Switching Protocols`; return bytes the client sent after its head."""
+        data = self._h11.send(
+            h11.InformationalResponse(
+                status_code=101, headers=[("Server", SERVER_HEADER), *headers]
+            )
+        )
+        await self.stream.send_all(data)
+        trailing, _closed = self._h11.trailing_data
+        return trailing
+
+    async def refuse(self, status: int, message: str) -> None:
+        """Answer an error status with a short text body and close."""
+        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # a response is already (partly) out
+        await self.respond(status, (message + "\n").encode("utf-8"), close=True)
+
+
+def _to_request(event: h11.Request) -> Request:
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("latin-1")  # h11 lower-cases names
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    target = event.target.decode("latin-1")
+    return Request(
+        method=event.method.decode("latin-1"),
+        path=target.split("?", 1)[0],
+        headers=headers,
+    )

@@ -1,0 +1,209 @@
+"""The hub: one Trio task that applies every client command to the chat state.
+
+Sessions reach the hub through three memory channels, `register`,
+`unregister` and `broadcast`, as in the Go design. Trio has no `select`, so
+the three are send channels onto one FIFO inbox read by one task: a client's
+commands are applied in the order it sent them whatever their kind, which is
+what keeps a `say` sent right after `hello` from overtaking its own `join`,
+and a last `say` from arriving after its sender's `leave`.
+
+The hub task never blocks on a client. It asks the pure `Chat` (rooms.py)
+what an event is and who receives it, then appends the event's bytes, encoded
+once, to each recipient's bounded outbox. A recipient whose outbox is full is
+dropped at once (leave reason `slow`, close code 1013).
+
+A backplane for several processes (a later issue) takes its place between
+`Chat` and delivery: ids would come from the shared store and events from the
+subscription, while sessions keep using these channels unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from . import protocol
+from .history import HistoryStore
+from .protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from .rooms import Chat, Delivery, Joined
+
+log = logging.getLogger(__name__)
+
+INBOX_SIZE = 1024
+
+
+class Peer(Protocol):
+    """What the hub needs of a connected client (the session implements it)."""
+
+    def deliver_nowait(self, line: bytes) -> bool:
+        """Queue a live event; False if the client's send queue is full."""
+        ...
+
+    def deliver_welcome(self, lines: list[bytes]) -> None:
+        """Queue the welcome and history replay, ahead of live events."""
+        ...
+
+    def drop(self, code: CloseCode, reason: LeaveReason) -> None:
+        """Close the client with `code`; it has already left with `reason`."""
+        ...
+
+
+@dataclass(slots=True, eq=False)
+class Registration:
+    """A hello on its way through the hub; `done` is set once applied."""
+
+    peer: Peer
+    hello: Hello
+    done: trio.Event = field(default_factory=trio.Event)
+    outcome: Joined[Peer] | ProtocolError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unregistration:
+    peer: Peer
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    peer: Peer
+    command: Say | Typing
+
+
+HubMessage = Registration | Unregistration | Broadcast
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    rooms: int
+    members: int
+    events: int  # stored events numbered since start
+    deliveries: int  # live events put into outboxes
+    slow_drops: int  # members dropped because their outbox was full
+    inbox: int  # commands waiting for the hub task
+
+
+class Hub:
+    """Owns the chat state; see the module docstring. Create with `open_hub`."""
+
+    def __init__(self, chat: Chat[Peer], inbox: trio.MemorySendChannel[HubMessage]) -> None:
+        self._chat = chat
+        self.register = inbox.clone()
+        self.unregister = inbox.clone()
+        self.broadcast = inbox.clone()
+        self._events = 0
+        self._deliveries = 0
+        self._slow_drops = 0
+
+    async def join(self, peer: Peer, hello: Hello) -> Joined[Peer]:
+        """Make `peer` a member of the room `hello` names.
+
+        On success the welcome and replay are already in the peer's outbox,
+        ahead of any live event of the room.
+
+        Raises:
+            ProtocolError: the hello was refused (e.g. `name_taken`).
+            trio.ClosedResourceError: the hub has shut down.
+        """
+        registration = Registration(peer, hello)
+        await self.register.send(registration)
+        await registration.done.wait()
+        outcome = registration.outcome
+        if isinstance(outcome, ProtocolError):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    async def leave(self, peer: Peer, reason: LeaveReason) -> None:
+        """Remove `peer` from its room, if it is (still) a member."""
+        await self.unregister.send(Unregistration(peer, reason))
+
+    async def say(self, peer: Peer, command: Say | Typing) -> None:
+        """Broadcast a message or typing notice from `peer` to its room."""
+        await self.broadcast.send(Broadcast(peer, command))
+
+    def statistics(self) -> HubStatistics:
+        chat = self._chat.statistics()
+        return HubStatistics(
+            rooms=chat.rooms,
+            members=chat.members,
+            events=self._events,
+            deliveries=self._deliveries,
+            slow_drops=self._slow_drops,
+            inbox=self.broadcast.statistics().current_buffer_used,
+        )
+
+    def _close_channels(self) -> None:
+        self.register.close()
+        self.unregister.close()
+        self.broadcast.close()
+
+    async def serve(self, inbox: trio.MemoryReceiveChannel[HubMessage]) -> None:
+        """Apply commands until every send channel is closed."""
+        async with inbox:
+            async for message in inbox:
+                self._apply(message)
+
+    def _apply(self, message: HubMessage) -> None:
+        ts = protocol.format_timestamp(time.time())
+        if isinstance(message, Broadcast):
+            if isinstance(message.command, Say):
+                delivery = self._chat.say(message.peer, message.command, ts)
+                self._events += delivery is not None
+            else:
+                delivery = self._chat.typing(message.peer)
+            if delivery is not None:
+                self._deliver(delivery, ts)
+        elif isinstance(message, Registration):
+            try:
+                joined = self._chat.join(message.peer, message.hello, ts)
+            except ProtocolError as refusal:
+                message.outcome = refusal
+            else:
+                self._events += 1
+                message.outcome = joined
+                message.peer.deliver_welcome(joined.welcome)
+                self._deliver(joined.announce, ts)
+            message.done.set()
+        else:
+            delivery = self._chat.leave(message.peer, message.reason, ts)
+            if delivery is not None:
+                self._events += 1
+                self._deliver(delivery, ts)
+
+    def _deliver(self, delivery: Delivery[Peer], ts: str) -> None:
+        line = delivery.line
+        slow = [peer for peer in delivery.recipients if not peer.deliver_nowait(line)]
+        self._deliveries += len(delivery.recipients) - len(slow)
+        for peer in slow:
+            # Leave first, so that the peer's own leave is not offered to it.
+            left = self._chat.leave(peer, LeaveReason.SLOW, ts)
+            peer.drop(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)
+            self._slow_drops += 1
+            if left is not None:
+                self._events += 1
+                self._deliver(left, ts)
+
+
+@asynccontextmanager
+async def open_hub(store: HistoryStore, *, replay_limit: int) -> AsyncIterator[Hub]:
+    """Run a hub for the duration of the `async with` block.
+
+    On exit the channels are closed and the hub task applies what is still
+    queued (the last sessions' leaves) before it ends.
+    """
+    send, receive = trio.open_memory_channel[HubMessage](INBOX_SIZE)
+    hub = Hub(Chat(store, replay_limit), send)
+    send.close()  # only the three clones stay open
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.serve, receive)
+        try:
+            yield hub
+        finally:
+            hub._close_channels()

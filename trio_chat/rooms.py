@@ -1,0 +1,163 @@
+"""The chat state: rooms, their members, event numbering, who receives what.
+
+Theory of operation
+-------------------
+This module is pure: it imports neither Trio nor any I/O, and it is driven one
+call at a time by the hub, which owns the only instance. Each call applies one
+command atomically and returns the decision: the encoded event and the members
+who must receive it. The invariants it keeps, which the property tests check:
+
+* Every stored event of a room (`join`, `message`, `leave`) gets the room's
+  next id: ids rise by exactly 1 per room, never repeat, never skip.
+* Stored events are recorded in the room's history before they are returned,
+  so a client that joins later replays exactly what live members received.
+* A member receives every stored event of its room numbered after its own
+  `join` (which it gets in its welcome replay, not live), and nothing of any
+  other room. `typing` goes to the other members only and is not numbered.
+* Names are unique per room, compared case-insensitively. A member leaves
+  exactly once: `leave` of a non-member is a no-op, so the session, the hub
+  (slow consumer) and shutdown may all ask and only the first one counts.
+
+Member handles are opaque hashable objects chosen by the caller (the hub
+uses its client objects), so recipients need no lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from . import protocol
+from .history import HistoryStore, RoomHistory, StoredEvent
+from .protocol import ErrorCode, Hello, LeaveReason, ProtocolError, Say
+
+H = TypeVar("H", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[H]):
+    """One encoded event line and the members it goes to."""
+
+    line: bytes
+    recipients: tuple[H, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(Generic[H]):
+    """The outcome of a successful hello."""
+
+    room: str
+    name: str
+    welcome: list[bytes]  # the welcome event, then the history replay
+    announce: Delivery[H]  # the new member's `join`, for the others
+    join_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatStatistics:
+    rooms: int
+    members: int
+
+
+class _Room(Generic[H]):
+    __slots__ = ("by_key", "history", "members", "name")
+
+    def __init__(self, name: str, history: RoomHistory) -> None:
+        self.name = name
+        self.history = history
+        self.members: dict[H, str] = {}  # handle -> name, in join order
+        self.by_key: dict[str, H] = {}  # name_key(name) -> handle
+
+    def append(self, line: bytes) -> None:
+        self.history.append(StoredEvent(self.history.last_id + 1, line))
+
+
+class Chat(Generic[H]):
+    """All rooms of one server and the members in them."""
+
+    def __init__(self, store: HistoryStore, replay_limit: int) -> None:
+        self._store = store
+        self._replay_limit = replay_limit
+        self._rooms: dict[str, _Room[H]] = {}
+        self._room_of: dict[H, _Room[H]] = {}
+
+    def join(self, handle: H, hello: Hello, ts: str) -> Joined[H]:
+        """Add `handle` to the room `hello` names.
+
+        Raises:
+            ProtocolError: `name_taken` if the name is in use in that room
+                (case-insensitively), `already_joined` if `handle` is a member.
+        """
+        if handle in self._room_of:
+            raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection already joined")
+        room = self._rooms.get(hello.room)
+        if room is None:
+            room = self._rooms[hello.room] = _Room(hello.room, self._store.room(hello.room))
+        key = protocol.name_key(hello.name)
+        if key in room.by_key:
+            raise ProtocolError(
+                ErrorCode.NAME_TAKEN, f"the name {hello.name!r} is taken in {room.name!r}"
+            )
+        others = tuple(room.members)
+        room.members[handle] = hello.name
+        room.by_key[key] = handle
+        self._room_of[handle] = room
+
+        join_id = room.history.last_id + 1
+        line = protocol.join_event(join_id, room.name, hello.name, ts)
+        room.append(line)
+        replay = room.history.replay_for_join(hello.since, self._replay_limit)
+        welcome = protocol.welcome_event(
+            room.name, hello.name, list(room.members.values()), join_id, replay.recovered
+        )
+        return Joined(
+            room=room.name,
+            name=hello.name,
+            welcome=[welcome, *(event.line for event in replay.events)],
+            announce=Delivery(line, others),
+            join_id=join_id,
+        )
+
+    def say(self, handle: H, say: Say, ts: str) -> Delivery[H] | None:
+        """Number and address a message; None if `handle` is not a member."""
+        room = self._room_of.get(handle)
+        if room is None:
+            return None
+        line = protocol.message_event(
+            room.history.last_id + 1, room.name, room.members[handle], say.text, ts, say.ref
+        )
+        room.append(line)
+        return Delivery(line, tuple(room.members))
+
+    def typing(self, handle: H) -> Delivery[H] | None:
+        """Address a typing notice to the other members; None if not a member."""
+        room = self._room_of.get(handle)
+        if room is None:
+            return None
+        line = protocol.typing_event(room.name, room.members[handle])
+        return Delivery(line, tuple(h for h in room.members if h != handle))
+
+    def leave(self, handle: H, reason: LeaveReason, ts: str) -> Delivery[H] | None:
+        """Remove `handle` from its room; None if it was not a member.
+
+        An emptied room is forgotten here; its history stays in the store.
+        """
+        room = self._room_of.pop(handle, None)
+        if room is None:
+            return None
+        name = room.members.pop(handle)
+        del room.by_key[protocol.name_key(name)]
+        line = protocol.leave_event(room.history.last_id + 1, room.name, name, ts, reason)
+        room.append(line)
+        if not room.members:
+            del self._rooms[room.name]
+        return Delivery(line, tuple(room.members))
+
+    def members(self, room: str) -> list[str]:
+        """Names in `room`, in join order (empty if nobody is there)."""
+        found = self._rooms.get(room)
+        return list(found.members.values()) if found else []
+
+    def statistics(self) -> ChatStatistics:
+        return ChatStatistics(rooms=len(self._rooms), members=len(self._room_of))

@@ -1,0 +1,322 @@
+"""The server: one port for the web client, health, metrics and `/ws`.
+
+`serve_chat` binds the listener, opens the hub and serves connections until
+the `shutdown` event is set. Then, hypercorn-style: stop accepting, close
+every WebSocket client with 1001 (reason `shutdown`), give them `WRITE_WAIT`
+to finish, and return.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+from functools import partial
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+import trio
+import wsproto.connection
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .config import Settings
+from .history import MemoryHistoryStore
+from .http import BadRequest, HttpConnection, Request
+from .hub import Hub, open_hub
+from .protocol import CloseCode, LeaveReason
+from .session import Session
+from .websocket import UpgradeRefused, accept_upgrade, normalize_origin, origin_allowed
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    content_type: str
+
+
+def load_web_assets() -> dict[str, Asset]:
+    """Every file of the packaged `web/` folder, by URL path, read once.
+
+    Serving from this table means no request path ever reaches the file
+    system, so `..` and friends have nothing to traverse.
+    """
+    assets: dict[str, Asset] = {}
+
+    def walk(folder: resources.abc.Traversable, prefix: str) -> Iterator[tuple[str, bytes]]:
+        for entry in folder.iterdir():
+            if entry.name.startswith((".", "__")):
+                continue
+            if entry.is_dir():
+                yield from walk(entry, f"{prefix}{entry.name}/")
+            else:
+                yield f"{prefix}{entry.name}", entry.read_bytes()
+
+    for path, body in walk(_web_folder(), "/"):
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        if content_type.startswith(_TEXT_TYPES):
+            content_type += "; charset=utf-8"
+        assets[path] = Asset(body, content_type)
+    if "/index.html" in assets:
+        assets["/"] = assets["/index.html"]
+    return assets
+
+
+def _web_folder() -> resources.abc.Traversable:
+    """The web client: packaged as `trio_chat.web` in the wheel (see
+    pyproject.toml), or the checkout's `web/` for an editable install."""
+    try:
+        return resources.files("trio_chat.web")
+    except ModuleNotFoundError:
+        return resources.files("trio_chat").joinpath("../web")
+
+
+class _ChatCollector(Collector):
+    """Reads the server's counters at scrape time: nothing on the hot path."""
+
+    def __init__(self, server: ChatServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._server.hub.statistics()
+        yield GaugeMetricFamily(
+            "trio_chat_connections", "Open WebSocket connections.", len(self._server.sessions)
+        )
+        yield GaugeMetricFamily("trio_chat_rooms", "Rooms with members.", stats.rooms)
+        yield GaugeMetricFamily("trio_chat_members", "Clients joined to a room.", stats.members)
+        yield GaugeMetricFamily("trio_chat_hub_inbox", "Commands queued for the hub.", stats.inbox)
+        yield CounterMetricFamily("trio_chat_events", "Stored events numbered.", stats.events)
+        yield CounterMetricFamily(
+            "trio_chat_deliveries", "Live events queued to clients.", stats.deliveries
+        )
+        yield CounterMetricFamily(
+            "trio_chat_slow_drops", "Clients dropped for a full send queue.", stats.slow_drops
+        )
+        yield CounterMetricFamily(
+            "trio_chat_refused_upgrades",
+            "WebSocket upgrades refused (403 origin, 503 connection limit).",
+            self._server.refused_upgrades,
+        )
+
+
+class ChatServer:
+    """Routes each accepted TCP connection; tracks the open sessions."""
+
+    def __init__(self, settings: Settings, hub: Hub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.sessions: set[Session] = set()
+        self.refused_upgrades = 0
+        self._plain_http: set[trio.CancelScope] = set()
+        self.assets = load_web_assets()
+        self._allowed_origins = frozenset(
+            "*" if origin == "*" else (normalize_origin(origin) or origin)
+            for origin in settings.allowed_origins
+        )
+        self.metrics = CollectorRegistry()
+        self.metrics.register(_ChatCollector(self))
+        ProcessCollector(registry=self.metrics)
+
+    async def handle_connection(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection; never raises (but Cancelled)."""
+        label = _peer_label(stream)
+        http = HttpConnection(stream)
+        # Until it upgrades, a connection is plain HTTP, which shutdown may
+        # simply cut: it holds no chat state.
+        plain_http = trio.CancelScope()
+        self._plain_http.add(plain_http)
+        try:
+            with plain_http:
+                request = await self._next_request(http, label)
+                while request is not None and request.path != "/ws":
+                    with trio.move_on_after(self.settings.write_wait):
+                        await self._respond(http, request)
+                    if not http.can_continue():
+                        return
+                    request = await self._next_request(http, label)
+            self._plain_http.discard(plain_http)
+            if request is not None and not plain_http.cancelled_caught:
+                await self._upgrade(http, request, label)
+        except BadRequest as exc:
+            log.debug("%s: bad request: %s", label, exc)
+            with trio.move_on_after(self.settings.write_wait):
+                await http.refuse(400, "bad request")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        except Exception:
+            log.exception("%s: unexpected error in the HTTP front", label)
+        finally:
+            self._plain_http.discard(plain_http)
+            await trio.aclose_forcefully(stream)
+
+    async def _next_request(self, http: HttpConnection, label: str) -> Request | None:
+        """The next request head, or None if the client is gone or too slow.
+
+        The handshake timeout bounds each head; for `/ws` it also bounds the
+        `hello` that follows, so the session inherits the deadline.
+        """
+        http.deadline = trio.current_time() + self.settings.handshake_timeout
+        with trio.move_on_at(http.deadline):
+            return await http.next_request()
+        log.debug("%s: request head not complete in time", label)
+        return None
+
+    async def _respond(self, http: HttpConnection, request: Request) -> None:
+        if request.method not in ("GET", "HEAD"):
+            await http.respond(
+                405, b"method not allowed\n", headers=[("Allow", "GET, HEAD")], close=True
+            )
+            return
+        head = request.head_only
+        if request.path == "/healthz":
+            body = json.dumps(
+                {
+                    "status": "ok",
+                    "connections": len(self.sessions),
+                    "rooms": self.hub.statistics().rooms,
+                }
+            ).encode()
+            await http.respond(
+                200,
+                body,
+                content_type="application/json",
+                headers=[("Cache-Control", "no-store")],
+                head_only=head,
+            )
+        elif request.path == "/metrics":
+            await http.respond(
+                200,
+                generate_latest(self.metrics),
+                content_type="text/plain; version=0.0.4; charset=utf-8",
+                head_only=head,
+            )
+        elif (asset := self.assets.get(request.path)) is not None:
+            headers = [("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer")]
+            if asset.content_type.startswith("text/html"):
+                headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+            await http.respond(
+                200, asset.body, content_type=asset.content_type, headers=headers, head_only=head
+            )
+        else:
+            await http.respond(404, b"not found\n", head_only=head)
+
+    async def _upgrade(self, http: HttpConnection, request: Request, label: str) -> None:
+        settings = self.settings
+        refusal = self._refusal(request, label)
+        with trio.move_on_after(settings.write_wait) as timer:
+            if isinstance(refusal, UpgradeRefused):
+                await http.refuse(refusal.status, refusal.reason)
+                return
+            trailing = await http.switch_to_websocket(refusal)
+        if timer.cancelled_caught:
+            return
+        ws = wsproto.connection.Connection(
+            wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
+        )
+        session = Session(
+            http.stream, ws, self.hub, settings, hello_deadline=http.deadline, label=label
+        )
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def _refusal(self, request: Request, label: str) -> UpgradeRefused | list[tuple[str, str]]:
+        """Why this upgrade is refused, or else the 101 response headers."""
+        if request.method != "GET":
+            return UpgradeRefused(405, "WebSocket upgrades use GET")
+        try:
+            response_headers = accept_upgrade(request.headers)
+        except UpgradeRefused as refused:
+            return refused
+        origin = request.headers.get("origin")
+        if not origin_allowed(origin, request.headers.get("host"), self._allowed_origins):
+            log.info("%s: origin %r not allowed", label, origin)
+            self.refused_upgrades += 1
+            return UpgradeRefused(403, "origin not allowed")
+        if len(self.sessions) >= self.settings.max_connections:
+            log.warning(
+                "%s: connection limit (%d) reached", label, self.settings.max_connections
+            )
+            self.refused_upgrades += 1
+            return UpgradeRefused(503, "too many connections")
+        return response_headers
+
+    def close_all(self) -> None:
+        """Cut idle HTTP connections; close every WebSocket client with 1001."""
+        for scope in self._plain_http:
+            scope.cancel()
+        for session in list(self.sessions):
+            session.drop(CloseCode.GOING_AWAY, LeaveReason.SHUTDOWN)
+
+
+def _peer_label(stream: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except (OSError, ValueError):
+        return "client"
+    return f"{host}:{port}"
+
+
+async def open_listeners(settings: Settings) -> list[trio.SocketListener]:
+    """Bind the server's port (raises OSError if that is impossible)."""
+    return await trio.open_tcp_listeners(settings.port, host=settings.host)
+
+
+async def serve_chat(
+    settings: Settings,
+    shutdown: trio.Event,
+    *,
+    listeners: list[trio.SocketListener] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the chat on `settings.host:settings.port` until `shutdown` is set.
+
+    `listeners` may be bound beforehand with `open_listeners` (the CLI does,
+    to report a busy port before anything starts). Reports the bound port
+    through `task_status` (useful with port 0). Returns once every client
+    has been closed (1001), or `WRITE_WAIT` after shutdown began.
+    """
+    if listeners is None:
+        listeners = await open_listeners(settings)
+    port = listeners[0].socket.getsockname()[1]
+    store = MemoryHistoryStore(settings.history_limit)
+    async with open_hub(store, replay_limit=settings.history_replay) as hub:
+        server = ChatServer(settings, hub)
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptor:
+                await acceptor.start(
+                    partial(trio.serve_listeners, handler_nursery=connections),
+                    server.handle_connection,
+                    listeners,
+                )
+                log.info(
+                    "trio-chat serving on http://%s:%d/ (WebSocket at /ws)",
+                    _display_host(settings.host),
+                    port,
+                )
+                task_status.started(port)
+                await shutdown.wait()
+                log.info("shutting down: closing %d connections", len(server.sessions))
+                acceptor.cancel_scope.cancel()
+            server.close_all()
+            # Sessions send their close frame and wait for the answer within
+            # WRITE_WAIT; plain HTTP connections are simply cut.
+            connections.cancel_scope.deadline = trio.current_time() + settings.write_wait
+    log.info("shutdown complete")
+
+
+def _display_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

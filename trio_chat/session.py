@@ -1,0 +1,312 @@
+"""One client connection after the upgrade: its reader and writer tasks.
+
+Each session runs in a nursery of its own holding exactly two tasks:
+
+* the reader turns bytes into WebSocket events (wsproto) and client frames
+  into commands (protocol.py), answers errors, enforces the hello deadline,
+  the pong deadline, the size and rate limits, and forwards commands to the
+  hub;
+* the writer is the only task that writes to the socket: it sends whatever
+  the outbox holds as one frame, pings every `PING_PERIOD`, and sends the
+  close frame when the session ends.
+
+Whoever decides the session is over (either task, the hub dropping a slow
+client, the server shutting down) calls `_end` once: the first reason wins.
+With a close code, the reader stops and the writer sends the close frame,
+then waits briefly for the client's answer so that closing the socket does
+not reset the connection under an unread close frame. Without one (the peer
+is gone, or unresponsive), both tasks are cancelled at once. Afterwards the
+socket is closed and the hub is told, shielded and bounded, so the member's
+`leave` is emitted exactly once whatever ended the session.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+from . import protocol
+from .config import Settings
+from .hub import Hub
+from .limits import ErrorBudget, Throttle, TokenBucket
+from .outbox import Outbox
+from .protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from .websocket import encode_text_frame
+
+log = logging.getLogger(__name__)
+
+# Reads are at least this large whatever READ_BUFFER_SIZE says: fewer,
+# larger reads cost less per byte, and a read never waits to fill up.
+_MIN_READ = 16384
+_TYPING_INTERVAL = 1.0
+_CLOSE_REASONS: dict[int, str] = {
+    CloseCode.GOING_AWAY: "server shutting down",
+    CloseCode.UNSUPPORTED_DATA: "binary frames are not supported",
+    CloseCode.POLICY_VIOLATION: "policy violation",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+    CloseCode.INTERNAL_ERROR: "internal server error",
+    CloseCode.TRY_AGAIN_LATER: "too slow: send queue overflowed",
+}
+
+
+class Session:
+    """A connected WebSocket client, from upgrade to close."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: Connection,
+        hub: Hub,
+        settings: Settings,
+        *,
+        hello_deadline: float,
+        label: str,
+    ) -> None:
+        self._stream = stream
+        self._ws = ws
+        self._hub = hub
+        self._settings = settings
+        self._label = label
+        self._outbox = Outbox(settings.send_queue_size)
+        now = trio.current_time()
+        self._hello_deadline = hello_deadline
+        self._pong_deadline = now + settings.pong_wait
+        self._rate = TokenBucket(settings.rate_limit, settings.rate_burst, now)
+        self._typing = Throttle(_TYPING_INTERVAL)
+        self._errors = ErrorBudget()
+        self._joined: protocol.Hello | None = None
+        self._in_hub = False  # a leave must be sent when the session ends
+        self._message: list[str] = []
+        self._message_size = 0
+        self._ending: tuple[int | None, LeaveReason] | None = None
+        self._close_text = ""
+        self._reader_scope = trio.CancelScope()
+        self._tasks_scope = trio.CancelScope()
+        self._reader_done = trio.Event()
+
+    # -- Peer: what the hub calls -------------------------------------------
+
+    def deliver_nowait(self, line: bytes) -> bool:
+        return self._outbox.put_nowait(line)
+
+    def deliver_welcome(self, lines: list[bytes]) -> None:
+        self._outbox.put_front(lines)
+
+    def drop(self, code: CloseCode, reason: LeaveReason) -> None:
+        """End the session with close `code` (also used for shutdown)."""
+        self._end(code, reason)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        return self._joined.name if self._joined else None
+
+    async def run(self) -> None:
+        """Serve the client until the session ends; never raises (but Cancelled)."""
+        try:
+            with self._tasks_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader)
+                    nursery.start_soon(self._writer)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._stream)
+                reason = self._ending[1] if self._ending else LeaveReason.SHUTDOWN
+                if self._in_hub:
+                    with trio.move_on_after(self._settings.write_wait):
+                        try:
+                            await self._hub.leave(self, reason)
+                        except trio.ClosedResourceError:
+                            pass  # the hub has already stopped
+                log.debug("%s closed (%s)", self._label, reason)
+
+    def _end(self, code: int | None, reason: LeaveReason, text: str = "") -> None:
+        """Decide how the session ends; only the first decision counts."""
+        if self._ending is not None:
+            return
+        self._ending = (code, reason)
+        if code is not None:
+            self._close_text = text or _CLOSE_REASONS.get(code, "")
+        if code is None:
+            self._tasks_scope.cancel()
+        else:
+            self._reader_scope.cancel()
+            self._outbox.wake()
+
+    # -- reader --------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        try:
+            with self._reader_scope:
+                await self._read_frames()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._end(None, LeaveReason.QUIT)
+        except Exception:
+            log.exception("%s: unexpected error while reading", self._label)
+            self._end(CloseCode.INTERNAL_ERROR, LeaveReason.ERROR)
+        finally:
+            self._reader_done.set()
+
+    def _read_deadline(self) -> float:
+        if self._joined is None:
+            return min(self._pong_deadline, self._hello_deadline)
+        return self._pong_deadline
+
+    async def _read_frames(self) -> None:
+        read_size = max(self._settings.read_buffer_size, _MIN_READ)
+        while True:
+            with trio.move_on_at(self._read_deadline()) as timer:
+                data = await self._stream.receive_some(read_size)
+            if timer.cancelled_caught:
+                self._on_deadline()
+                return
+            if not data:
+                self._end(None, LeaveReason.QUIT)
+                return
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                await self._on_event(event)
+                if self._ending is not None:
+                    return
+
+    def _on_deadline(self) -> None:
+        if trio.current_time() >= self._pong_deadline:
+            log.info("%s: no pong within the pong wait, dropping", self._label)
+            self._end(None, LeaveReason.TIMEOUT)
+        else:
+            log.info("%s: no hello within the handshake timeout", self._label)
+            self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "no hello in time")
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, TextMessage):
+            self._message_size += len(event.data) if event.data.isascii() else len(
+                event.data.encode("utf-8")
+            )
+            if self._message_size > self._settings.max_message_size:
+                log.info("%s: message over %d bytes", self._label, self._message_size)
+                self._end(CloseCode.MESSAGE_TOO_BIG, LeaveReason.ERROR)
+                return
+            self._message.append(event.data)
+            if event.message_finished:
+                text = "".join(self._message)
+                self._message.clear()
+                self._message_size = 0
+                await self._on_message(text)
+        elif isinstance(event, BytesMessage):
+            log.info("%s: binary frame", self._label)
+            self._end(CloseCode.UNSUPPORTED_DATA, LeaveReason.ERROR)
+        elif isinstance(event, Ping):
+            self._outbox.put_pong(self._ws.send(event.response()))
+        elif isinstance(event, Pong):
+            self._pong_deadline = trio.current_time() + self._settings.pong_wait
+        elif isinstance(event, CloseConnection):
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                self._end(event.code, LeaveReason.QUIT, event.reason)  # echo the client's code
+            else:
+                # wsproto could not parse the stream (bad framing, bad UTF-8).
+                log.info("%s: protocol error: %s", self._label, event.reason)
+                self._end(event.code, LeaveReason.ERROR, event.reason)
+
+    async def _on_message(self, text: str) -> None:
+        try:
+            command = protocol.parse_command(text, joined=self._joined is not None)
+        except ProtocolError as error:
+            self._refuse(error)
+            return
+        now = trio.current_time()
+        if isinstance(command, Hello):
+            await self._join(command)
+        elif isinstance(command, Say):
+            if self._rate.take(now):
+                await self._hub.say(self, command)
+            else:
+                self._refuse(ProtocolError(ErrorCode.RATE_LIMITED, "slow down", command.ref))
+        elif isinstance(command, Typing) and self._typing.allow(now):
+            await self._hub.say(self, command)
+
+    async def _join(self, hello: Hello) -> None:
+        self._in_hub = True
+        try:
+            joined = await self._hub.join(self, hello)
+        except ProtocolError as refusal:
+            self._in_hub = False
+            self._refuse(refusal)
+            return
+        self._joined = hello
+        self._label = f"{self._label} {joined.name!r}@{joined.room}"
+        log.debug("%s joined (id %d)", self._label, joined.join_id)
+
+    def _refuse(self, error: ProtocolError) -> None:
+        if not self._errors.spend(trio.current_time()):
+            log.info("%s: too many errors, closing", self._label)
+            self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "too many errors")
+            return
+        log.debug("%s: error %s: %s", self._label, error.code, error.message)
+        if not self._outbox.put_nowait(protocol.error_event(error.code, error.message, error.ref)):
+            self._end(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)
+
+    # -- writer --------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        try:
+            await self._write_frames()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._end(None, LeaveReason.QUIT)
+        except Exception:
+            log.exception("%s: unexpected error while writing", self._label)
+            self._end(None, LeaveReason.ERROR)
+        finally:
+            self._tasks_scope.cancel()
+
+    async def _write_frames(self) -> None:
+        settings = self._settings
+        next_ping = trio.current_time() + settings.ping_period
+        while True:
+            with trio.move_on_at(next_ping):
+                await self._outbox.wait()
+            if self._ending is not None:
+                await self._close()
+                return
+            pong, lines = self._outbox.take()
+            data = pong or b""
+            if lines:
+                data += encode_text_frame(b"\n".join(lines))
+            if trio.current_time() >= next_ping:
+                data += self._ws.send(Ping(b""))
+                next_ping = trio.current_time() + settings.ping_period
+            if data:
+                with trio.move_on_after(settings.write_wait) as timer:
+                    await self._stream.send_all(data)
+                if timer.cancelled_caught:
+                    log.info("%s: write took over the write wait, dropping", self._label)
+                    self._end(None, LeaveReason.SLOW)
+                    return
+
+    async def _close(self) -> None:
+        """Send the close frame, then wait for the client's (bounded)."""
+        assert self._ending is not None
+        code = self._ending[0]
+        assert code is not None
+        with trio.move_on_after(self._settings.write_wait):
+            try:
+                frame = self._ws.send(CloseConnection(code, self._close_text or None))
+            except LocalProtocolError:
+                return  # the close handshake already completed
+            await self._stream.send_all(frame)
+            if self._ws.state is ConnectionState.CLOSED:
+                return  # we answered the client's close: nothing more comes
+            await self._reader_done.wait()
+            read_size = max(self._settings.read_buffer_size, _MIN_READ)
+            while self._ws.state is not ConnectionState.CLOSED:
+                data = await self._stream.receive_some(read_size)
+                if not data:
+                    return
+                self._ws.receive_data(data)
+                for _ in self._ws.events():
+                    pass  # only the close frame matters now; the state tracks it
+

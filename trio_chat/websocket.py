@@ -1,0 +1,109 @@
+"""WebSocket details wsproto leaves to the server: upgrade checks and framing.
+
+Pure. wsproto parses client frames and encodes control frames; this module
+adds what a server deciding on an upgrade needs (which request is a valid
+upgrade, which origin may connect) and the one frame the hot path writes: a
+server's unmasked text frame, built here directly from bytes that are already
+UTF-8, so a batch of pre-encoded events is never decoded and re-encoded.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Collection, Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+from wsproto.utilities import generate_accept_token
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+class UpgradeRefused(Exception):
+    """The request asked for /ws but is not a WebSocket upgrade we accept."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def accept_upgrade(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Check a WebSocket upgrade request; return the 101 response headers.
+
+    `headers` maps lower-case names to values (repeated headers joined with
+    ", "). v1 negotiates no extensions and no subprotocol.
+
+    Raises:
+        UpgradeRefused: 426 if it is not an upgrade to WebSocket version 13,
+            400 if it lacks a usable key.
+    """
+    connection = {token.strip().lower() for token in headers.get("connection", "").split(",")}
+    if headers.get("upgrade", "").strip().lower() != "websocket" or "upgrade" not in connection:
+        raise UpgradeRefused(426, "this path takes WebSocket upgrades only")
+    if headers.get("sec-websocket-version", "").strip() != "13":
+        raise UpgradeRefused(426, "only WebSocket version 13 is supported")
+    key = headers.get("sec-websocket-key", "").strip()
+    if len(key) != 24 or not key.isascii():
+        raise UpgradeRefused(400, "missing or malformed Sec-WebSocket-Key")
+    return [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode("ascii")),
+    ]
+
+
+def normalize_origin(origin: str) -> str | None:
+    """`scheme://host[:port]` in lower case with a default port dropped.
+
+    Returns None for anything that is not an http(s) origin, including the
+    opaque origin `null` that sandboxed pages and file:// pages send.
+    """
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in ("http", "https") or not host or parts.path not in ("", "/"):
+        return None
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:
+    """The protocol's origin policy for an upgrade request.
+
+    No `Origin` (a non-browser client) is allowed; an origin whose host and
+    port equal the request's `Host` is allowed; any other origin must be in
+    `allowed` (normalised origins, or `*` for all).
+    """
+    if origin is None:
+        return True
+    if "*" in allowed:
+        return True
+    normal = normalize_origin(origin)
+    if normal is None:
+        return False
+    if normal in allowed:
+        return True
+    if host is None:
+        return False
+    scheme = normal.split(":", 1)[0]
+    return normalize_origin(f"{scheme}://{host.strip()}") == normal
+
+
+def encode_text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked text frame (FIN set) carrying UTF-8 `payload`."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
