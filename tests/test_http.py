@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from conftest import RunningServer, StartServer
-from wsclient import Rejected, RawClient, http_request
+from wsclient import Rejected, http_request
 
 
 async def test_index_page_with_security_headers(server: RunningServer) -> None:
@@ -89,23 +89,21 @@ async def test_plain_get_on_ws_asks_for_an_upgrade(server: RunningServer) -> Non
 
 
 async def test_garbage_gets_400_and_the_server_carries_on(server: RunningServer) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    await stream.send_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
-    reply = await stream.receive_some(1024)
-    assert reply.startswith(b"HTTP/1.1 400 ")
-    await stream.aclose()
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+        await stream.send_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+        reply = await stream.receive_some(1024)
+        assert reply.startswith(b"HTTP/1.1 400 ")
     assert (await http_request(server.port, "/healthz")).status == 200
 
 
 async def test_keep_alive_serves_several_requests(server: RunningServer) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
     request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-    await stream.send_all(request + request)
-    received = b""
-    with trio.fail_after(5):
-        while received.count(b"HTTP/1.1 200 OK") < 2:
-            received += await stream.receive_some(4096)
-    await stream.aclose()
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+        await stream.send_all(request + request)
+        received = b""
+        with trio.fail_after(5):
+            while received.count(b"HTTP/1.1 200 OK") < 2:
+                received += await stream.receive_some(4096)
 
 
 # -- the upgrade: origin policy and connection limit -------------------------
@@ -113,34 +111,30 @@ async def test_keep_alive_serves_several_requests(server: RunningServer) -> None
 
 async def test_foreign_origin_is_refused_with_403(server: RunningServer) -> None:
     with pytest.raises(Rejected) as refused:
-        await RawClient.connect(server.port, headers=[(b"Origin", b"http://evil.example")])
+        await server.client(headers=[(b"Origin", b"http://evil.example")])
     assert refused.value.status == 403
 
 
 async def test_same_origin_and_no_origin_are_allowed(server: RunningServer) -> None:
-    same = await RawClient.connect(
-        server.port, headers=[(b"Origin", f"http://127.0.0.1:{server.port}".encode())]
-    )
-    bare = await RawClient.connect(server.port)
+    same = await server.client(headers=[(b"Origin", f"http://127.0.0.1:{server.port}".encode())])
+    bare = await server.client()
     await same.hello("same")
     await bare.hello("bare")
 
 
 async def test_same_host_other_port_is_refused(server: RunningServer) -> None:
     with pytest.raises(Rejected) as refused:
-        await RawClient.connect(
-            server.port, headers=[(b"Origin", f"http://127.0.0.1:{server.port + 1}".encode())]
-        )
+        await server.client(headers=[(b"Origin", f"http://127.0.0.1:{server.port + 1}".encode())])
     assert refused.value.status == 403
 
 
 async def test_allowed_origins_setting(start_server: StartServer) -> None:
     server = await start_server(allowed_origins=("https://chat.example",))
-    await RawClient.connect(server.port, headers=[(b"Origin", b"https://chat.example")])
+    await server.client(headers=[(b"Origin", b"https://chat.example")])
     with pytest.raises(Rejected):
-        await RawClient.connect(server.port, headers=[(b"Origin", b"https://other.example")])
+        await server.client(headers=[(b"Origin", b"https://other.example")])
     anyone = await start_server(allowed_origins=("*",))
-    await RawClient.connect(anyone.port, headers=[(b"Origin", b"https://other.example")])
+    await anyone.client(headers=[(b"Origin", b"https://other.example")])
 
 
 async def test_connection_limit_gives_503(start_server: StartServer) -> None:
@@ -169,8 +163,8 @@ async def test_incomplete_request_head_is_cut_at_the_handshake_timeout(
     start_server: StartServer, autojump_clock: trio.testing.MockClock
 ) -> None:
     server = await start_server(handshake_timeout=10.0)
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # never finished
-    start = trio.current_time()
-    assert await stream.receive_some(1024) == b""
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+        await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # never finished
+        start = trio.current_time()
+        assert await stream.receive_some(1024) == b""
     assert trio.current_time() - start == pytest.approx(10.0, abs=0.01)

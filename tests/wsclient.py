@@ -15,6 +15,7 @@ from typing import Any
 import h11
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -70,9 +71,25 @@ class RawClient:
         auto_pong: bool = True,
     ) -> RawClient:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            return await cls._handshake(stream, port, host, headers or [], auto_pong=auto_pong)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+    @classmethod
+    async def _handshake(
+        cls,
+        stream: trio.SocketStream,
+        port: int,
+        host: str,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        auto_pong: bool,
+    ) -> RawClient:
         ws = WSConnection(ConnectionType.CLIENT)
         await stream.send_all(
-            ws.send(Request(host=f"{host}:{port}", target="/ws", extra_headers=headers or []))
+            ws.send(Request(host=f"{host}:{port}", target="/ws", extra_headers=headers))
         )
         status, body = 0, b""
         while True:
@@ -158,11 +175,12 @@ class RawClient:
                     await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.close_code = event.code
-                # Answer the close handshake like a polite client.
-                try:
-                    await self.stream.send_all(self.ws.send(event.response()))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    # Answer the close handshake like a polite client.
+                    try:
+                        await self.stream.send_all(self.ws.send(event.response()))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 if not self._pending:
                     self._closed = True
                     raise Closed(event.code, event.reason or "")

@@ -288,7 +288,10 @@ class Session:
                     return
 
     async def _close(self) -> None:
-        """Send the close frame, then wait for the client's (bounded)."""
+        """Send what is queued and the close frame, then await the client's.
+
+        Bounded by `WRITE_WAIT` as a whole.
+        """
         assert self._ending is not None
         code = self._ending[0]
         assert code is not None
@@ -297,6 +300,9 @@ class Session:
                 frame = self._ws.send(CloseConnection(code, self._close_text or None))
             except LocalProtocolError:
                 return  # the close handshake already completed
+            _pong, lines = self._outbox.take()
+            if lines:
+                frame = encode_text_frame(b"\n".join(lines)) + frame
             await self._stream.send_all(frame)
             if self._ws.state is ConnectionState.CLOSED:
                 return  # we answered the client's close: nothing more comes
@@ -309,4 +315,3 @@ class Session:
                 self._ws.receive_data(data)
                 for _ in self._ws.events():
                     pass  # only the close frame matters now; the state tracks it
-

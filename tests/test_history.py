@@ -1,0 +1,203 @@
+"""Tests of room history: retention, reads, and the protocol's replay rules."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_chat.history import MemoryHistoryStore, RoomHistory, StoredEvent
+
+
+def event(event_id: int) -> StoredEvent:
+    return StoredEvent(event_id, f"event {event_id}".encode())
+
+
+def filled(limit: int, count: int) -> RoomHistory:
+    """A history of `limit` retained events after `count` appends."""
+    history = RoomHistory(limit)
+    for event_id in range(1, count + 1):
+        history.append(event(event_id))
+    return history
+
+
+def ids(events: list[StoredEvent]) -> list[int]:
+    return [e.id for e in events]
+
+
+def assert_lines_match_ids(events: list[StoredEvent]) -> None:
+    assert [e.line for e in events] == [event(e.id).line for e in events]
+
+
+# --------------------------------------------------------------------------
+# Appending and retention
+
+
+def test_empty_history() -> None:
+    history = RoomHistory(5)
+    assert (len(history), history.last_id, history.first_id) == (0, 0, 1)
+    assert history.after(0) == []
+    assert history.tail(3) == []
+
+
+def test_append_assigns_contiguous_ids() -> None:
+    history = filled(10, 3)
+    history.append(event(4))
+    assert (history.last_id, history.first_id, len(history)) == (4, 1, 4)
+    assert ids(history.after(0)) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("bad_id", [0, 3, 5, 100])
+def test_append_refuses_a_gap_or_a_repeat(bad_id: int) -> None:
+    history = filled(10, 3)
+    with pytest.raises(AssertionError):
+        history.append(event(bad_id))
+    assert history.last_id == 3
+
+
+@pytest.mark.parametrize(
+    ("limit", "count", "first", "size"),
+    [(1, 1, 1, 1), (1, 5, 5, 1), (3, 2, 1, 2), (3, 3, 1, 3), (3, 10, 8, 3), (50, 49, 1, 49)],
+)
+def test_retention_keeps_the_last_limit_events(
+    limit: int, count: int, first: int, size: int
+) -> None:
+    history = filled(limit, count)
+    assert len(history) == size
+    assert (history.first_id, history.last_id) == (first, count)
+    retained = history.after(0)
+    assert ids(retained) == list(range(first, count + 1))
+    assert_lines_match_ids(retained)
+
+
+def test_constructor_keeps_the_newest_of_given_events() -> None:
+    history = RoomHistory(3, [event(i) for i in range(4, 9)])
+    assert (history.first_id, history.last_id, len(history)) == (6, 8, 3)
+    history.append(event(9))
+    assert ids(history.after(0)) == [7, 8, 9]
+
+
+# --------------------------------------------------------------------------
+# after, tail
+
+
+@pytest.mark.parametrize(
+    ("since", "expected"),
+    [
+        (0, [6, 7, 8, 9, 10]),
+        (4, [6, 7, 8, 9, 10]),
+        (5, [6, 7, 8, 9, 10]),
+        (6, [7, 8, 9, 10]),
+        (9, [10]),
+        (10, []),
+        (500, []),
+    ],
+)
+def test_after(since: int, expected: list[int]) -> None:
+    assert ids(filled(5, 10).after(since)) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(0, []), (1, [10]), (3, [8, 9, 10]), (5, [6, 7, 8, 9, 10]), (99, [6, 7, 8, 9, 10])],
+)
+def test_tail(count: int, expected: list[int]) -> None:
+    assert ids(filled(5, 10).tail(count)) == expected
+
+
+# --------------------------------------------------------------------------
+# Replay for a join (the history ends with the joiner's own join event)
+
+
+@pytest.mark.parametrize(
+    ("replay_limit", "expected"),
+    [
+        (0, [20]),  # never fewer than the own join
+        (1, [20]),
+        (3, [18, 19, 20]),
+        (10, [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]),
+        (50, [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]),  # what is retained
+    ],
+)
+def test_replay_without_since(replay_limit: int, expected: list[int]) -> None:
+    replay = filled(10, 20).replay_for_join(None, replay_limit)
+    assert ids(replay.events) == expected
+    assert replay.recovered is None
+
+
+def test_replay_of_the_first_join_of_a_room() -> None:
+    replay = filled(10, 1).replay_for_join(None, 50)
+    assert ids(replay.events) == [1]
+    replay = filled(10, 1).replay_for_join(0, 50)
+    assert (ids(replay.events), replay.recovered) == ([1], True)
+
+
+@pytest.mark.parametrize(
+    ("since", "expected", "recovered"),
+    [
+        (19, [20], True),  # nothing missed but the own join
+        (15, [16, 17, 18, 19, 20], True),
+        (10, list(range(11, 21)), True),  # exactly everything retained
+        (9, list(range(11, 21)), False),  # event 10 was dropped
+        (0, list(range(11, 21)), False),
+    ],
+)
+def test_replay_with_since(since: int, expected: list[int], recovered: bool) -> None:
+    # replay_limit does not cap a replay with since.
+    replay = filled(10, 20).replay_for_join(since, 2)
+    assert ids(replay.events) == expected
+    assert replay.recovered is recovered
+
+
+@pytest.mark.parametrize("since", [20, 21, 1000])
+@pytest.mark.parametrize(("replay_limit", "expected"), [(0, [20]), (3, [18, 19, 20])])
+def test_replay_with_since_beyond_history_is_like_no_since_unrecovered(
+    since: int, replay_limit: int, expected: list[int]
+) -> None:
+    replay = filled(10, 20).replay_for_join(since, replay_limit)
+    assert ids(replay.events) == expected
+    assert replay.recovered is False
+
+
+@settings(max_examples=300)
+@given(
+    limit=st.integers(min_value=1, max_value=12),
+    count=st.integers(min_value=1, max_value=40),
+    replay_limit=st.integers(min_value=0, max_value=15),
+    since=st.none() | st.integers(min_value=0, max_value=45),
+)
+def test_replay_matches_a_model(
+    limit: int, count: int, replay_limit: int, since: int | None
+) -> None:
+    everything = list(range(1, count + 1))  # every id the room ever had
+    own_join = everything[-1]
+    retained = everything[-limit:]
+    if since is None or since > own_join - 1:
+        expected = retained[-max(replay_limit, 1) :]
+        recovered = None if since is None else False
+    else:
+        missed = [i for i in everything if i > since]
+        expected = [i for i in retained if i > since]
+        recovered = expected == missed
+
+    replay = filled(limit, count).replay_for_join(since, replay_limit)
+
+    assert ids(replay.events) == expected
+    assert replay.recovered is recovered
+    assert ids(replay.events)[-1] == own_join
+    assert_lines_match_ids(replay.events)
+
+
+# --------------------------------------------------------------------------
+# MemoryHistoryStore
+
+
+def test_memory_store_keeps_one_history_per_room() -> None:
+    store = MemoryHistoryStore(limit=2)
+    lobby = store.room("lobby")
+    assert store.room("lobby") is lobby
+    assert store.room("other") is not lobby
+    for i in range(1, 4):
+        lobby.append(event(i))
+    assert ids(store.room("lobby").after(0)) == [2, 3]
+    assert store.room("other").last_id == 0
