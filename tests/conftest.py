@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import trio
+from wsclient import RawClient
 
 from trio_chat.config import Settings
 from trio_chat.server import serve_chat
-from wsclient import RawClient
 
 
 @dataclass

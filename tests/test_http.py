@@ -7,7 +7,6 @@ import json
 import pytest
 import trio
 import trio.testing
-
 from conftest import RunningServer, StartServer
 from wsclient import Rejected, http_request
 

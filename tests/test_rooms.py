@@ -361,7 +361,5 @@ class ChatMachine(RuleBasedStateMachine):
             assert member.name not in member.typing
 
 
-ChatMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=60, deadline=None
-)
+ChatMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 TestChat = ChatMachine.TestCase

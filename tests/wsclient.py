@@ -7,6 +7,7 @@ hostile-input and timing tests need. `http_get` is a one-shot HTTP/1.1 client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -141,6 +142,14 @@ class RawClient:
             if event["type"] in types:
                 return event
 
+    async def events_until_closed(self) -> list[Event]:
+        """Every event until the connection ends (see `close_code`)."""
+        events: list[Event] = []
+        with contextlib.suppress(Closed):
+            while True:
+                events.append(await self.next_event())
+        return events
+
     async def closed(self) -> Closed:
         """Read until the connection ends; return how it ended."""
         try:
@@ -168,7 +177,7 @@ class RawClient:
                     frame, self._parts = "".join(self._parts), []
                     self._pending.extend(json.loads(line) for line in frame.split("\n"))
             elif isinstance(event, BytesMessage):
-                raise AssertionError("the server sent a binary frame")
+                raise TypeError("the server sent a binary frame")
             elif isinstance(event, Ping):
                 self.pings += 1
                 if self.auto_pong:
@@ -177,10 +186,8 @@ class RawClient:
                 self.close_code = event.code
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
                     # Answer the close handshake like a polite client.
-                    try:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await self.stream.send_all(self.ws.send(event.response()))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
                 if not self._pending:
                     self._closed = True
                     raise Closed(event.code, event.reason or "")

@@ -8,11 +8,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import trio
 
 from . import __version__
-from .config import Settings, SettingError, add_serve_arguments, load_settings
+from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server import open_listeners, serve_chat
 
 log = logging.getLogger("trio_chat")
@@ -20,13 +21,22 @@ log = logging.getLogger("trio_chat")
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trio-chat",
         description="A real-time chat server and browser client on Trio.",
     )
     parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     serve = commands.add_parser(
         "serve",
         help="run the chat server (HTTP and WebSocket on one port)",

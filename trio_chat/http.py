@@ -62,7 +62,7 @@ class HttpConnection:
                 raise BadRequest(str(exc)) from None
             if event is h11.NEED_DATA:
                 data = await self.stream.receive_some(_READ_SIZE)
-                self._h11.receive_data(data)
+                self._h11.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 request = event
             elif isinstance(event, h11.EndOfMessage | h11.PAUSED) and request is not None:
@@ -96,9 +96,7 @@ class HttpConnection:
         if close:
             all_headers.append(("Connection", "close"))
         data = self._h11.send(
-            h11.Response(
-                status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase
-            )
+            h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase)
         )
         if not head_only and body:
             data += self._h11.send(h11.Data(data=body))

@@ -41,6 +41,8 @@ INBOX_SIZE = 1024
 class Peer(Protocol):
     """What the hub needs of a connected client (the session implements it)."""
 
+    def __hash__(self) -> int: ...
+
     def deliver_nowait(self, line: bytes) -> bool:
         """Queue a live event; False if the client's send queue is full."""
         ...
@@ -92,8 +94,11 @@ class HubStatistics:
 class Hub:
     """Owns the chat state; see the module docstring. Create with `open_hub`."""
 
-    def __init__(self, chat: Chat[Peer], inbox: trio.MemorySendChannel[HubMessage]) -> None:
+    def __init__(
+        self, chat: Chat[Peer], inbox: trio.MemorySendChannel[HubMessage], *, burst: int
+    ) -> None:
         self._chat = chat
+        self._burst = burst
         self.register = inbox.clone()
         self.unregister = inbox.clone()
         self.broadcast = inbox.clone()
@@ -125,8 +130,18 @@ class Hub:
         await self.unregister.send(Unregistration(peer, reason))
 
     async def say(self, peer: Peer, command: Say | Typing) -> None:
-        """Broadcast a message or typing notice from `peer` to its room."""
-        await self.broadcast.send(Broadcast(peer, command))
+        """Broadcast a message or typing notice from `peer` to its room.
+
+        Unlike a plain channel send this does not yield while the inbox has
+        room, so a session hands over every command of one network read
+        before the hub runs, and the hub's deliveries batch into one write
+        per recipient. It waits (and so yields) only when the inbox is full.
+        """
+        message = Broadcast(peer, command)
+        try:
+            self.broadcast.send_nowait(message)
+        except trio.WouldBlock:
+            await self.broadcast.send(message)
 
     def statistics(self) -> HubStatistics:
         chat = self._chat.statistics()
@@ -147,8 +162,18 @@ class Hub:
     async def serve(self, inbox: trio.MemoryReceiveChannel[HubMessage]) -> None:
         """Apply commands until every send channel is closed."""
         async with inbox:
-            async for message in inbox:
-                self._apply(message)
+            async for first in inbox:
+                self._apply(first)
+                # Apply more of what is queued before yielding, so writers
+                # wake once for a burst rather than once per event; but
+                # yield well before a burst alone could fill a healthy
+                # client's send queue.
+                for _ in range(self._burst - 1):
+                    try:
+                        message = inbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break  # on EndOfChannel, the `async for` ends next
+                    self._apply(message)
 
     def _apply(self, message: HubMessage) -> None:
         ts = protocol.format_timestamp(time.time())
@@ -192,14 +217,19 @@ class Hub:
 
 
 @asynccontextmanager
-async def open_hub(store: HistoryStore, *, replay_limit: int) -> AsyncIterator[Hub]:
+async def open_hub(
+    store: HistoryStore, *, replay_limit: int, send_queue_size: int
+) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the `async with` block.
+
+    `send_queue_size` is the clients' outbox limit: the hub applies at most a
+    quarter of it in one go before letting writers run.
 
     On exit the channels are closed and the hub task applies what is still
     queued (the last sessions' leaves) before it ends.
     """
     send, receive = trio.open_memory_channel[HubMessage](INBOX_SIZE)
-    hub = Hub(Chat(store, replay_limit), send)
+    hub = Hub(Chat(store, replay_limit), send, burst=max(send_queue_size // 4, 1))
     send.close()  # only the three clones stay open
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hub.serve, receive)

@@ -24,9 +24,9 @@ class TokenBucket:
         """Spend one token if there is one; False means: drop the message."""
         if self._rate <= 0:
             return True
-        elapsed = max(now - self._stamp, 0.0)
-        self._stamp = now
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        if now > self._stamp:  # a clock that steps back credits nothing twice
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True

@@ -106,7 +106,7 @@ class Say:
 
 @dataclass(frozen=True, slots=True)
 class Typing:
-    """"I am typing", forwarded to the other members (throttled)."""
+    """ "I am typing", forwarded to the other members (throttled)."""
 
 
 Command = Hello | Say | Typing
@@ -274,7 +274,7 @@ def format_timestamp(epoch_seconds: float) -> str:
 
 
 def message_event(
-    event_id: int, room: str, name: str, text: str, ts: str, ref: str | None
+    event_id: int, room: str, name: str, text: str, ts: str, *, ref: str | None
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "message",
@@ -318,7 +318,7 @@ def error_event(code: ErrorCode, message: str, ref: str | None = None) -> bytes:
 
 
 def welcome_event(
-    room: str, name: str, members: list[str], last_id: int, recovered: bool | None
+    room: str, name: str, members: list[str], last_id: int, *, recovered: bool | None
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "welcome",

@@ -109,7 +109,7 @@ class Chat(Generic[H]):
         room.append(line)
         replay = room.history.replay_for_join(hello.since, self._replay_limit)
         welcome = protocol.welcome_event(
-            room.name, hello.name, list(room.members.values()), join_id, replay.recovered
+            room.name, hello.name, list(room.members.values()), join_id, recovered=replay.recovered
         )
         return Joined(
             room=room.name,
@@ -125,7 +125,7 @@ class Chat(Generic[H]):
         if room is None:
             return None
         line = protocol.message_event(
-            room.history.last_id + 1, room.name, room.members[handle], say.text, ts, say.ref
+            room.history.last_id + 1, room.name, room.members[handle], say.text, ts, ref=say.ref
         )
         room.append(line)
         return Delivery(line, tuple(room.members))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
-from functools import partial
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 
 import trio
@@ -37,6 +37,7 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
+SHUTDOWN_GRACE = 3.0  # seconds for clients to answer the 1001 close at shutdown
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 
@@ -247,9 +248,7 @@ class ChatServer:
             self.refused_upgrades += 1
             return UpgradeRefused(403, "origin not allowed")
         if len(self.sessions) >= self.settings.max_connections:
-            log.warning(
-                "%s: connection limit (%d) reached", label, self.settings.max_connections
-            )
+            log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
             self.refused_upgrades += 1
             return UpgradeRefused(503, "too many connections")
         return response_headers
@@ -293,7 +292,9 @@ async def serve_chat(
         listeners = await open_listeners(settings)
     port = listeners[0].socket.getsockname()[1]
     store = MemoryHistoryStore(settings.history_limit)
-    async with open_hub(store, replay_limit=settings.history_replay) as hub:
+    async with open_hub(
+        store, replay_limit=settings.history_replay, send_queue_size=settings.send_queue_size
+    ) as hub:
         server = ChatServer(settings, hub)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptor:
@@ -312,9 +313,10 @@ async def serve_chat(
                 log.info("shutting down: closing %d connections", len(server.sessions))
                 acceptor.cancel_scope.cancel()
             server.close_all()
-            # Sessions send their close frame and wait for the answer within
-            # WRITE_WAIT; plain HTTP connections are simply cut.
-            connections.cancel_scope.deadline = trio.current_time() + settings.write_wait
+            # Sessions send their close frame and wait for the answer, but a
+            # client that does not answer must not hold the exit for long.
+            grace = min(settings.write_wait, SHUTDOWN_GRACE)
+            connections.cancel_scope.deadline = trio.current_time() + grace
     log.info("shutdown complete")
 
 

@@ -22,6 +22,7 @@ socket is closed and the hub is told, shielded and bounded, so the member's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import trio
@@ -118,11 +119,12 @@ class Session:
                 await trio.aclose_forcefully(self._stream)
                 reason = self._ending[1] if self._ending else LeaveReason.SHUTDOWN
                 if self._in_hub:
-                    with trio.move_on_after(self._settings.write_wait):
-                        try:
-                            await self._hub.leave(self, reason)
-                        except trio.ClosedResourceError:
-                            pass  # the hub has already stopped
+                    # If the hub has already stopped, there is nobody left to tell.
+                    with (
+                        trio.move_on_after(self._settings.write_wait),
+                        contextlib.suppress(trio.ClosedResourceError),
+                    ):
+                        await self._hub.leave(self, reason)
                 log.debug("%s closed (%s)", self._label, reason)
 
     def _end(self, code: int | None, reason: LeaveReason, text: str = "") -> None:
@@ -168,7 +170,7 @@ class Session:
             if not data:
                 self._end(None, LeaveReason.QUIT)
                 return
-            self._ws.receive_data(data)
+            self._ws.receive_data(bytes(data))  # a no-op for bytes; trio types bytearray too
             for event in self._ws.events():
                 await self._on_event(event)
                 if self._ending is not None:
@@ -184,8 +186,8 @@ class Session:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, TextMessage):
-            self._message_size += len(event.data) if event.data.isascii() else len(
-                event.data.encode("utf-8")
+            self._message_size += (
+                len(event.data) if event.data.isascii() else len(event.data.encode("utf-8"))
             )
             if self._message_size > self._settings.max_message_size:
                 log.info("%s: message over %d bytes", self._label, self._message_size)
@@ -206,11 +208,12 @@ class Session:
             self._pong_deadline = trio.current_time() + self._settings.pong_wait
         elif isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                self._end(event.code, LeaveReason.QUIT, event.reason)  # echo the client's code
+                # Echo the client's code, as RFC 6455 5.5.1 suggests.
+                self._end(event.code, LeaveReason.QUIT, event.reason or "")
             else:
                 # wsproto could not parse the stream (bad framing, bad UTF-8).
                 log.info("%s: protocol error: %s", self._label, event.reason)
-                self._end(event.code, LeaveReason.ERROR, event.reason)
+                self._end(event.code, LeaveReason.ERROR, event.reason or "")
 
     async def _on_message(self, text: str) -> None:
         try:
@@ -304,14 +307,13 @@ class Session:
             if lines:
                 frame = encode_text_frame(b"\n".join(lines)) + frame
             await self._stream.send_all(frame)
-            if self._ws.state is ConnectionState.CLOSED:
-                return  # we answered the client's close: nothing more comes
             await self._reader_done.wait()
             read_size = max(self._settings.read_buffer_size, _MIN_READ)
+            # Unless that answered the client's close, its answer is to come.
             while self._ws.state is not ConnectionState.CLOSED:
                 data = await self._stream.receive_some(read_size)
                 if not data:
                     return
-                self._ws.receive_data(data)
+                self._ws.receive_data(bytes(data))
                 for _ in self._ws.events():
                     pass  # only the close frame matters now; the state tracks it

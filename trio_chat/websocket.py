@@ -9,6 +9,8 @@ UTF-8, so a batch of pre-encoded events is never decoded and re-encoded.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 from collections.abc import Collection, Mapping
 from typing import Final
@@ -44,13 +46,23 @@ def accept_upgrade(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     if headers.get("sec-websocket-version", "").strip() != "13":
         raise UpgradeRefused(426, "only WebSocket version 13 is supported")
     key = headers.get("sec-websocket-key", "").strip()
-    if len(key) != 24 or not key.isascii():
+    if not _is_websocket_key(key):
         raise UpgradeRefused(400, "missing or malformed Sec-WebSocket-Key")
     return [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode("ascii")),
     ]
+
+
+def _is_websocket_key(key: str) -> bool:
+    """RFC 6455 4.1: the key is 16 random bytes, base64-encoded (24 characters)."""
+    if len(key) != 24 or not key.isascii():
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
 
 
 def normalize_origin(origin: str) -> str | None:

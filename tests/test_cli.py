@@ -1,0 +1,159 @@
+"""The `trio-chat` program as users run it: a real child process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+from wsclient import RawClient, http_request
+
+from trio_chat import __version__
+
+TRIO_CHAT = [sys.executable, "-m", "trio_chat"]
+SERVING = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)/")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_CHAT_")}
+    for bare in ("PORT", "WRITE_WAIT", "PONG_WAIT", "PING_PERIOD", "DEBUG"):
+        env.pop(bare, None)
+    env.update(extra)
+    return env
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRIO_CHAT, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--port", "eighty"], {}, "--port"),
+        (["--port", "70000"], {}, "--port"),
+        (["--ping-period", "70s"], {}, "--ping-period"),
+        (["--write-wait=-1s"], {}, "--write-wait"),
+        (["--write-wait"], {}, "--write-wait"),
+        (["--no-such-flag"], {}, "--no-such-flag"),
+        (["--handshake-timeout", "10 parsecs"], {}, "--handshake-timeout"),
+        (["--log-level", "loud"], {}, "--log-level"),
+        (["--allowed-origin", "not a url"], {}, "--allowed-origin"),
+        ([], {"TRIO_CHAT_SEND_QUEUE_SIZE": "0"}, "TRIO_CHAT_SEND_QUEUE_SIZE"),
+        ([], {"PONG_WAIT": "soon"}, "PONG_WAIT"),
+        ([], {"TRIO_CHAT_RATE_LIMIT": "fast"}, "TRIO_CHAT_RATE_LIMIT"),
+    ],
+)
+def test_bad_setting_is_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = run("serve", *args, **env)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("trio-chat")
+    assert named in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.strip() == f"trio-chat {__version__}"
+    help_text = run("serve", "--help").stdout
+    for flag in ("--port", "--ping-period", "--allowed-origin", "--history-replay"):
+        assert flag in help_text
+
+
+def test_busy_port_is_one_line_and_exit_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", str(port))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert f"127.0.0.1:{port}" in result.stderr
+
+
+@asynccontextmanager
+async def serving(*args: str, **env: str) -> AsyncIterator[tuple[trio.Process, int, list[bytes]]]:
+    """`trio-chat serve --port 0` as a child process; yields it, its port and its stderr."""
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*TRIO_CHAT, "serve", "--port", "0", *args],
+                stderr=subprocess.PIPE,
+                env=clean_env(**env),
+                check=False,
+            )
+        )
+        assert process.stderr is not None
+        output: list[bytes] = []
+        with trio.fail_after(20):
+            while (match := SERVING.search(b"".join(output))) is None:
+                chunk = await process.stderr.receive_some()
+                assert chunk, b"".join(output)
+                output.append(bytes(chunk))
+
+        async def drain() -> None:
+            assert process.stderr is not None
+            async for chunk in process.stderr:
+                output.append(bytes(chunk))
+
+        nursery.start_soon(drain)
+        try:
+            yield process, int(match.group(1)), output
+        finally:
+            if process.returncode is None:
+                process.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_shuts_down_gracefully(signum: signal.Signals) -> None:
+    async with serving() as (process, port, output):
+        page = await http_request(port, "/")
+        assert page.status == 200
+        client = await RawClient.connect(port)
+        await client.hello("alice")
+        process.send_signal(signum)
+        with trio.fail_after(10):
+            closed = await client.closed()
+            assert closed.code == 1001
+            assert await process.wait() == 0
+        await client.aclose()
+    log = b"".join(output).decode()
+    assert "Traceback" not in log
+    assert "shutdown complete" in log
+
+
+async def test_environment_settings_reach_the_server() -> None:
+    async with serving(TRIO_CHAT_HISTORY_REPLAY="1", TRIO_CHAT_LOG_LEVEL="debug") as (
+        process,
+        port,
+        output,
+    ):
+        first = await RawClient.connect(port)
+        await first.hello("first")
+        second = await RawClient.connect(port)
+        await second.hello("second")
+        assert (await second.next_event())["name"] == "second"  # a replay of one event
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+        await first.aclose()
+        await second.aclose()
+    assert "DEBUG" in b"".join(output).decode()
