@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -39,36 +40,56 @@ class RunningServer:
                 return client
 
     async def stop(self) -> None:
+        """Shut the server down, with every open client answering its close."""
         self.shutdown.set()
+        for client in self.clients:
+            await client.closed()
         await self.stopped.wait()
 
 
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
-@pytest.fixture
-async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
-    """Start a server with settings overridden by keyword; tests pick them."""
+@asynccontextmanager
+async def server_starter() -> AsyncIterator[StartServer]:
+    """A function that starts servers (settings overridden by keyword) in a
+    nursery of its own; their clients are closed and servers stopped on exit.
+
+    Hypothesis tests use this directly: each example runs in a new Trio run,
+    where the function-scoped `nursery` fixture does not exist.
+    """
     servers: list[RunningServer] = []
+    async with trio.open_nursery() as nursery:
 
-    async def start(**overrides: Any) -> RunningServer:
-        settings = dataclasses.replace(Settings(host="127.0.0.1", port=0), **overrides)
-        shutdown, stopped = trio.Event(), trio.Event()
+        async def start(**overrides: Any) -> RunningServer:
+            base = Settings(host="127.0.0.1", port=0, db=":memory:")
+            settings = dataclasses.replace(base, **overrides)
+            shutdown, stopped = trio.Event(), trio.Event()
 
-        async def run(task_status: trio.TaskStatus[int]) -> None:
-            try:
-                await serve_chat(settings, shutdown, task_status=task_status)
-            finally:
-                stopped.set()
+            async def run(task_status: trio.TaskStatus[int]) -> None:
+                try:
+                    await serve_chat(settings, shutdown, task_status=task_status)
+                finally:
+                    stopped.set()
 
-        port: int = await nursery.start(partial(run))
-        servers.append(RunningServer(port, settings, shutdown, stopped))
-        return servers[-1]
+            port: int = await nursery.start(partial(run))
+            servers.append(RunningServer(port, settings, shutdown, stopped))
+            return servers[-1]
 
-    yield start
-    for running in servers:
-        for client in running.clients:
-            await client.aclose()
+        try:
+            yield start
+        finally:
+            for running in servers:
+                for client in running.clients:
+                    await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start a server with settings overridden by keyword; tests pick them."""
+    async with server_starter() as start:
+        yield start
 
 
 @pytest.fixture

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
 import trio
+from processes import TRIO_CHAT, clean_env, serving
 from wsclient import RawClient, http_request
 
 from trio_chat import __version__
-
-TRIO_CHAT = [sys.executable, "-m", "trio_chat"]
-SERVING = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)/")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_CHAT_")}
-    for bare in ("PORT", "WRITE_WAIT", "PONG_WAIT", "PING_PERIOD", "DEBUG"):
-        env.pop(bare, None)
-    env.update(extra)
-    return env
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -86,40 +70,6 @@ def test_busy_port_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
     assert f"127.0.0.1:{port}" in result.stderr
-
-
-@asynccontextmanager
-async def serving(*args: str, **env: str) -> AsyncIterator[tuple[trio.Process, int, list[bytes]]]:
-    """`trio-chat serve --port 0` as a child process; yields it, its port and its stderr."""
-    async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [*TRIO_CHAT, "serve", "--port", "0", *args],
-                stderr=subprocess.PIPE,
-                env=clean_env(**env),
-                check=False,
-            )
-        )
-        assert process.stderr is not None
-        output: list[bytes] = []
-        with trio.fail_after(20):
-            while (match := SERVING.search(b"".join(output))) is None:
-                chunk = await process.stderr.receive_some()
-                assert chunk, b"".join(output)
-                output.append(bytes(chunk))
-
-        async def drain() -> None:
-            assert process.stderr is not None
-            async for chunk in process.stderr:
-                output.append(bytes(chunk))
-
-        nursery.start_soon(drain)
-        try:
-            yield process, int(match.group(1)), output
-        finally:
-            if process.returncode is None:
-                process.kill()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -125,9 +125,9 @@ def test_help_names_every_flag_default_and_variable() -> None:
     assert "at most 24h" in text
 
 
-def test_db_and_backplane_are_not_part_of_this_step() -> None:
+def test_backplane_is_not_part_of_this_step() -> None:
     with pytest.raises(SystemExit):
-        parser().parse_args(["--db", "x.db"])
+        parser().parse_args(["--backplane", "redis://localhost:6379/0"])
 
 
 # --- every setting, from every source ----------------------------------------------------
@@ -138,6 +138,8 @@ VALID = [
     ("port", "0", 0),
     ("port", "65535", 65535),
     ("port", "08080", 8080),
+    ("db", "chat.db", "chat.db"),
+    ("db", ":memory:", ":memory:"),
     ("write-wait", "250ms", 0.25),
     ("pong-wait", "2m", 120.0),
     ("ping-period", "1.5s", 1.5),
@@ -213,7 +215,7 @@ def test_empty_flag_is_a_value() -> None:
 
 
 def test_unrelated_variables_are_ignored() -> None:
-    assert load([], {"HOST": "0.0.0.0", "TRIO_CHAT_DB": "x", "LOG_LEVEL": "x"}) == Settings()
+    assert load([], {"HOST": "0.0.0.0", "DB": "x", "LOG_LEVEL": "x"}) == Settings()
 
 
 # --- bad values ----------------------------------------------------------------------------

@@ -194,10 +194,10 @@ def test_replay_matches_a_model(
 
 def test_memory_store_keeps_one_history_per_room() -> None:
     store = MemoryHistoryStore(limit=2)
-    lobby = store.room("lobby")
-    assert store.room("lobby") is lobby
-    assert store.room("other") is not lobby
+    lobby = store.acquire("lobby")
+    assert store.acquire("lobby") is lobby
+    assert store.acquire("other") is not lobby
     for i in range(1, 4):
         lobby.append(event(i))
-    assert ids(store.room("lobby").after(0)) == [2, 3]
-    assert store.room("other").last_id == 0
+    assert ids(store.acquire("lobby").after(0)) == [2, 3]
+    assert store.acquire("other").last_id == 0

@@ -159,7 +159,7 @@ class RawClient:
             return closed
 
     async def _receive(self) -> None:
-        if self._closed:
+        if self._closed or self.stream.socket.fileno() == -1:  # ended, or closed by us
             raise Closed(self.close_code)
         try:
             data = await self.stream.receive_some(65536)
@@ -193,6 +193,7 @@ class RawClient:
                     raise Closed(event.code, event.reason or "")
 
     async def aclose(self) -> None:
+        self._closed = True
         await trio.aclose_forcefully(self.stream)
 
 

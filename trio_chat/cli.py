@@ -14,7 +14,8 @@ import trio
 
 from . import __version__
 from .config import SettingError, Settings, add_serve_arguments, load_settings
-from .server import open_listeners, serve_chat
+from .server import open_listeners, open_store, serve_chat
+from .sqlite_store import HistoryError
 
 log = logging.getLogger("trio_chat")
 
@@ -84,10 +85,17 @@ async def _serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    try:
+        store = await open_store(settings)
+    except HistoryError as error:
+        print(f"trio-chat: {error} (--db)", file=sys.stderr)
+        for listener in listeners:
+            await listener.aclose()
+        return EXIT_USAGE
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
-        await serve_chat(settings, shutdown, listeners=listeners)
+        await serve_chat(settings, shutdown, listeners=listeners, store=store)
         nursery.cancel_scope.cancel()
     return 0
 

@@ -100,6 +100,7 @@ class Settings:
     rate_burst: int = 20
     max_connections: int = 10000
     allowed_origins: tuple[str, ...] = ()
+    db: str = "trio-chat.db"
     history_limit: int = 1000
     history_replay: int = 50
     log_level: str = "info"
@@ -186,6 +187,14 @@ def _rate(text: str) -> float:
 def _host(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
+    return text
+
+
+def _db(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an empty path")
+    if "\x00" in text:
+        raise ValueError("a path cannot contain NUL")
     return text
 
 
@@ -308,6 +317,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         rate_burst=get("rate-burst", _integer(1)),
         max_connections=get("max-connections", _integer(1)),
         allowed_origins=sources.origins(),
+        db=get("db", _db),
         history_limit=get("history-limit", _integer(1)),
         history_replay=get("history-replay", _integer(0)),
         log_level=get("log-level", _log_level),
@@ -345,10 +355,11 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
         "origin allowed besides same-origin: * or http(s)://host[:port]; repeatable or "
         "comma-separated; an empty value clears the variable's list",
     ),
+    "db": ("PATH", "SQLite file for history, created if missing; :memory: keeps none"),
     "history-limit": ("N", "events retained per room"),
     "history-replay": ("N", "events replayed to a client that joins without since"),
     "log-level": ("LEVEL", "one of debug, info, warning, error"),
-    "debug": ("", "debug logging and the /debug/tasks endpoint; implies --log-level debug"),
+    "debug": ("", "debug logging; implies --log-level debug"),
 }
 
 

@@ -1,9 +1,10 @@
 """Room history: the retained, numbered events of each room.
 
-Pure (no Trio). `RoomHistory` is the window of one room's most recent events,
-which is what replay reads; `HistoryStore` is the seam where a durable store
-(SQLite, a later issue) plugs in. The in-memory store keeps every room's window
-for the life of the process.
+Pure (no Trio). `RoomHistory` is the window of one room's most recent events
+that replay reads, kept in memory while a room is in use. `HistoryStore` is
+the seam to where histories live between uses: `MemoryHistoryStore` keeps
+every window for the life of the process; the durable SQLite store
+(sqlite_store.py) writes events behind and loads a room's window on demand.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ class RoomHistory:
 
     __slots__ = ("_events", "last_id")
 
-    def __init__(self, limit: int, events: list[StoredEvent] | None = None) -> None:
+    def __init__(
+        self, limit: int, events: list[StoredEvent] | None = None, *, last_id: int = 0
+    ) -> None:
         self._events: deque[StoredEvent] = deque(events or (), maxlen=limit)
-        self.last_id = self._events[-1].id if self._events else 0
+        self.last_id = self._events[-1].id if self._events else last_id
 
     def append(self, event: StoredEvent) -> None:
         """Add the room's next event (its id must be `last_id + 1`)."""
@@ -83,10 +86,33 @@ class RoomHistory:
 
 
 class HistoryStore(Protocol):
-    """Where rooms' histories live; the durable store implements the same."""
+    """Where rooms' histories live between uses.
 
-    def room(self, name: str) -> RoomHistory:
-        """The history of room `name`, created empty if it has none."""
+    The chat core acquires a room's window when the room gets its first
+    member (`acquire`), records every event it appends (`record`), and
+    releases the room when its last member leaves (`release`). A store whose
+    windows are not all in memory returns None from `acquire` until the shell
+    has awaited `load` and handed the result to `install`.
+    """
+
+    def acquire(self, room: str) -> RoomHistory | None:
+        """The window of `room`, now in use; None if it must be loaded first."""
+        ...
+
+    async def load(self, room: str) -> RoomHistory:
+        """Read `room`'s window from storage (the caller then `install`s it)."""
+        ...
+
+    def install(self, room: str, history: RoomHistory) -> None:
+        """Keep a window produced by `load` in memory."""
+        ...
+
+    def record(self, room: str, event: StoredEvent) -> None:
+        """Persist an event just appended to `room`'s window (never blocks)."""
+        ...
+
+    def release(self, room: str) -> None:
+        """`room` has no members now: its window may leave memory."""
         ...
 
 
@@ -97,8 +123,20 @@ class MemoryHistoryStore:
         self._limit = limit
         self._rooms: dict[str, RoomHistory] = {}
 
-    def room(self, name: str) -> RoomHistory:
-        history = self._rooms.get(name)
+    def acquire(self, room: str) -> RoomHistory:
+        history = self._rooms.get(room)
         if history is None:
-            history = self._rooms[name] = RoomHistory(self._limit)
+            history = self._rooms[room] = RoomHistory(self._limit)
         return history
+
+    async def load(self, room: str) -> RoomHistory:
+        return self.acquire(room)  # never needed: `acquire` always has it
+
+    def install(self, room: str, history: RoomHistory) -> None:
+        self._rooms[room] = history
+
+    def record(self, room: str, event: StoredEvent) -> None:
+        """Nothing to do: the window in memory is all the storage there is."""
+
+    def release(self, room: str) -> None:
+        """Nothing to do: windows stay in memory for the life of the process."""

@@ -19,6 +19,7 @@ subscription, while sessions keep using these channels unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,9 +30,9 @@ from typing import Protocol
 import trio
 
 from . import protocol
-from .history import HistoryStore
+from .history import HistoryStore, RoomHistory
 from .protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from .rooms import Chat, Delivery, Joined
+from .rooms import Chat, Delivery, Joined, RoomNotLoaded
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Registration:
     peer: Peer
     hello: Hello
     done: trio.Event = field(default_factory=trio.Event)
-    outcome: Joined[Peer] | ProtocolError | None = None
+    outcome: Joined[Peer] | Exception | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,15 @@ class Broadcast:
     command: Say | Typing
 
 
-HubMessage = Registration | Unregistration | Broadcast
+@dataclass(frozen=True, slots=True)
+class RoomLoaded:
+    """A room's history, read from storage for the registrations waiting on it."""
+
+    room: str
+    history: RoomHistory | Exception
+
+
+HubMessage = Registration | Unregistration | Broadcast | RoomLoaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +104,18 @@ class Hub:
     """Owns the chat state; see the module docstring. Create with `open_hub`."""
 
     def __init__(
-        self, chat: Chat[Peer], inbox: trio.MemorySendChannel[HubMessage], *, burst: int
+        self,
+        store: HistoryStore,
+        chat: Chat[Peer],
+        inbox: trio.MemorySendChannel[HubMessage],
+        loaders: trio.Nursery,
+        *,
+        burst: int,
     ) -> None:
+        self._store = store
         self._chat = chat
+        self._loaders = loaders
+        self._loading: dict[str, list[Registration]] = {}  # room -> hellos waiting for it
         self._burst = burst
         self.register = inbox.clone()
         self.unregister = inbox.clone()
@@ -114,13 +132,14 @@ class Hub:
 
         Raises:
             ProtocolError: the hello was refused (e.g. `name_taken`).
+            HistoryError: the room's history could not be read.
             trio.ClosedResourceError: the hub has shut down.
         """
         registration = Registration(peer, hello)
         await self.register.send(registration)
         await registration.done.wait()
         outcome = registration.outcome
-        if isinstance(outcome, ProtocolError):
+        if isinstance(outcome, Exception):
             raise outcome
         assert outcome is not None
         return outcome
@@ -186,21 +205,66 @@ class Hub:
             if delivery is not None:
                 self._deliver(delivery, ts)
         elif isinstance(message, Registration):
-            try:
-                joined = self._chat.join(message.peer, message.hello, ts)
-            except ProtocolError as refusal:
-                message.outcome = refusal
-            else:
-                self._events += 1
-                message.outcome = joined
-                message.peer.deliver_welcome(joined.welcome)
-                self._deliver(joined.announce, ts)
-            message.done.set()
-        else:
+            self._register(message, ts)
+        elif isinstance(message, Unregistration):
             delivery = self._chat.leave(message.peer, message.reason, ts)
             if delivery is not None:
                 self._events += 1
                 self._deliver(delivery, ts)
+            else:
+                self._forget_waiting(message.peer)
+        else:
+            self._room_loaded(message, ts)
+
+    def _register(self, registration: Registration, ts: str) -> None:
+        room = registration.hello.room
+        waiting = self._loading.get(room)
+        if waiting is not None:  # keep hello order while the room loads
+            waiting.append(registration)
+            return
+        try:
+            joined = self._chat.join(registration.peer, registration.hello, ts)
+        except RoomNotLoaded:
+            self._loading[room] = [registration]
+            self._loaders.start_soon(self._load, room)
+            return
+        except ProtocolError as refusal:
+            registration.outcome = refusal
+        else:
+            self._events += 1
+            registration.outcome = joined
+            registration.peer.deliver_welcome(joined.welcome)
+            self._deliver(joined.announce, ts)
+        registration.done.set()
+
+    async def _load(self, room: str) -> None:
+        """Read a room's history off the hub task, then hand it back in order."""
+        history: RoomHistory | Exception
+        try:
+            history = await self._store.load(room)
+        except Exception as exc:  # reported to each waiting session, which closes 1011
+            log.exception("cannot load the history of room %r", room)
+            history = exc
+        with contextlib.suppress(trio.ClosedResourceError):
+            await self.register.send(RoomLoaded(room, history))
+
+    def _room_loaded(self, loaded: RoomLoaded, ts: str) -> None:
+        waiting = self._loading.pop(loaded.room, [])
+        if isinstance(loaded.history, Exception):
+            for registration in waiting:
+                registration.outcome = loaded.history
+                registration.done.set()
+            return
+        self._store.install(loaded.room, loaded.history)
+        for registration in waiting:
+            self._register(registration, ts)
+        if not self._chat.is_active(loaded.room):  # every hello was refused
+            self._store.release(loaded.room)
+
+    def _forget_waiting(self, peer: Peer) -> None:
+        """Drop a hello still waiting for its room: its session has ended."""
+        for waiting in self._loading.values():
+            waiting[:] = [r for r in waiting if r.peer is not peer]
 
     def _deliver(self, delivery: Delivery[Peer], ts: str) -> None:
         line = delivery.line
@@ -229,9 +293,10 @@ async def open_hub(
     queued (the last sessions' leaves) before it ends.
     """
     send, receive = trio.open_memory_channel[HubMessage](INBOX_SIZE)
-    hub = Hub(Chat(store, replay_limit), send, burst=max(send_queue_size // 4, 1))
-    send.close()  # only the three clones stay open
     async with trio.open_nursery() as nursery:
+        chat: Chat[Peer] = Chat(store, replay_limit)
+        hub = Hub(store, chat, send, nursery, burst=max(send_queue_size // 4, 1))
+        send.close()  # only the three clones stay open
         nursery.start_soon(hub.serve, receive)
         try:
             yield hub

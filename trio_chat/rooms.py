@@ -54,6 +54,14 @@ class Joined(Generic[H]):
     join_id: int
 
 
+class RoomNotLoaded(Exception):
+    """A join needs the room's history, which the store has not loaded yet."""
+
+    def __init__(self, room: str) -> None:
+        super().__init__(room)
+        self.room = room
+
+
 @dataclass(frozen=True, slots=True)
 class ChatStatistics:
     rooms: int
@@ -61,16 +69,19 @@ class ChatStatistics:
 
 
 class _Room(Generic[H]):
-    __slots__ = ("by_key", "history", "members", "name")
+    __slots__ = ("by_key", "history", "members", "name", "store")
 
-    def __init__(self, name: str, history: RoomHistory) -> None:
+    def __init__(self, name: str, history: RoomHistory, store: HistoryStore) -> None:
         self.name = name
         self.history = history
+        self.store = store
         self.members: dict[H, str] = {}  # handle -> name, in join order
         self.by_key: dict[str, H] = {}  # name_key(name) -> handle
 
     def append(self, line: bytes) -> None:
-        self.history.append(StoredEvent(self.history.last_id + 1, line))
+        event = StoredEvent(self.history.last_id + 1, line)
+        self.history.append(event)
+        self.store.record(self.name, event)
 
 
 class Chat(Generic[H]):
@@ -88,12 +99,16 @@ class Chat(Generic[H]):
         Raises:
             ProtocolError: `name_taken` if the name is in use in that room
                 (case-insensitively), `already_joined` if `handle` is a member.
+            RoomNotLoaded: the store must load the room's history first.
         """
         if handle in self._room_of:
             raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection already joined")
         room = self._rooms.get(hello.room)
         if room is None:
-            room = self._rooms[hello.room] = _Room(hello.room, self._store.room(hello.room))
+            history = self._store.acquire(hello.room)
+            if history is None:
+                raise RoomNotLoaded(hello.room)
+            room = self._rooms[hello.room] = _Room(hello.room, history, self._store)
         key = protocol.name_key(hello.name)
         if key in room.by_key:
             raise ProtocolError(
@@ -152,7 +167,12 @@ class Chat(Generic[H]):
         room.append(line)
         if not room.members:
             del self._rooms[room.name]
+            self._store.release(room.name)
         return Delivery(line, tuple(room.members))
+
+    def is_active(self, room: str) -> bool:
+        """Whether `room` has members (and so its window is in use)."""
+        return room in self._rooms
 
     def members(self, room: str) -> list[str]:
         """Names in `room`, in join order (empty if nobody is there)."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -23,11 +25,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .config import Settings
-from .history import MemoryHistoryStore
+from .history import HistoryStore, MemoryHistoryStore
 from .http import BadRequest, HttpConnection, Request
 from .hub import Hub, open_hub
 from .protocol import CloseCode, LeaveReason
 from .session import Session
+from .sqlite_store import SqliteHistoryStore
 from .websocket import UpgradeRefused, accept_upgrade, normalize_origin, origin_allowed
 
 log = logging.getLogger(__name__)
@@ -274,24 +277,75 @@ async def open_listeners(settings: Settings) -> list[trio.SocketListener]:
     return await trio.open_tcp_listeners(settings.port, host=settings.host)
 
 
+async def open_store(settings: Settings) -> HistoryStore:
+    """Open the history database (raises HistoryError if it is unusable).
+
+    `--db :memory:` keeps windows in process memory only: no database, no
+    worker thread.
+    """
+    if settings.db == ":memory:":
+        return MemoryHistoryStore(settings.history_limit)
+    return await SqliteHistoryStore.open(settings.db, settings.history_limit)
+
+
+@asynccontextmanager
+async def _writing(store: HistoryStore, path: str) -> AsyncIterator[None]:
+    """Run the durable store's writer for the block; flush and close after."""
+    if not isinstance(store, SqliteHistoryStore):
+        yield
+        return
+    try:
+        async with trio.open_nursery() as writer:
+            await writer.start(store.serve_writer)
+            yield
+            writer.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            try:
+                await store.flush()
+            except sqlite3.Error:
+                log.exception("could not write the last history to %r", path)
+            await store.aclose()
+
+
 async def serve_chat(
     settings: Settings,
     shutdown: trio.Event,
     *,
     listeners: list[trio.SocketListener] | None = None,
+    store: HistoryStore | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the chat on `settings.host:settings.port` until `shutdown` is set.
 
-    `listeners` may be bound beforehand with `open_listeners` (the CLI does,
-    to report a busy port before anything starts). Reports the bound port
-    through `task_status` (useful with port 0). Returns once every client
-    has been closed (1001), or `WRITE_WAIT` after shutdown began.
+    `listeners` and `store` may be opened beforehand with `open_listeners`
+    and `open_store` (the CLI does, to report a busy port or a bad database
+    before anything starts); `serve_chat` closes the store. Reports the bound
+    port through `task_status` (useful with port 0). Returns once every
+    client has been closed (1001) and all history is written.
     """
     if listeners is None:
         listeners = await open_listeners(settings)
+    if store is None:
+        try:
+            store = await open_store(settings)
+        except BaseException:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            raise
+    async with _writing(store, settings.db):
+        await _serve(settings, shutdown, listeners, store, task_status)
+    log.info("shutdown complete")
+
+
+async def _serve(
+    settings: Settings,
+    shutdown: trio.Event,
+    listeners: list[trio.SocketListener],
+    store: HistoryStore,
+    task_status: trio.TaskStatus[int],
+) -> None:
     port = listeners[0].socket.getsockname()[1]
-    store = MemoryHistoryStore(settings.history_limit)
     async with open_hub(
         store, replay_limit=settings.history_replay, send_queue_size=settings.send_queue_size
     ) as hub:
@@ -317,7 +371,6 @@ async def serve_chat(
             # client that does not answer must not hold the exit for long.
             grace = min(settings.write_wait, SHUTDOWN_GRACE)
             connections.cancel_scope.deadline = trio.current_time() + grace
-    log.info("shutdown complete")
 
 
 def _display_host(host: str) -> str:

@@ -1,0 +1,376 @@
+"""Durable history: real SQLite files, restarts, resume with `since`, retention."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from conftest import StartServer, server_starter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from processes import TRIO_CHAT, clean_env, serving
+from wsclient import RawClient
+
+from trio_chat.history import StoredEvent
+from trio_chat.sqlite_store import SqliteHistoryStore
+
+
+async def replay_of(client: RawClient, welcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """The history replay that follows a welcome (it ends with our own join)."""
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["id"] != welcome["last_id"]:
+        events.append(await client.next_event())
+    return events
+
+
+def stored_ids(path: Path, room: str) -> list[int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT id FROM events WHERE room = ? ORDER BY id", (room,))
+        return [row[0] for row in rows]
+
+
+async def test_history_and_ids_survive_a_restart(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "chat.db")
+    first = await start_server(db=db, rate_limit=0)
+    alice = await first.joined("alice")
+    for text in ("one", "two", "three"):
+        await alice.say(text)
+    said = [await alice.next_event() for _ in range(3)]
+    await first.stop()
+
+    second = await start_server(db=db, rate_limit=0)
+    bob = await second.client()
+    welcome = await bob.hello("bob", since=0)
+    assert welcome["recovered"] is True
+    replay = await replay_of(bob, welcome)
+    # alice's join and messages, her leave at shutdown, then bob's join: ids 1..6.
+    assert [(e["id"], e["type"]) for e in replay] == [
+        (1, "join"),
+        (2, "message"),
+        (3, "message"),
+        (4, "message"),
+        (5, "leave"),
+        (6, "join"),
+    ]
+    assert replay[1:4] == said  # byte for byte the events clients saw live
+    assert replay[4]["reason"] == "shutdown"
+    await bob.say("four")
+    assert (await bob.next_event())["id"] == 7  # numbering continues, never reused
+
+
+async def test_a_room_is_read_back_after_it_emptied(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(db=str(tmp_path / "chat.db"), rate_limit=0)
+    alice = await server.joined("alice", "quiet")
+    await alice.say("before")
+    await alice.next_event()
+    await alice.aclose()
+    carol = await server.joined("carol", "elsewhere")  # the server carries on meanwhile
+    await carol.say("hi")
+    await carol.next_event()
+    bob = await server.client()
+    welcome = await bob.hello("bob", "quiet", since=1)
+    assert welcome["recovered"] is True
+    assert [(e["type"], e.get("text")) for e in await replay_of(bob, welcome)] == [
+        ("message", "before"),
+        ("leave", None),
+        ("join", None),
+    ]
+
+
+async def test_retention_keeps_history_limit_and_reports_what_was_lost(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "chat.db"
+    server = await start_server(db=str(path), history_limit=5, rate_limit=0)
+    alice = await server.joined("alice")
+    for n in range(20):
+        await alice.say(f"m{n}")
+    for _ in range(20):
+        await alice.next_event()
+    await server.stop()
+    assert stored_ids(path, "lobby") == [18, 19, 20, 21, 22]  # 20 messages, join, leave
+
+    again = await start_server(db=str(path), history_limit=5, rate_limit=0)
+    bob = await again.client()
+    welcome = await bob.hello("bob", since=3)
+    assert welcome["recovered"] is False
+    assert [e["id"] for e in await replay_of(bob, welcome)] == [19, 20, 21, 22, 23]
+
+
+async def test_many_rooms_keep_their_own_numbering(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "chat.db")
+    server = await start_server(db=db, rate_limit=0)
+    for n in range(30):
+        client = await server.joined(f"user{n}", f"room{n}")
+        for m in range(n % 4):
+            await client.say(f"{n}.{m}")
+            await client.next_event()
+    await server.stop()
+    again = await start_server(db=db, rate_limit=0)
+    for n in range(30):
+        client = await again.client()
+        welcome = await client.hello("late", f"room{n}")
+        # join, n % 4 messages, leave at shutdown, then this join.
+        assert welcome["last_id"] == n % 4 + 3
+
+
+async def test_since_beyond_what_was_stored_is_not_recovered(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(db=str(tmp_path / "chat.db"))
+    client = await server.client()
+    welcome = await client.hello("alice", since=99)
+    assert (welcome["recovered"], welcome["last_id"]) == (False, 1)
+
+
+# -- the store on its own --------------------------------------------------------
+
+
+async def test_store_evicts_released_rooms_only_once_committed(tmp_path: Path) -> None:
+    store = await SqliteHistoryStore.open(str(tmp_path / "h.db"), limit=3)
+    try:
+        window = await store.load("r")
+        store.install("r", window)
+        assert store.acquire("r") is window
+        for n in range(1, 6):
+            event = StoredEvent(n, f'{{"id":{n}}}'.encode())
+            window.append(event)
+            store.record("r", event)
+        store.release("r")
+        assert store.acquire("r") is window  # not committed yet: must stay
+        store.release("r")
+        await store.flush()
+        assert store.acquire("r") is None  # committed and released: evicted
+        reloaded = await store.load("r")
+        assert reloaded.last_id == 5
+        assert [e.id for e in reloaded.after(0)] == [3, 4, 5]
+        assert store.statistics().committed == 5
+    finally:
+        await store.aclose()
+
+
+# -- any interleaving of events and reconnects ---------------------------------------
+
+# ("say", speaker), ("drop", listener), ("back", listener) or ("restart", 0)
+Step = tuple[str, int]
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("say"), st.integers(0, 2)),
+        st.tuples(st.sampled_from(["drop", "back"]), st.integers(0, 2)),
+        st.tuples(st.just("restart"), st.just(0)),
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=steps)
+async def test_reconnecting_with_since_recovers_exactly_what_was_missed(plan: list[Step]) -> None:
+    """Three clients talk, drop, come back with `since`, across server restarts."""
+    async with server_starter() as start_server:
+        await _reconnect_scenario(start_server, plan)
+
+
+async def _reconnect_scenario(start_server: StartServer, plan: list[Step]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        db = str(Path(folder) / "chat.db")
+        server = await start_server(db=db, rate_limit=0, history_limit=10_000)
+        connected: dict[int, RawClient] = {}
+        last_seen: dict[int, int] = {}
+        log: dict[int, dict[str, Any]] = {}  # every stored event any client saw, by id
+        newest = 0  # the id the room's last stored event must have by now
+
+        def note(event: dict[str, Any]) -> None:
+            assert log.setdefault(event["id"], event) == event  # same event for one id
+
+        async def connect(n: int) -> None:
+            nonlocal newest
+            client = await server.client()
+            welcome = await client.hello(f"c{n}", since=last_seen.get(n))
+            newest += 1
+            assert welcome["last_id"] == newest
+            replay = await replay_of(client, welcome)
+            if n in last_seen:
+                assert welcome["recovered"] is True
+                # Exactly what it missed: nothing twice, no gap.
+                assert [e["id"] for e in replay] == list(range(last_seen[n] + 1, newest + 1))
+            for event in replay:
+                note(event)
+            last_seen[n] = newest
+            connected[n] = client
+
+        async def settle() -> None:
+            """Every connected client reads, in order, up to the newest id."""
+            for n, client in connected.items():
+                while last_seen[n] < newest:
+                    event = await client.next_event()
+                    if "id" in event:
+                        assert event["id"] == last_seen[n] + 1
+                        note(event)
+                        last_seen[n] = event["id"]
+
+        with trio.fail_after(60):
+            for n in range(3):
+                await connect(n)
+                await settle()
+            for action, n in plan:
+                if action == "say" and n in connected:
+                    await connected[n].say(f"from c{n}")
+                    newest += 1
+                elif action == "drop" and n in connected:
+                    await connected.pop(n).aclose()
+                    newest += 1  # its leave
+                elif action == "back" and n not in connected:
+                    await connect(n)
+                elif action == "restart":
+                    await server.stop()
+                    newest += len(connected)  # a leave (shutdown) each
+                    connected.clear()
+                    server = await start_server(db=db, rate_limit=0, history_limit=10_000)
+                await settle()
+            await server.stop()
+        assert sorted(log) == list(range(1, len(log) + 1))
+
+
+# -- the program: bad files, flush on SIGTERM, SIGKILL mid-stream --------------------
+
+
+def serve_with_db(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRIO_CHAT, "serve", "--port", "0", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+        check=False,
+    )
+
+
+def make_newer_schema(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
+
+
+def make_foreign_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE accounts (id INTEGER)")
+
+
+@pytest.mark.parametrize(
+    ("prepare", "expected"),
+    [
+        (lambda p: p.write_bytes(b"this is not a database, just text " * 100), "not a database"),
+        (make_newer_schema, "newer trio-chat"),
+        (make_foreign_database, "not a trio-chat history database"),
+        (lambda p: p.mkdir(), "unable to open"),
+    ],
+    ids=["garbage", "newer-schema", "foreign", "directory"],
+)
+def test_unusable_database_stops_serve_with_one_line(
+    tmp_path: Path, prepare: Callable[[Path], object], expected: str
+) -> None:
+    path = tmp_path / "chat.db"
+    prepare(path)
+    result = serve_with_db(path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0]
+    assert expected in lines[0]
+
+
+def test_missing_folder_stops_serve_with_one_line(tmp_path: Path) -> None:
+    result = serve_with_db(tmp_path / "no" / "such" / "folder" / "chat.db")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "unable to open" in result.stderr
+
+
+async def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with serving("--db", str(path)) as (process, _port, _output):
+        result = await trio.to_thread.run_sync(serve_with_db, path)
+        assert result.returncode == 2
+        assert "locked (is another trio-chat serving it?)" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        process.send_signal(signal.SIGTERM)
+        assert await process.wait() == 0
+
+
+async def test_sigterm_flushes_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with serving("--db", str(path), "--rate-limit", "0") as (process, port, _output):
+        client = await RawClient.connect(port)
+        await client.hello("alice")
+        assert (await client.next_event())["id"] == 1  # the replay: our own join
+        for n in range(300):
+            await client.say(f"m{n}")
+        seen = [(await client.next_event())["id"] for _ in range(300)]
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert (await client.closed()).code == 1001
+            assert await process.wait() == 0
+        await client.aclose()
+    assert seen == list(range(2, 302))
+    # Everything the client saw, then its leave (reason shutdown) as event 302.
+    assert stored_ids(path, "lobby") == list(range(1, 303))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (line,) = db.execute("SELECT line FROM events WHERE id = 302").fetchone()
+    assert json.loads(line)["reason"] == "shutdown"
+
+
+CRASH_WINDOW = 0.25  # seconds: what the README promises a hard crash loses at most
+
+
+async def test_sigkill_mid_stream_loses_at_most_the_last_moments(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    seen: list[tuple[float, int]] = []  # (when the echo arrived, id)
+    async with serving("--db", str(path), "--rate-limit", "0") as (process, port, _output):
+        client = await RawClient.connect(port)
+        await client.hello("alice")
+        await client.next_event()
+        with trio.move_on_after(1.0):  # talk for a second, as fast as echoes come
+            for n in range(1_000_000):
+                await client.say(f"m{n}")
+                event = await client.next_event()
+                seen.append((trio.current_time(), event["id"]))
+        process.kill()
+        killed_at = trio.current_time()
+        await process.wait()
+        await client.aclose()
+    assert len(seen) > 50
+    ids = stored_ids(path, "lobby")
+    # The newest 1,000 (the default history limit), gap-free.
+    assert ids == list(range(ids[-1] - 999, ids[-1] + 1))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (last_id,) = db.execute("SELECT last_id FROM rooms WHERE name = 'lobby'").fetchone()
+    assert last_id == ids[-1]
+    old_enough = [event_id for when, event_id in seen if when < killed_at - CRASH_WINDOW]
+    assert old_enough, "the test must have seen events before the crash window"
+    assert ids[-1] >= old_enough[-1], "an event older than the crash window was lost"
+
+    # And the server starts again on that file, numbering after the last stored id.
+    async with serving("--db", str(path)) as (process, port, _output):
+        client = await RawClient.connect(port)
+        welcome = await client.hello("bob")
+        assert welcome["last_id"] == ids[-1] + 1
+        process.send_signal(signal.SIGTERM)
+        await client.closed()
+        assert await process.wait() == 0
+        await client.aclose()
