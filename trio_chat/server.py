@@ -122,6 +122,7 @@ class ChatServer:
         self.hub = hub
         self.sessions: set[Session] = set()
         self.refused_upgrades = 0
+        self._websockets = 0  # upgraded or upgrading: what the connection limit counts
         self._plain_http: set[trio.CancelScope] = set()
         self.assets = load_web_assets()
         self._allowed_origins = frozenset(
@@ -135,9 +136,29 @@ class ChatServer:
     async def handle_connection(self, stream: trio.SocketStream) -> None:
         """Serve one TCP connection; never raises (but Cancelled)."""
         label = _peer_label(stream)
+        try:
+            session = await self._serve_http(stream, label)
+            if session is not None:
+                try:
+                    await session.run()
+                finally:
+                    self.sessions.discard(session)
+                    self._websockets -= 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        except Exception:
+            log.exception("%s: unexpected error", label)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_http(self, stream: trio.SocketStream, label: str) -> Session | None:
+        """Plain HTTP until the client upgrades; then its session (slot taken).
+
+        Until it upgrades, a connection holds no chat state, so shutdown may
+        simply cut it. Its HTTP parser is dropped on return, before the
+        session runs.
+        """
         http = HttpConnection(stream)
-        # Until it upgrades, a connection is plain HTTP, which shutdown may
-        # simply cut: it holds no chat state.
         plain_http = trio.CancelScope()
         self._plain_http.add(plain_http)
         try:
@@ -147,22 +168,17 @@ class ChatServer:
                     with trio.move_on_after(self.settings.write_wait):
                         await self._respond(http, request)
                     if not http.can_continue():
-                        return
+                        return None
                     request = await self._next_request(http, label)
-            self._plain_http.discard(plain_http)
-            if request is not None and not plain_http.cancelled_caught:
-                await self._upgrade(http, request, label)
+                if request is not None:
+                    return await self._upgrade(http, request, label)
         except BadRequest as exc:
             log.debug("%s: bad request: %s", label, exc)
             with trio.move_on_after(self.settings.write_wait):
                 await http.refuse(400, "bad request")
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away
-        except Exception:
-            log.exception("%s: unexpected error in the HTTP front", label)
         finally:
             self._plain_http.discard(plain_http)
-            await trio.aclose_forcefully(stream)
+        return None
 
     async def _next_request(self, http: HttpConnection, label: str) -> Request | None:
         """The next request head, or None if the client is gone or too slow.
@@ -215,27 +231,30 @@ class ChatServer:
         else:
             await http.respond(404, b"not found\n", head_only=head)
 
-    async def _upgrade(self, http: HttpConnection, request: Request, label: str) -> None:
+    async def _upgrade(self, http: HttpConnection, request: Request, label: str) -> Session | None:
         settings = self.settings
         refusal = self._refusal(request, label)
-        with trio.move_on_after(settings.write_wait) as timer:
-            if isinstance(refusal, UpgradeRefused):
+        if isinstance(refusal, UpgradeRefused):
+            with trio.move_on_after(settings.write_wait):
                 await http.refuse(refusal.status, refusal.reason)
-                return
-            trailing = await http.switch_to_websocket(refusal)
-        if timer.cancelled_caught:
-            return
-        ws = wsproto.connection.Connection(
-            wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
-        )
-        session = Session(
-            http.stream, ws, self.hub, settings, hello_deadline=http.deadline, label=label
-        )
-        self.sessions.add(session)
+            return None
+        self._websockets += 1  # taken now: concurrent upgrades count against the limit
         try:
-            await session.run()
-        finally:
-            self.sessions.discard(session)
+            with trio.move_on_after(settings.write_wait):
+                trailing = await http.switch_to_websocket(refusal)
+                ws = wsproto.connection.Connection(
+                    wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
+                )
+                session = Session(
+                    http.stream, ws, self.hub, settings, hello_deadline=http.deadline, label=label
+                )
+                self.sessions.add(session)
+                return session
+        except BaseException:
+            self._websockets -= 1
+            raise
+        self._websockets -= 1  # the 101 could not be written in time
+        return None
 
     def _refusal(self, request: Request, label: str) -> UpgradeRefused | list[tuple[str, str]]:
         """Why this upgrade is refused, or else the 101 response headers."""
@@ -250,7 +269,7 @@ class ChatServer:
             log.info("%s: origin %r not allowed", label, origin)
             self.refused_upgrades += 1
             return UpgradeRefused(403, "origin not allowed")
-        if len(self.sessions) >= self.settings.max_connections:
+        if self._websockets >= self.settings.max_connections:
             log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
             self.refused_upgrades += 1
             return UpgradeRefused(503, "too many connections")

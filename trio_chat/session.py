@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -76,9 +77,10 @@ class Session:
         now = trio.current_time()
         self._hello_deadline = hello_deadline
         self._pong_deadline = now + settings.pong_wait
+        self._next_ping = now + settings.ping_period
         self._rate = TokenBucket(settings.rate_limit, settings.rate_burst, now)
         self._typing = Throttle(_TYPING_INTERVAL)
-        self._errors = ErrorBudget()
+        self._errors: ErrorBudget | None = None  # most clients never need one
         self._joined: protocol.Hello | None = None
         self._in_hub = False  # a leave must be sent when the session ends
         self._message: list[str] = []
@@ -138,7 +140,7 @@ class Session:
             self._tasks_scope.cancel()
         else:
             self._reader_scope.cancel()
-            self._outbox.wake()
+            self._outbox.kick()
 
     # -- reader --------------------------------------------------------------
 
@@ -154,19 +156,20 @@ class Session:
         finally:
             self._reader_done.set()
 
-    def _read_deadline(self) -> float:
-        if self._joined is None:
-            return min(self._pong_deadline, self._hello_deadline)
-        return self._pong_deadline
+    def _next_timer(self) -> float:
+        """The reader also keeps the session's time: pings and deadlines."""
+        due = min(self._next_ping, self._pong_deadline)
+        return due if self._joined else min(due, self._hello_deadline)
 
     async def _read_frames(self) -> None:
         read_size = max(self._settings.read_buffer_size, _MIN_READ)
         while True:
-            with trio.move_on_at(self._read_deadline()) as timer:
+            with trio.move_on_at(self._next_timer()) as timer:
                 data = await self._stream.receive_some(read_size)
             if timer.cancelled_caught:
-                self._on_deadline()
-                return
+                if self._on_timer():
+                    return
+                continue
             if not data:
                 self._end(None, LeaveReason.QUIT)
                 return
@@ -176,13 +179,21 @@ class Session:
                 if self._ending is not None:
                     return
 
-    def _on_deadline(self) -> None:
-        if trio.current_time() >= self._pong_deadline:
+    def _on_timer(self) -> bool:
+        """Ping, or end the session on a deadline; True if it ended."""
+        now = trio.current_time()
+        if now >= self._pong_deadline:
             log.info("%s: no pong within the pong wait, dropping", self._label)
             self._end(None, LeaveReason.TIMEOUT)
-        else:
+            return True
+        if not self._joined and now >= self._hello_deadline:
             log.info("%s: no hello within the handshake timeout", self._label)
             self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "no hello in time")
+            return True
+        if now >= self._next_ping:
+            self._outbox.put_ping(self._ws.send(Ping(b"")))
+            self._next_ping = now + self._settings.ping_period
+        return False
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, TextMessage):
@@ -245,6 +256,8 @@ class Session:
         log.debug("%s joined (id %d)", self._label, joined.join_id)
 
     def _refuse(self, error: ProtocolError) -> None:
+        if self._errors is None:
+            self._errors = ErrorBudget()
         if not self._errors.spend(trio.current_time()):
             log.info("%s: too many errors, closing", self._label)
             self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "too many errors")
@@ -267,28 +280,26 @@ class Session:
             self._tasks_scope.cancel()
 
     async def _write_frames(self) -> None:
-        settings = self._settings
-        next_ping = trio.current_time() + settings.ping_period
-        while True:
-            with trio.move_on_at(next_ping):
+        write_wait = self._settings.write_wait
+        # One scope for the life of the writer, armed only while writing (a
+        # new scope per write costs more than moving a deadline). When it
+        # fires, the write took too long and the session ends anyway.
+        with trio.CancelScope() as write_timer:
+            while True:
                 await self._outbox.wait()
-            if self._ending is not None:
-                await self._close()
-                return
-            pong, lines = self._outbox.take()
-            data = pong or b""
-            if lines:
-                data += encode_text_frame(b"\n".join(lines))
-            if trio.current_time() >= next_ping:
-                data += self._ws.send(Ping(b""))
-                next_ping = trio.current_time() + settings.ping_period
-            if data:
-                with trio.move_on_after(settings.write_wait) as timer:
-                    await self._stream.send_all(data)
-                if timer.cancelled_caught:
-                    log.info("%s: write took over the write wait, dropping", self._label)
-                    self._end(None, LeaveReason.SLOW)
-                    return
+                if self._ending is not None:
+                    break
+                data, lines = self._outbox.take()
+                if lines:
+                    data += encode_text_frame(b"\n".join(lines))
+                write_timer.deadline = trio.current_time() + write_wait
+                await self._stream.send_all(data)
+                write_timer.deadline = math.inf
+        if write_timer.cancelled_caught:
+            log.info("%s: write took over the write wait, dropping", self._label)
+            self._end(None, LeaveReason.SLOW)
+            return
+        await self._close()
 
     async def _close(self) -> None:
         """Send what is queued and the close frame, then await the client's.
@@ -303,7 +314,7 @@ class Session:
                 frame = self._ws.send(CloseConnection(code, self._close_text or None))
             except LocalProtocolError:
                 return  # the close handshake already completed
-            _pong, lines = self._outbox.take()
+            _control, lines = self._outbox.take()
             if lines:
                 frame = encode_text_frame(b"\n".join(lines)) + frame
             await self._stream.send_all(frame)
