@@ -16,6 +16,7 @@ from . import __version__
 from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server import open_listeners, open_store, serve_chat
 from .sqlite_store import HistoryError
+from .terminal import add_connect_arguments, run_connect
 
 log = logging.getLogger("trio_chat")
 
@@ -48,12 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_serve_arguments(serve)
+    connect = commands.add_parser(
+        "connect",
+        help="a terminal client: print a room, send each line of standard input",
+        description=(
+            "Join a room and print its events; each line of standard input is sent "
+            "as a message. Reconnects by itself when the connection drops; exits 0 "
+            "at the end of input (once every line sent is confirmed) or on Ctrl-C."
+        ),
+    )
+    add_connect_arguments(connect)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "connect":
+        try:
+            return trio.run(run_connect, args, sys.stdin.buffer, sys.stdout, sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C before run_connect took SIGINT over
+            return 0
     try:
         settings = load_settings(args, os.environ)
     except SettingError as error:
