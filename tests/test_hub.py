@@ -41,9 +41,12 @@ class RecordingPeer:
     def deliver_welcome(self, lines: list[bytes]) -> None:
         self.outbox.put_front(lines)
 
+    def flush_nowait(self) -> None:
+        self.outbox.wake()
+
     def drop(self, code: CloseCode, reason: LeaveReason) -> None:
         self.dropped.append((code, reason))
-        self.outbox.wake()
+        self.outbox.kick()
 
     async def consume(self, pauses: list[bool]) -> None:
         """Drain the outbox like a writer would, pausing where told."""

@@ -52,6 +52,10 @@ class Peer(Protocol):
         """Queue the welcome and history replay, ahead of live events."""
         ...
 
+    def flush_nowait(self) -> None:
+        """Send what was queued (the hub calls this once per burst)."""
+        ...
+
     def drop(self, code: CloseCode, reason: LeaveReason) -> None:
         """Close the client with `code`; it has already left with `reason`."""
         ...
@@ -116,6 +120,7 @@ class Hub:
         self._chat = chat
         self._loaders = loaders
         self._loading: dict[str, list[Registration]] = {}  # room -> hellos waiting for it
+        self._touched: set[Peer] = set()  # peers given events in this burst
         self._burst = burst
         self.register = inbox.clone()
         self.unregister = inbox.clone()
@@ -193,6 +198,13 @@ class Hub:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break  # on EndOfChannel, the `async for` ends next
                     self._apply(message)
+                self._flush()
+
+    def _flush(self) -> None:
+        """One flush per recipient of this burst: a batch per write."""
+        for peer in self._touched:
+            peer.flush_nowait()
+        self._touched.clear()
 
     def _apply(self, message: HubMessage) -> None:
         ts = protocol.format_timestamp(time.time())
@@ -234,6 +246,7 @@ class Hub:
             self._events += 1
             registration.outcome = joined
             registration.peer.deliver_welcome(joined.welcome)
+            self._touched.add(registration.peer)
             self._deliver(joined.announce, ts)
         registration.done.set()
 
@@ -268,6 +281,7 @@ class Hub:
 
     def _deliver(self, delivery: Delivery[Peer], ts: str) -> None:
         line = delivery.line
+        self._touched.update(delivery.recipients)
         slow = [peer for peer in delivery.recipients if not peer.deliver_nowait(line)]
         self._deliveries += len(delivery.recipients) - len(slow)
         for peer in slow:

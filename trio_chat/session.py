@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -69,6 +70,8 @@ class Session:
         label: str,
     ) -> None:
         self._stream = stream
+        # Raw writes are only for plain TCP (never, say, a TLS stream).
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._ws = ws
         self._hub = hub
         self._settings = settings
@@ -99,6 +102,32 @@ class Session:
     def deliver_welcome(self, lines: list[bytes]) -> None:
         self._outbox.put_front(lines)
 
+    def flush_nowait(self) -> None:
+        """Write what the outbox holds now, without a task switch if possible.
+
+        The hub calls this once per burst. While the writer task is parked it
+        is not in the middle of a write, so the batch can go straight to the
+        socket (which trio keeps non-blocking); whatever the kernel does not
+        take is handed to the writer task, which waits for the socket. Any
+        other case (a write in progress, closing, a non-socket stream) simply
+        wakes the writer.
+        """
+        outbox = self._outbox
+        if not outbox.parked or self._ending is not None or self._fd < 0:
+            outbox.wake()
+            return
+        data, lines = outbox.take()
+        if lines:
+            data += encode_text_frame(b"\n".join(lines))
+        if not data:
+            return
+        try:
+            written = os.write(self._fd, data)
+        except OSError:  # EAGAIN, or a broken connection the writer will meet
+            written = 0
+        if written < len(data):
+            outbox.put_raw(data[written:])
+
     def drop(self, code: CloseCode, reason: LeaveReason) -> None:
         """End the session with close `code` (also used for shutdown)."""
         self._end(code, reason)
@@ -118,6 +147,10 @@ class Session:
                     nursery.start_soon(self._writer)
         finally:
             with trio.CancelScope(shield=True):
+                # Before the descriptor is closed, and so before the kernel
+                # can reuse its number for another client: no raw write
+                # (`flush_nowait`) may use it after this.
+                self._fd = -1
                 await trio.aclose_forcefully(self._stream)
                 reason = self._ending[1] if self._ending else LeaveReason.SHUTDOWN
                 if self._in_hub:
@@ -263,7 +296,9 @@ class Session:
             self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "too many errors")
             return
         log.debug("%s: error %s: %s", self._label, error.code, error.message)
-        if not self._outbox.put_nowait(protocol.error_event(error.code, error.message, error.ref)):
+        if self._outbox.put_nowait(protocol.error_event(error.code, error.message, error.ref)):
+            self._outbox.wake()
+        else:
             self._end(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)
 
     # -- writer --------------------------------------------------------------
@@ -314,9 +349,11 @@ class Session:
                 frame = self._ws.send(CloseConnection(code, self._close_text or None))
             except LocalProtocolError:
                 return  # the close handshake already completed
-            _control, lines = self._outbox.take()
+            # Pending bytes may end a frame already partly written: first.
+            pending, lines = self._outbox.take()
             if lines:
-                frame = encode_text_frame(b"\n".join(lines)) + frame
+                pending += encode_text_frame(b"\n".join(lines))
+            frame = pending + frame
             await self._stream.send_all(frame)
             await self._reader_done.wait()
             read_size = max(self._settings.read_buffer_size, _MIN_READ)
