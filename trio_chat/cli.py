@@ -13,6 +13,7 @@ from typing import NoReturn
 import trio
 
 from . import __version__
+from .bench import add_bench_arguments, run_bench
 from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server import open_listeners, open_store, serve_chat
 from .sqlite_store import HistoryError
@@ -59,12 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_connect_arguments(connect)
+    bench = commands.add_parser(
+        "bench",
+        help="a load generator: measure a running server",
+        description=(
+            "Open connections to a running trio-chat server, let some of them send at a "
+            "paced rate, and report deliveries per second, loss, duplicates, order "
+            "violations, latency and CPU use (--sweep: the highest rate held; --idle: "
+            "server memory per connection)."
+        ),
+    )
+    add_bench_arguments(bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return run_bench(args)
     if args.command == "connect":
         try:
             return trio.run(run_connect, args, sys.stdin.buffer, sys.stdout, sys.stderr)

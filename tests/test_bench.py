@@ -1,0 +1,832 @@
+"""`trio-chat bench`: the load generator's arithmetic, and its counts against real servers.
+
+The pure parts (plan, pacing, histogram, id checks, loss accounting, client
+framing, report arithmetic) are tested directly. `measure` then runs in the
+test's own Trio loop against the real server of conftest.py (or a child
+process, where the server's memory must be its own), and against a scripted
+server that numbers events wrongly on purpose. Nothing here asserts a speed:
+only that every delivery is counted, and counted right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import itertools
+import json
+import math
+import socket
+import subprocess
+from typing import Any
+
+import pytest
+import trio
+from conftest import StartServer
+from hypothesis import given
+from hypothesis import strategies as st
+from processes import TRIO_CHAT, clean_env, serving
+from trio_websocket import WebSocketRequest, serve_websocket
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from trio_chat import bench
+from trio_chat.bench import (
+    BenchConfig,
+    BenchError,
+    Bounds,
+    ConnectFailure,
+    FrameReader,
+    FramingError,
+    SendReport,
+    SequenceCheck,
+    ServerSample,
+    StepResult,
+    Target,
+)
+
+# The keys of `--json`, as README "Measuring" documents them.
+REPORT_KEYS = {
+    "mode", "url", "connections", "connected", "connect_failures", "connect_seconds",
+    "connect_server_cpu_seconds", "connect_generator_cpu_seconds", "rooms", "senders",
+    "procs", "size", "steps", "result", "idle", "warnings", "ok",
+}  # fmt: skip
+STEP_KEYS = {
+    "rate", "duration", "sent", "rate_limited", "members", "expected", "received", "loss",
+    "delivered", "deliveries_per_second", "elapsed", "duplicates", "order_violations",
+    "missing_ids", "stale", "foreign", "latency_ms", "closed", "errors", "send_lag_max_ms",
+    "server_cpu_seconds", "server_cpu_percent", "server_cpu_us_per_delivery",
+    "server_wait_percent", "server_saturated", "server_deliveries", "server_slow_drops",
+    "generator_cpu_seconds", "generator_cpu_percent", "generator_wait_percent",
+    "generator_saturated", "held",
+}  # fmt: skip
+IDLE_KEYS = {
+    "memory_before_bytes", "memory_after_bytes", "memory_per_connection_kb",
+    "server_connections", "closed",
+}  # fmt: skip
+HANG_GUARD = 60  # seconds: a hung run fails instead of blocking the suite (not a speed bound)
+PATIENCE = 15.0  # seconds without a delivery before a drain gives up, on a busy test machine
+
+
+def small(port: int, **overrides: Any) -> BenchConfig:
+    """A short, gentle run: 10 connections, 2 senders, 20 msg/s for 1 s."""
+    settings: dict[str, Any] = {
+        "connections": 10,
+        "senders": 2,
+        "rate": 20.0,
+        "duration": 1.0,
+        "connect_concurrency": 5,
+        "drain_quiet": PATIENCE,
+    }
+    settings.update(overrides)
+    return BenchConfig(target=Target("127.0.0.1", port), **settings)
+
+
+# -- the plan ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("ws://127.0.0.1:8080/ws", Target("127.0.0.1", 8080, "/ws")),
+        ("http://localhost:9000/", Target("localhost", 9000, "/ws")),
+        ("ws://chat.example:81", Target("chat.example", 81, "/ws")),
+        ("ws://[::1]:8080/chat", Target("::1", 8080, "/chat")),
+        ("http://example.org", Target("example.org", 80, "/ws")),
+    ],
+)
+def test_parse_target(url: str, target: Target) -> None:
+    assert bench.parse_target(url) == target
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("wss://a:1/ws", "TLS"),
+        ("https://a/", "TLS"),
+        ("ftp://a/", "not a ws://"),
+        ("127.0.0.1:8080", "not a ws://"),
+        ("ws://:8080/ws", "no host"),
+        ("ws://a:99999/ws", "(?i)port"),
+    ],
+)
+def test_parse_target_refuses(url: str, says: str) -> None:
+    with pytest.raises(BenchError, match=says):
+        bench.parse_target(url)
+
+
+def test_ipv6_target_is_bracketed() -> None:
+    assert Target("::1", 8080).url == "ws://[::1]:8080/ws"
+    assert bench.handshake_request(Target("::1", 8080), b"k").startswith(
+        b"GET /ws HTTP/1.1\r\nHost: [::1]:8080\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("connections", "rooms", "senders", "procs"), [(10, 1, 3, 1), (103, 7, 10, 4)]
+)
+def test_plan_spreads_rooms_senders_and_processes(
+    connections: int, rooms: int, senders: int, procs: int
+) -> None:
+    plan = bench.plan_connections(
+        connections, rooms=rooms, senders=senders, procs=procs, room_prefix="r-"
+    )
+    specs = sorted((s for part in plan for s in part), key=lambda s: s.index)
+    assert [s.index for s in specs] == list(range(connections))
+    assert len({s.name for s in specs}) == connections
+    assert [s.sender for s in specs if s.sender is not None] == list(range(senders))
+    members = [sum(s.room == f"r-{r}" for s in specs) for r in range(rooms)]
+    assert max(members) - min(members) <= 1
+    assert max(map(len, plan)) - min(map(len, plan)) <= 1
+    senders_per_proc = [sum(s.sender is not None for s in part) for part in plan]
+    assert max(senders_per_proc) - min(senders_per_proc) <= 1
+
+
+# -- pacing --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate", "duration", "total"),
+    [(100, 1.0, 100), (20, 0.5, 10), (3, 1.0, 3), (2.5, 1.0, 3), (0.5, 1.0, 1), (1000, 0.25, 250)],
+)
+def test_total_messages(rate: float, duration: float, total: int) -> None:
+    assert bench.total_messages(rate, duration) == total
+
+
+@given(
+    rate=st.floats(0.5, 50_000),
+    duration=st.floats(0.1, 30),
+    senders=st.integers(1, 200),
+)
+def test_senders_share_the_schedule_exactly(rate: float, duration: float, senders: int) -> None:
+    total = bench.total_messages(rate, duration)
+    assert sum(bench.sender_share(total, k, senders) for k in range(senders)) == total
+    shares = [bench.sender_share(total, k, senders) for k in range(senders)]
+    assert max(shares) - min(shares) <= 1  # round robin: no sender carries more than one extra
+
+
+@given(
+    rate=st.floats(1, 10_000),
+    senders=st.integers(1, 50),
+    sender=st.integers(0, 49),
+    n=st.integers(0, 1000),
+)
+def test_a_message_is_due_at_its_offset_and_not_before(
+    rate: float, senders: int, sender: int, n: int
+) -> None:
+    sender %= senders
+    total = 10**9
+    at = bench.send_offset(sender, n, senders, rate)
+    due = bench.sender_share(bench.messages_due(at, rate, total), sender, senders)
+    assert due == n + 1  # this message and all before it
+    earlier = at - 0.5 / rate
+    assert bench.sender_share(bench.messages_due(earlier, rate, total), sender, senders) == n
+
+
+def test_messages_due_is_capped_and_starts_at_zero() -> None:
+    assert bench.messages_due(-0.1, 100, 50) == 0
+    assert bench.messages_due(0.0, 100, 50) == 1
+    assert bench.messages_due(10.0, 100, 50) == 50
+
+
+def test_sweep_rates_grow_by_half() -> None:
+    assert bench.sweep_rates(1000, 1.5, 5) == [1000, 1500, 2250, 3380, 5060]
+
+
+# -- latency histogram ---------------------------------------------------------
+
+
+@given(st.integers(0, 10**12))
+def test_latency_buckets_lose_under_one_percent(micros: int) -> None:
+    bucket = bench.latency_bucket(micros)
+    assert 0 <= bucket < bench.HISTOGRAM_SIZE
+    ceiling = bench.bucket_ceiling(bucket)
+    assert micros <= ceiling <= micros * 1.008 + 1
+    assert bench.latency_bucket(ceiling) == bucket
+
+
+def test_latency_buckets_are_contiguous_and_ordered() -> None:
+    buckets = [bench.latency_bucket(micros) for micros in range(100_000)]
+    assert buckets[0] == 0
+    assert all(b - a in (0, 1) for a, b in itertools.pairwise(buckets))
+    assert bench.latency_bucket(-5) == 0
+
+
+def test_percentiles() -> None:
+    histogram = {bench.latency_bucket(us): 1 for us in range(1, 101)}
+    assert bench.percentile(histogram, 0.50) == 50
+    assert bench.percentile(histogram, 0.99) == 99
+    assert bench.percentile(histogram, 1.0) == 100
+    assert bench.percentile({}, 0.5) is None
+    skewed = {bench.latency_bucket(10): 98, bench.latency_bucket(5000): 2}
+    assert bench.percentile(skewed, 0.98) == 10
+    assert 5000 <= (bench.percentile(skewed, 0.99) or 0) <= 5040
+
+
+def test_histograms_merge() -> None:
+    assert bench.merge_histograms([{1: 2, 300: 1}, {1: 1}, {}]) == {1: 3, 300: 1}
+
+
+# -- id order ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ids", "fresh", "duplicates", "violations", "missing"),
+    [
+        ([11, 12, 13], [True] * 3, 0, 0, 0),
+        ([11, 11, 12], [True, False, True], 1, 0, 0),
+        ([11, 13, 14], [True] * 3, 0, 1, 1),  # 12 skipped: a gap
+        ([11, 13, 12, 14], [True] * 4, 0, 2, 0),  # 12 late: the gap, then out of order
+        ([11, 13, 12, 12], [True, True, True, False], 1, 2, 0),
+        ([9, 10], [False, False], 2, 0, 0),  # at or before the join: seen already
+    ],
+)
+def test_sequence_check(
+    ids: list[int], fresh: list[bool], duplicates: int, violations: int, missing: int
+) -> None:
+    check = SequenceCheck(10)
+    assert [check.observe(i) for i in ids] == fresh
+    assert (check.duplicates, check.order_violations, check.skipped) == (
+        duplicates,
+        violations,
+        missing,
+    )
+
+
+@given(st.lists(st.integers(1, 30), max_size=60))
+def test_sequence_check_properties(ids: list[int]) -> None:
+    check = SequenceCheck(0)
+    fresh = [check.observe(i) for i in ids]
+    first_seen = [i not in ids[:k] for k, i in enumerate(ids)]
+    assert fresh == first_seen  # new exactly on first sight
+    assert check.duplicates == len(ids) - len(set(ids))
+    in_order = [i for i, new in zip(ids, fresh, strict=True) if new]
+    assert (check.order_violations == 0) == (in_order == list(range(1, len(in_order) + 1)))
+    assert check.skipped == (max(ids, default=0) - len(set(ids)))
+
+
+# -- loss accounting -----------------------------------------------------------
+
+
+def test_expected_deliveries_count_members_and_refusals() -> None:
+    sent = {"a": 10, "b": 4}
+    members = {"a": 3, "b": 5, "c": 7}
+    assert bench.expected_deliveries(sent, {}, members) == 10 * 3 + 4 * 5
+    assert bench.expected_deliveries(sent, {"a": 2}, members) == 8 * 3 + 4 * 5
+    assert bench.expected_deliveries(sent, {"b": 9}, members) == 10 * 3  # never negative
+
+
+def _result(**overrides: Any) -> StepResult:
+    fields: dict[str, Any] = {
+        "received": 0,
+        "stale": 0,
+        "foreign": 0,
+        "duplicates": 0,
+        "order_violations": 0,
+        "missing_ids": 0,
+        "histogram": {},
+        "max_us": 0,
+        "last_receive_ns": 0,
+        "errors": {},
+        "refused_by_room": {},
+        "closed": {},
+        "cpu_seconds": 0.0,
+        "wait_seconds": 0.0,
+    }
+    fields.update(overrides)
+    return StepResult(**fields)
+
+
+def test_summarize_step_adds_up_the_workers() -> None:
+    start = 10**18
+    sends = [
+        SendReport({"a": 6}, {"a": 2, "b": 1}, 0.001, late=False),
+        SendReport({"a": 4, "b": 5}, {"a": 2, "b": 1}, 0.003, late=False),
+    ]
+    results = [
+        _result(
+            received=30,
+            histogram={bench.latency_bucket(1000): 30},
+            max_us=1000,
+            last_receive_ns=start + 2_000_000_000,
+            cpu_seconds=0.5,
+            wait_seconds=0.25,
+            refused_by_room={"a": 1},
+        ),
+        _result(
+            received=9,
+            duplicates=2,
+            histogram={bench.latency_bucket(3000): 9},
+            max_us=3000,
+            last_receive_ns=start + 1_500_000_000,
+            cpu_seconds=1.4,
+            wait_seconds=0.5,
+        ),
+    ]
+    step = bench.summarize_step(
+        rate=10,
+        duration=1.0,
+        start_ns=start,
+        sends=sends,
+        results=results,
+        server_before=ServerSample(cpu_seconds=1.0, deliveries=100, wait_seconds=2.0),
+        server_after=ServerSample(cpu_seconds=1.4, deliveries=139, wait_seconds=2.1),
+        coordinator_cpu=0.1,
+        bounds=Bounds(max_p99=0.01, min_delivered=0.99),
+    )
+    assert step.sent == 15
+    assert step.rate_limited == 1
+    assert step.members == 6
+    assert step.expected == 9 * 4 + 5 * 2  # room a: 10 sent, 1 refused, 4 members
+    assert step.received == 39
+    assert step.loss == 46 - 39
+    assert step.delivered == pytest.approx(39 / 46)
+    assert step.elapsed == pytest.approx(2.0)  # to the last receipt
+    assert step.deliveries_per_second == pytest.approx(19.5)
+    assert step.duplicates == 2
+    assert step.latency_ms["p50"] == pytest.approx(1.0, rel=0.01)
+    assert step.latency_ms["max"] == 3.0
+    assert step.send_lag_max_ms == pytest.approx(3.0)
+    assert step.server_cpu_seconds == pytest.approx(0.4)
+    assert step.server_cpu_percent == pytest.approx(20.0)
+    assert step.server_cpu_us_per_delivery == pytest.approx(0.4e6 / 39)
+    assert step.server_deliveries == 39
+    assert step.generator_cpu_seconds == pytest.approx(2.0)
+    assert step.generator_wait_percent == pytest.approx(37.5)
+    assert step.generator_saturated  # one worker ran or waited to run 1.9 s of 2 s
+    assert step.server_wait_percent == pytest.approx(5.0)
+    assert step.server_saturated is False
+    assert not step.held  # refused messages void it, and so does the loss
+
+
+def test_a_step_holds_within_bounds() -> None:
+    def step(received: int, worst_us: int) -> bench.StepReport:
+        return bench.summarize_step(
+            rate=100,
+            duration=1.0,
+            start_ns=0,
+            sends=[SendReport({"a": 100}, {"a": 1}, 0.0, late=False)],
+            results=[_result(received=received, histogram={bench.latency_bucket(worst_us): 1})],
+            server_before=ServerSample(),
+            server_after=ServerSample(),
+            coordinator_cpu=0.0,
+            bounds=Bounds(max_p99=0.250, min_delivered=0.99),
+        )
+
+    assert step(100, 1000).held
+    assert step(99, 249_000).held
+    assert not step(98, 1000).held
+    assert not step(100, 260_000).held
+    assert step(100, 1000).server_cpu_percent is None  # no source, no number
+    assert step(100, 1000).server_saturated is None
+
+
+def test_memory_per_connection() -> None:
+    assert bench.memory_per_connection_kb(1024 * 1000, 1024 * 3000, 100) == 20.0
+    assert bench.memory_per_connection_kb(None, 5.0, 100) is None
+    assert bench.memory_per_connection_kb(1.0, 5.0, 0) is None
+
+
+# -- WebSocket framing ---------------------------------------------------------
+
+
+def server_frame(opcode: int, payload: bytes, *, final: bool = True) -> bytes:
+    """A frame as a server sends it: unmasked."""
+    first = (0x80 if final else 0) | opcode
+    if len(payload) < 126:
+        head = bytes((first, len(payload)))
+    elif len(payload) < 65536:
+        head = bytes((first, 126)) + len(payload).to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + len(payload).to_bytes(8, "big")
+    return head + payload
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_client_frames_are_masked_and_decode(size: int) -> None:
+    payload = bytes(97 + i % 26 for i in range(size))
+    data = bench.encode_frame(bench.OP_TEXT, payload)
+    assert data[1] & 0x80  # the mask bit
+    decoder = FrameProtocol(client=False, extensions=[])  # wsproto, as the server uses it
+    decoder.receive_bytes(data)
+    frames = list(decoder.received_frames())
+    assert len(frames) == 1
+    assert frames[0].opcode is Opcode.TEXT
+    assert frames[0].payload == payload.decode("ascii")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000, 10**6])
+def test_frame_reader_splits_and_reassembles(chunk: int) -> None:
+    big = b"x" * 70_000
+    stream = (
+        server_frame(bench.OP_TEXT, b"one")
+        + server_frame(bench.OP_TEXT, b"tw", final=False)
+        + server_frame(bench.OP_PING, b"p")  # a control frame between fragments
+        + server_frame(bench.OP_CONTINUATION, b"o")
+        + server_frame(bench.OP_TEXT, big)
+        + server_frame(bench.OP_TEXT, b"")
+        + server_frame(bench.OP_CLOSE, (1013).to_bytes(2, "big") + b"slow")
+    )
+    reader = FrameReader()
+    out: list[tuple[int, bytes]] = []
+    for at in range(0, len(stream), chunk):
+        out.extend(reader.feed(stream[at : at + chunk]))
+    assert out == [
+        (bench.OP_TEXT, b"one"),
+        (bench.OP_PING, b"p"),
+        (bench.OP_TEXT, b"two"),
+        (bench.OP_TEXT, big),
+        (bench.OP_TEXT, b""),
+        (bench.OP_CLOSE, (1013).to_bytes(2, "big") + b"slow"),
+    ]
+    assert bench.close_code(out[-1][1]) == 1013
+    assert bench.close_code(b"") == 1005
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bench.encode_frame(bench.OP_TEXT, b"masked"),
+        bytes((0x81 | 0x40, 1)) + b"x",  # RSV1 without an extension
+        server_frame(bench.OP_CONTINUATION, b"x"),
+        server_frame(bench.OP_TEXT, b"a", final=False) + server_frame(bench.OP_TEXT, b"b"),
+    ],
+)
+def test_frame_reader_refuses_broken_framing(data: bytes) -> None:
+    with pytest.raises(FramingError):
+        FrameReader().feed(data)
+
+
+def test_handshake_checks() -> None:
+    key = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
+    assert bench.accept_token(key) == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    bench.check_handshake(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+        key,
+    )
+    with pytest.raises(ConnectFailure, match="HTTP 503"):
+        bench.check_handshake(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0", key)
+    with pytest.raises(ConnectFailure, match="Accept"):
+        bench.check_handshake(b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: nope", key)
+    with pytest.raises(ConnectFailure, match="not an HTTP response"):
+        bench.check_handshake(b"SSH-2.0-OpenSSH", key)
+
+
+def test_parse_metrics() -> None:
+    text = (
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+        "# TYPE process_cpu_seconds_total counter\n"
+        "process_cpu_seconds_total 12.5\n"
+        "process_resident_memory_bytes 4.2e+07\n"
+        'python_info{implementation="CPython"} 1.0\n'
+        "trio_chat_deliveries_total 1234.0\n"
+        "trio_chat_connections 7.0\n"
+        "garbage\n"
+    )
+    metrics = bench.parse_metrics(text)
+    assert metrics["process_cpu_seconds_total"] == 12.5
+    assert "python_info" not in metrics
+    sample = bench.sample_from_metrics(metrics)
+    assert sample == ServerSample(
+        cpu_seconds=12.5, rss_bytes=4.2e7, deliveries=1234, slow_drops=None, connections=7
+    )
+
+
+# -- the command line, parsed --------------------------------------------------
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="trio-chat bench")
+    bench.add_bench_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_flags_and_defaults() -> None:
+    config = bench.config_from_args(parse("ws://127.0.0.1:8080/ws"))
+    assert (config.connections, config.senders, config.rooms, config.rate) == (100, 10, 1, 100)
+    assert (config.duration, config.size, config.procs, config.mode) == (10.0, 64, 1, "load")
+    assert config.bounds == Bounds(max_p99=0.25, min_delivered=0.99)
+    idle = bench.config_from_args(parse("http://h:1/", "--idle", "-c", "5000"))
+    assert (idle.mode, idle.rooms) == ("idle", 500)  # idle connections spread over rooms
+    sweep = bench.config_from_args(
+        parse("ws://h:1/ws", "--sweep-rates", "100,200,400", "--duration", "1m30s")
+    )
+    assert (sweep.mode, sweep.rate, sweep.sweep_rates) == ("sweep", 100, (100, 200, 400))
+    assert sweep.duration == 90
+    tight = bench.config_from_args(
+        parse("ws://h:1/ws", "--sweep", "--max-p99", "5ms", "--min-delivered", "99.9")
+    )
+    assert tight.bounds.max_p99 == 0.005
+    assert tight.bounds.min_delivered == pytest.approx(0.999)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ws://h:1/ws", "--duration", "10 parsecs"],
+        ["ws://h:1/ws", "--duration", "0s"],
+        ["ws://h:1/ws", "--rate", "0"],
+        ["ws://h:1/ws", "--rate", "nan"],
+        ["ws://h:1/ws", "--connections", "-3"],
+        ["ws://h:1/ws", "--min-delivered", "101"],
+        ["ws://h:1/ws", "--idle", "--sweep"],
+    ],
+)
+def test_bad_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2
+    assert "trio-chat bench" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["ws://h:1/ws", "-c", "5", "--senders", "6"], "--senders"),
+        (["ws://h:1/ws", "-c", "5", "--senders", "1", "--procs", "6"], "--procs"),
+        (["ws://h:1/ws", "-c", "5", "--senders", "1", "--rooms", "6"], "--rooms"),
+        (["ws://h:1/ws", "--size", "10"], "--size"),
+        (["wss://h:1/ws"], "TLS"),
+    ],
+)
+def test_bad_combinations_exit_2(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert err.count("\n") == 1
+
+
+def test_progress_line() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    line = bench.ProgressLine(terminal)
+    line("connecting: 10 of 100 joined")
+    line("sent 5")
+    line.finish()
+    assert terminal.getvalue().startswith("\rconnecting: 10 of 100 joined\rsent 5")
+    assert "\n" not in terminal.getvalue()
+    log = io.StringIO()
+    line = bench.ProgressLine(log, every=3600)
+    line("first")
+    line("throttled")
+    line.finish()
+    assert log.getvalue() == "trio-chat bench: first\n"
+
+
+# -- against the real server -----------------------------------------------------
+
+
+def check_exact(step: bench.StepReport, *, members: int) -> None:
+    """Every message reached every member once, in order."""
+    assert step.sent > 0
+    assert step.members == members
+    assert step.rate_limited == 0
+    assert step.received == step.expected
+    assert step.loss == 0
+    assert step.duplicates == step.order_violations == step.missing_ids == 0
+    assert step.stale == step.foreign == 0
+    assert step.closed == {}
+    assert step.delivered == 1.0
+    p50, p99, worst = (step.latency_ms[k] for k in ("p50", "p99", "max"))
+    assert p50 is not None
+    assert p99 is not None
+    assert worst is not None
+    assert 0 <= p50 <= p99 <= worst * 1.01
+
+
+@pytest.mark.parametrize("rooms", [1, 3])
+async def test_short_run_counts_every_delivery(start_server: StartServer, rooms: int) -> None:
+    server = await start_server(rate_limit=0)
+    with trio.fail_after(HANG_GUARD):
+        report = await bench.measure(small(server.port, rooms=rooms, senders=4))
+    assert report.ok, report.warnings
+    assert report.warnings == []
+    assert report.connected == 10
+    assert report.connect_failures == {}
+    assert report.connect_seconds > 0
+    [step] = report.steps
+    assert report.result == step
+    check_exact(step, members=10)
+    assert step.sent == 20  # 20 msg/s for 1 s
+    if rooms == 1:
+        assert step.expected == 20 * 10  # everyone hears everything
+    else:
+        # Rooms of 4, 3 and 3 members; senders c0..c3 are in rooms 0, 1, 2, 0.
+        assert step.expected == 10 * 4 + 5 * 3 + 5 * 3
+    assert step.server_deliveries == step.expected  # the server's own count agrees
+    assert step.server_cpu_seconds is not None
+    assert step.server_cpu_seconds >= 0
+
+
+async def test_json_report_has_the_documented_keys(start_server: StartServer) -> None:
+    server = await start_server(rate_limit=0)
+    with trio.fail_after(HANG_GUARD):
+        report = await bench.measure(small(server.port, duration=0.5))
+    data = json.loads(json.dumps(report.to_json()))
+    assert set(data) == REPORT_KEYS
+    assert set(data["result"]) == STEP_KEYS
+    assert set(data["result"]["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    assert data["idle"] is None
+    assert data["mode"] == "load"
+    assert data["ok"] is True
+    text = bench.format_report(report)
+    assert "deliveries" in text
+    assert "p99" in text
+
+
+async def test_sweep_raises_the_rate_until_a_bound_breaks(start_server: StartServer) -> None:
+    server = await start_server(rate_limit=0)
+    with trio.fail_after(HANG_GUARD):
+        loose = await bench.measure(
+            small(server.port, duration=0.5, sweep=True, sweep_rates=(10, 20))
+        )
+    assert [step.rate for step in loose.steps] == [10, 20]
+    assert all(step.held for step in loose.steps)
+    for step in loose.steps:
+        check_exact(step, members=10)
+    assert loose.result is not None
+    assert loose.result.rate == 20
+    # A bound no run can meet: the first step fails, the sweep stops there.
+    impossible = Bounds(max_p99=1e-6, min_delivered=0.99)
+    with trio.fail_after(HANG_GUARD):
+        tight = await bench.measure(
+            small(server.port, duration=0.5, sweep=True, sweep_rates=(10, 20), bounds=impossible)
+        )
+    assert len(tight.steps) == 1
+    assert not tight.steps[0].held
+    assert tight.result is None
+    assert "highest held: none" in bench.format_report(tight)
+
+
+async def test_rate_limited_messages_are_reported_not_lost(start_server: StartServer) -> None:
+    server = await start_server(rate_limit=1, rate_burst=2)
+    # Refused messages never arrive, so the drain ends on a quiet second.
+    config = small(server.port, connections=3, senders=1, rate=10, drain_quiet=1.0)
+    with trio.fail_after(HANG_GUARD):
+        report = await bench.measure(config)
+    [step] = report.steps
+    assert step.sent == 10
+    assert step.rate_limited >= 5  # a burst of 2, then 1 per second, of 10 in one second
+    accepted = step.sent - step.rate_limited
+    assert step.expected == accepted * 3
+    assert step.received == step.expected
+    assert step.loss == 0
+    assert not step.held
+    assert not report.ok
+    assert any("rate_limited" in w and "--rate-limit 0" in w for w in report.warnings)
+
+
+async def test_workers_in_other_processes_count_exactly(start_server: StartServer) -> None:
+    server = await start_server(rate_limit=0)
+    with trio.fail_after(HANG_GUARD):
+        report = await bench.measure(small(server.port, procs=2, rooms=2, senders=3))
+    assert report.ok, report.warnings
+    [step] = report.steps
+    check_exact(step, members=10)
+    assert step.expected == 20 * 5  # two rooms of five
+    assert step.generator_cpu_seconds > 0
+
+
+async def test_unreachable_server() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        with trio.fail_after(HANG_GUARD), pytest.raises(BenchError, match="cannot reach"):
+            await bench.measure(small(port))
+
+
+async def test_connection_limit_is_a_reported_failure(start_server: StartServer) -> None:
+    server = await start_server(rate_limit=0, max_connections=6)
+    with trio.fail_after(HANG_GUARD):
+        report = await bench.measure(small(server.port, duration=0.5))
+    assert report.connected == 6
+    assert report.connect_failures == {"HTTP 503": 4}
+    assert not report.ok
+    [step] = report.steps
+    assert step.members == 6
+    assert step.received == step.expected  # the six that joined still count exactly
+    assert any("4 of 10 connections failed" in w for w in report.warnings)
+
+
+async def test_idle_reports_memory_per_connection() -> None:
+    # Servers in child processes, so that their memory is their own; a fresh
+    # one per run, since a server reuses memory that closed connections freed.
+    reports = []
+    for by_pid in (False, True):
+        with trio.fail_after(HANG_GUARD):
+            async with serving("--rate-limit", "0") as (process, port, _):
+                config = small(port, connections=200, idle=True, rooms=20)
+                if by_pid:
+                    config = dataclasses.replace(config, server_pid=process.pid)
+                reports.append(await bench.measure(config))
+                process.terminate()
+    report = reports[0]
+    for idle_report in reports:
+        assert idle_report.ok, idle_report.warnings
+        assert idle_report.mode == "idle"
+        assert idle_report.steps == []
+        assert idle_report.connected == 200
+        idle = idle_report.idle
+        assert idle is not None
+        assert idle.memory_per_connection_kb is not None
+        assert idle.memory_per_connection_kb > 0
+        assert idle.server_connections == 200
+        assert idle.closed == {}
+    assert set(json.loads(json.dumps(report.to_json()))["idle"]) == IDLE_KEYS
+    assert "KB per connection" in bench.format_report(report)
+
+
+# -- against a scripted server that gets the numbering wrong ---------------------
+
+
+async def test_duplicates_and_order_violations_are_detected(nursery: trio.Nursery) -> None:
+    """The i-th message comes back with the ids of `SCRIPT[i]` (join was id 1)."""
+    script = [[2], [3, 3], [5], [4], [6]]  # 3 twice; 5 before 4
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        hello = json.loads(await ws.get_message())
+        room, name = hello["room"], hello["name"]
+        welcome = {"type": "welcome", "room": room, "name": name, "members": [name]}
+        join = {"type": "join", "id": 1, "room": room, "name": name, "ts": "t"}
+        await ws.send_message(json.dumps({**welcome, "last_id": 1}) + "\n" + json.dumps(join))
+        for ids in script:
+            say = json.loads(await ws.get_message())
+            lines = [
+                json.dumps(
+                    {"type": "message", "id": i, "room": room, "name": name, "text": say["text"]},
+                    separators=(",", ":"),
+                )
+                for i in ids
+            ]
+            await ws.send_message("\n".join(lines))
+        await ws.get_message()  # until the generator closes
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    config = small(server.port, connections=1, senders=1, rate=5)
+    with trio.fail_after(HANG_GUARD):
+        report = await bench.measure(config)
+    [step] = report.steps
+    assert step.sent == 5
+    assert step.received == 5  # the duplicate is not a delivery
+    assert step.duplicates == 1
+    assert step.order_violations == 2  # 4 skipped, then 4 late
+    assert step.missing_ids == 0
+    assert step.loss == 0
+    assert step.server_cpu_seconds is None  # no /metrics there
+
+
+# -- the program ---------------------------------------------------------------
+
+
+async def test_the_program_prints_one_json_object() -> None:
+    async with serving("--rate-limit", "0") as (process, port, _):
+        argv = [
+            *TRIO_CHAT,
+            "bench",
+            f"ws://127.0.0.1:{port}/ws",
+            "-c",
+            "10",
+            "--senders",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--procs",
+            "2",
+            "--server-pid",
+            str(process.pid),
+            "--json",
+        ]
+        with trio.fail_after(HANG_GUARD):
+            done = await trio.run_process(
+                argv, capture_stdout=True, capture_stderr=True, env=clean_env(), check=False
+            )
+        process.terminate()
+    assert done.returncode == 0, done.stderr.decode()
+    data = json.loads(done.stdout)  # one object, no progress mixed in
+    assert set(data) == REPORT_KEYS
+    assert data["ok"] is True
+    assert data["result"]["received"] == data["result"]["expected"] == 20 * 10
+    assert data["result"]["loss"] == 0
+    assert not math.isnan(data["result"]["server_cpu_percent"])
+
+
+def test_the_program_refuses_a_bad_duration() -> None:
+    done = subprocess.run(
+        [*TRIO_CHAT, "bench", "ws://127.0.0.1:1/ws", "--duration", "soon"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--duration" in done.stderr
+    assert done.stdout == ""
