@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from .websocket import normalize_origin
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Mapping
@@ -228,14 +230,15 @@ def _origin(text: str) -> str:
         if "://" in text and any(c in text.split("://", 1)[1] for c in "/?#"):
             raise ValueError("an origin has no path, query or fragment (drop any trailing '/')")
         raise ValueError("not an origin (use * or scheme://host[:port])")
-    scheme, host, port = match["scheme"], match["host"], match["port"]
+    scheme, port = match["scheme"], match["port"]
     if scheme not in _DEFAULT_PORTS:
         raise ValueError("the scheme must be http or https")
-    if port is None or int(port) == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"  # browsers leave the default port out of Origin
-    if not 1 <= int(port) <= 65535:
+    if port is not None and not 1 <= int(port) <= 65535:
         raise ValueError("the port must be between 1 and 65535")
-    return f"{scheme}://{host}:{int(port)}"
+    normal = normalize_origin(text)  # the very form the origin check compares
+    if normal is None:
+        raise ValueError("not an origin (use * or scheme://host[:port])")
+    return normal
 
 
 class _Sources:
