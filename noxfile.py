@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "browser", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -19,7 +19,14 @@ def group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (not the checkout)."""
     session.install(".", *group("test"))
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--ignore=tests/test_browser.py", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The web client in Debian's Chromium against the installed server."""
+    session.install(".", *group("browser"))
+    session.run("pytest", "tests/test_browser.py", *session.posargs)
 
 
 @nox.session

@@ -1,0 +1,589 @@
+"""The browser client in real Chromium against a real `trio-chat serve`.
+
+Debian's `chromium` drives the pages (Playwright's own browser download is
+not used). Without it the tests are skipped with a reason, unless CI is set:
+then a missing browser fails. Any JavaScript error, console error or dialog
+fails the test. With TRIO_CHAT_SCREENSHOTS=<folder>, desktop and phone
+screenshots are saved there in light and dark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+try:
+    from playwright.sync_api import Browser, WebSocketRoute, expect, sync_playwright
+except ImportError:  # the `browser` dependency group is not installed
+    if os.environ.get("CI"):
+        raise
+    pytest.skip(
+        "playwright is not installed (pip install playwright, or nox -s browser)",
+        allow_module_level=True,
+    )
+
+from browser_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    TIMEOUT_MS,
+    ErrorLog,
+    Pages,
+    ServerProcess,
+    assert_complete_log,
+    connection,
+    frames_sent,
+    join,
+    log,
+    message_box,
+    message_texts,
+    say,
+    screenshots,
+    set_tab_hidden,
+    shown_ids,
+    wait_until,
+)
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+StartServer = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"CI is set but {CHROMIUM} is missing: the browser tests must run "
+                "(.ci/run installs Debian's chromium)",
+                pytrace=False,
+            )
+        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium to run the browser tests")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start `trio-chat serve` processes; each must exit 0 on SIGTERM at the end."""
+    servers: list[ServerProcess] = []
+
+    def start(*args: str, db: Path | str | None = None) -> ServerProcess:
+        server = ServerProcess(*args, db=db or tmp_path / f"chat-{len(servers)}.db")
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.running:
+            assert server.stop() == 0, "\n".join(server.output)
+
+
+@pytest.fixture
+def server(start_server: StartServer) -> ServerProcess:
+    return start_server("--rate-limit", "0")
+
+
+@pytest.fixture
+def errors() -> Iterator[ErrorLog]:
+    recorded = ErrorLog()
+    yield recorded
+    recorded.check()
+
+
+@pytest.fixture
+def pages(browser: Browser, errors: ErrorLog, start_server: StartServer) -> Iterator[Pages]:
+    # Depends on start_server so that pages close before any server stops.
+    opened = Pages(browser, errors)
+    yield opened
+    opened.close()
+
+
+def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url + "#ops", who="alice")
+    expect(alice.get_by_label("Room")).to_have_value("ops")
+    screenshots(alice, "desktop-join")
+    join(alice, "alice")
+    expect(alice).to_have_title("#ops · trio-chat")
+    alice_members = alice.get_by_role("list", name="Members")
+    expect(alice_members.get_by_role("listitem")).to_have_count(1)
+    expect(alice.get_by_role("heading", name="Members")).to_have_text(re.compile(r"Members\s*1"))
+
+    bob = pages.open(server.url + "#ops", phone=True, who="bob")
+    expect(bob.get_by_label("Room")).to_have_value("ops")
+    bob.get_by_label("Name").fill("bob")
+    screenshots(bob, "phone-join")
+    join(bob, "bob")
+    expect(log(alice).locator(".system").last).to_have_text(re.compile(r"^bob joined"))
+    expect(alice_members.get_by_role("listitem")).to_have_count(2)
+    expect(alice_members).to_contain_text("bob")
+    expect(alice.get_by_role("heading", name="Members")).to_have_text(re.compile(r"Members\s*2"))
+
+    say(alice, "Hello from the desktop")
+    received = log(bob).locator(".msg").last
+    expect(received.locator(".text")).to_have_text("Hello from the desktop")
+    expect(received.locator(".sender")).to_have_text("alice")
+    expect(received.locator("time")).to_have_text(re.compile(r"^\d{1,2}:\d{2}"))
+    expect(received).not_to_have_class(re.compile(r"\bown\b"))
+    expect(log(alice).locator(".msg").last).to_have_class(re.compile(r"\bown\b"))
+
+    say(bob, "Hi from my phone 👋 see https://example.com/docs.")
+    say(alice, "Two lines:\nthe second one")
+    expected = [
+        "Hello from the desktop",
+        "Hi from my phone 👋 see https://example.com/docs.",
+        "Two lines:\nthe second one",
+    ]
+    for page in (alice, bob):
+        expect(message_texts(page)).to_have_text(expected)
+    link = log(alice).get_by_role("link", name="https://example.com/docs")
+    expect(link).to_have_attribute("href", "https://example.com/docs")
+    expect(link).to_have_attribute("rel", re.compile(r"\bnoopener\b"))
+
+    # On a phone the member list opens from the top bar, and Escape closes it.
+    toggle = bob.get_by_role("button", name="Members")
+    expect(toggle).to_have_text(re.compile(r"Members\s*2"))
+    bob_members = bob.get_by_role("list", name="Members")
+    expect(bob_members).to_be_hidden()
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(bob_members.get_by_role("listitem")).to_have_count(2)
+    expect(bob_members).to_contain_text("alice")
+    screenshots(bob, "phone-members")
+    bob.keyboard.press("Escape")
+    expect(bob_members).to_be_hidden()
+    expect(toggle).to_be_focused()
+    toggle.click()
+    expect(bob_members).to_be_visible()
+    log(bob).click(position={"x": 20, "y": 100})  # a tap beside the sheet closes it
+    expect(bob_members).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    bob.get_by_role("textbox", name="Message").fill("typing on the phone")
+    expect(alice.get_by_text("bob is typing…")).to_be_visible()
+    screenshots(alice, "desktop-chat")
+    screenshots(bob, "phone-chat")
+    alice.set_viewport_size({"width": 1920, "height": 1080})
+    screenshots(alice, "wide-chat")
+    alice.set_viewport_size(DESKTOP)
+    bob.get_by_role("button", name="Send").click()
+    expect(message_texts(alice).last).to_have_text("typing on the phone")
+    expect(alice.get_by_text("bob is typing…")).to_have_count(0)
+
+    carol = pages.open(server.url + "#ops", who="carol")
+    join(carol, "carol")
+    expect(alice_members.get_by_role("listitem")).to_have_count(3)
+    expect(toggle).to_have_text(re.compile(r"Members\s*3"))
+    carol.get_by_role("button", name="Leave").click()
+    expect(carol.get_by_role("button", name="Join")).to_be_visible()
+    for page in (alice, bob):
+        expect(log(page).locator(".system").last).to_have_text(re.compile(r"^carol left"))
+    expect(alice_members.get_by_role("listitem")).to_have_count(2)
+    expect(alice_members).not_to_contain_text("carol")
+    expect(toggle).to_have_text(re.compile(r"Members\s*2"))
+    assert_complete_log(alice)
+    assert_complete_log(bob)
+    assert shown_ids(alice)[-4:] == shown_ids(bob)[-4:]
+
+
+def test_typing_indicator_is_throttled_and_brief(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    indicator = bob.locator("#typing")
+
+    box = message_box(alice)
+    box.click()
+    alice.keyboard.type("Hello there, Bob")
+    expect(indicator).to_have_text("alice is typing…")
+    expect(alice.locator("#typing")).to_be_empty()  # nobody sees their own
+    # One `typing` frame for a burst of keystrokes: at most one every few seconds.
+    assert [frame for frame in sent if frame["type"] == "typing"] == [{"type": "typing"}]
+
+    box.press("Enter")
+    expect(message_texts(bob).last).to_have_text("Hello there, Bob")
+    expect(indicator).to_be_empty()  # the message ends the typing
+
+    box.press_sequentially("and then")
+    expect(indicator).to_have_text("alice is typing…")
+    # Typing that stops without a message is shown only briefly.
+    expect(indicator).to_be_empty(timeout=2 * TIMEOUT_MS)
+
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>"
+HOSTILE_TEXTS = [
+    "<img src=x onerror=\"window.pwned='img';alert('img')\">",
+    "<script>window.pwned='script';alert('script')</script>",
+    "<a href=\"javascript:window.pwned='a'\">click me</a> javascript:alert(1)",
+    "<style>body{display:none}</style><b>bold?</b> &amp; &lt;",
+    "<svg onload=alert(1)>",
+]
+
+
+def test_hostile_text_is_shown_as_text(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    response = alice.reload()
+    assert response is not None
+    csp = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in csp, csp
+    join(alice, "alice")
+    mallory = pages.open(server.url, who="mallory")
+    join(mallory, HOSTILE_NAME)
+    for text in HOSTILE_TEXTS:
+        say(mallory, text)
+
+    for page in (alice, mallory):
+        expect(message_texts(page)).to_have_text(HOSTILE_TEXTS)
+        expect(page.get_by_role("list", name="Members")).to_contain_text(HOSTILE_NAME)
+        # Nothing was created from the text: no element, no link, no script run.
+        expect(page.locator("#log img, #log script, #log svg, #log style, #log b")).to_have_count(
+            0
+        )
+        expect(page.locator("#members img")).to_have_count(0)
+        expect(log(page).get_by_role("link")).to_have_count(0)
+        expect(page.locator("body")).to_be_visible()
+        assert page.evaluate("() => window.pwned") is None
+    expect(log(alice).locator(".msg .sender").first).to_have_text(HOSTILE_NAME)
+    expect(log(alice).locator(".system").last).to_have_text(
+        re.compile("^" + re.escape(HOSTILE_NAME))
+    )
+
+
+def test_join_errors_are_shown_next_to_the_field(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url + "#ops", who="alice")
+    join(alice, "Alice")
+
+    bob = pages.open(server.url + "#ops", phone=True, who="bob")
+    name, room = bob.get_by_label("Name"), bob.get_by_label("Room")
+    join_button = bob.get_by_role("button", name="Join")
+
+    # Checked in the page as the protocol does, before anything is sent.
+    join_button.click()
+    expect(name).to_have_accessible_description("Enter a name.")
+    expect(name).to_be_focused()
+    name.fill("x" * 33)
+    room.fill("no spaces")
+    join_button.click()
+    expect(name).to_have_accessible_description(re.compile("at most 32 characters"))
+    expect(room).to_have_accessible_description(re.compile(r"no spaces"))
+    expect(room).to_have_attribute("aria-invalid", "true")
+
+    # Refused by the server: names are unique in a room, compared case-insensitively.
+    name.fill("ALICE")
+    room.fill("ops")
+    expect(room).not_to_have_attribute("aria-invalid", "true")
+    join_button.click()
+    expect(name).to_have_accessible_description(re.compile("already uses that name"))
+    expect(bob.locator("#name-error")).to_be_visible()
+    expect(name).to_have_attribute("aria-invalid", "true")
+    expect(name).to_be_focused()
+    screenshots(bob, "phone-join-error")
+
+    join(bob, "bob")
+    expect(bob).to_have_url(re.compile(r"#ops$"))
+    # The last used name is remembered; the room comes from the address.
+    again = bob.context.new_page()
+    pages.errors.watch(again, "bob again")
+    again.goto(server.url + "#design")
+    expect(again.get_by_label("Name")).to_have_value("bob")
+    expect(again.get_by_label("Room")).to_have_value("design")
+    join(again, "bob")
+    expect(again.get_by_role("heading", name="#design")).to_be_visible()
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url, phone=True, who="bob")
+    join(bob, "bob")
+    box = message_box(alice)
+    box.click()
+    alice.keyboard.type("first line")
+    alice.keyboard.press("Shift+Enter")
+    alice.keyboard.type("second line")
+    expect(box).to_have_value("first line\nsecond line")
+    expect(message_texts(bob)).to_have_count(0)
+    alice.keyboard.press("Enter")
+    expect(box).to_have_value("")
+    expect(box).to_be_focused()
+    expect(message_texts(bob)).to_have_count(1)
+    assert message_texts(bob).first.text_content() == "first line\nsecond line"
+
+    # White space alone is not a message.
+    alice.keyboard.type("   ")
+    alice.keyboard.press("Enter")
+    say(alice, "after the blank")
+    expect(message_texts(bob)).to_have_count(2)
+
+    # A counter appears near the 4000-character limit; beyond it, nothing is sent.
+    counter = alice.locator("#counter")
+    expect(counter).to_be_hidden()
+    box.fill("x" * 3600)
+    expect(counter).to_have_text("3600 / 4000")
+    box.fill("y" * 4001)
+    expect(counter).to_have_text(re.compile(r"^1 characters? too many"))
+    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    box.press("Enter")
+    expect(alice.locator("#composer-error")).to_have_text(re.compile("the limit is 4000"))
+    expect(box).to_have_value("y" * 4001)
+    box.press("Backspace")
+    expect(counter).to_have_text("4000 / 4000")
+    box.press("Enter")
+    expect(message_texts(bob).last).to_have_text("y" * 4000)
+    expect(counter).to_be_hidden()
+
+
+def test_rate_limited_is_shown_briefly_and_the_text_kept(
+    pages: Pages, start_server: StartServer
+) -> None:
+    server = start_server("--rate-limit", "0.2", "--rate-burst", "1")
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    say(alice, "first")
+    box = message_box(alice)
+    box.fill("second, too soon")
+    box.press("Enter")
+    alert = alice.locator("#composer-error")
+    expect(alert).to_have_text(re.compile("too fast"))
+    expect(alert).to_have_attribute("role", "alert")
+    expect(box).to_have_value("second, too soon")
+    expect(message_texts(alice)).to_have_text(["first"])
+    expect(alert).to_be_hidden(timeout=TIMEOUT_MS)
+
+
+def test_server_restart_is_survived_without_loss(
+    pages: Pages, start_server: StartServer, errors: ErrorLog, tmp_path: Path
+) -> None:
+    server = start_server("--rate-limit", "0", db=tmp_path / "chat.db")
+    alice = pages.open(server.url + "#ops", who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url + "#ops", phone=True, who="bob")
+    join(bob, "bob")
+    say(alice, "before 1")
+    say(bob, "before 2")
+    say(alice, "before 3")
+    expect(message_texts(bob)).to_have_count(3)
+
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0, "\n".join(server.output)
+    for page in (alice, bob):
+        expect(connection(page)).to_have_text("Reconnecting…")
+        expect(page.get_by_role("alert")).to_contain_text("restarting")
+    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    screenshots(bob, "phone-reconnecting")
+
+    server.start()  # the same port, the same history file
+    for page in (alice, bob):
+        expect(connection(page)).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
+    say(bob, "after 1")
+    say(alice, "after 2")
+    say(bob, "after 3")
+    expected = ["before 1", "before 2", "before 3", "after 1", "after 2", "after 3"]
+    for page in (alice, bob):
+        expect(message_texts(page)).to_have_text(expected)
+        expect(log(page).locator(".notice")).to_have_count(0)  # nothing was lost
+        assert_complete_log(page)
+        expect(page.locator("#member-count")).to_have_text("2")
+    screenshots(alice, "desktop-after-restart")
+
+
+def test_server_restart_without_history_says_so(
+    pages: Pages, start_server: StartServer, errors: ErrorLog
+) -> None:
+    server = start_server("--rate-limit", "0", db=":memory:")
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    say(alice, "before")
+    expect(message_texts(bob)).to_have_text(["before"])
+
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    server.start()
+    for page in (alice, bob):
+        expect(connection(page)).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
+        expect(log(page).locator(".notice")).to_have_text([re.compile("could not be recovered")])
+    # Ids began again on the new server; new messages still show.
+    say(bob, "after")
+    for page in (alice, bob):
+        expect(message_texts(page)).to_have_text(["before", "after"])
+    screenshots(alice, "desktop-history-lost")
+
+
+class HeldConnections:
+    """Routes the page's WebSockets to the real server, and can hold them.
+
+    A held connection reaches the server, but its frames from the page are
+    kept back until `release()`, so a test decides when a reconnecting page
+    says `hello`. `drop()` closes the page's side with a close code, as the
+    server would; with `ghost=True` the server side stays open, like a
+    connection the server has not yet noticed is dead.
+    """
+
+    def __init__(self) -> None:
+        self.pages: list[WebSocketRoute] = []
+        self.servers: list[WebSocketRoute] = []
+        self.held: list[str | bytes] = []
+        self.hold = False
+
+    def __call__(self, route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+        self.pages.append(route)
+        self.servers.append(server)
+        if self.hold:
+            self.hold = False
+            held = self.held
+
+            def keep(message: str | bytes) -> None:
+                if held is self.held:
+                    held.append(message)
+                else:
+                    server.send(message)
+
+            route.on_message(keep)
+
+    def swallow(self) -> None:
+        """From now on, frames the page sends on its current connection are lost."""
+        self.pages[-1].on_message(lambda message: None)
+
+    def drop(self, code: int, *, ghost: bool = False) -> None:
+        self.pages[-1].close(code=code, reason="closed by the test")
+        if not ghost:
+            self.servers[-1].close()
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for message in held:
+            self.servers[-1].send(message)
+
+
+def test_lost_connection_resumes_with_since(pages: Pages, server: ServerProcess) -> None:
+    sockets = HeldConnections()
+    alice = pages.open(server.url, who="alice", route_ws=sockets)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    say(bob, "one")
+    expect(message_texts(alice)).to_have_text(["one"])
+    last_seen = shown_ids(alice)[-1]
+
+    # The server drops alice as too slow; her next hello is held back while
+    # bob talks, so what she missed can only come from the resume.
+    sockets.hold = True
+    sockets.drop(1013)
+    expect(connection(alice)).to_have_text("Reconnecting…")
+    wait_until(alice, lambda: bool(sockets.held), "the reconnecting hello")
+    hello = json.loads(sockets.held[0])
+    assert hello == {"type": "hello", "name": "alice", "room": "lobby", "since": last_seen}
+    say(bob, "two")
+    say(bob, "three")
+    expect(message_texts(alice)).to_have_text(["one"])
+    sockets.release()
+
+    expect(connection(alice)).to_have_text("Connected")
+    expect(message_texts(alice)).to_have_text(["one", "two", "three"])
+    say(alice, "four")
+    expect(message_texts(bob)).to_have_text(["one", "two", "three", "four"])
+    assert_complete_log(alice)
+    assert shown_ids(alice)[-5:] == shown_ids(bob)[-5:]
+
+
+def test_reconnect_waits_for_its_ghost(pages: Pages, server: ServerProcess) -> None:
+    sockets = HeldConnections()
+    alice = pages.open(server.url, who="alice", route_ws=sockets)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+
+    # Alice's page loses its connection, but the server still has her in
+    # the room: her reconnects are refused with name_taken until it is gone.
+    ghost = sockets.servers[-1]
+    sockets.drop(1001, ghost=True)
+    expect(alice.get_by_role("alert")).to_contain_text("Waiting for your previous connection")
+    expect(connection(alice)).to_have_text("Reconnecting…")
+    say(bob, "while alice was away")
+    ghost.close()
+
+    expect(connection(alice)).to_have_text("Connected", timeout=2 * TIMEOUT_MS)
+    expect(message_texts(alice)).to_have_text(["while alice was away"])
+    expect(alice.get_by_role("list", name="Members").get_by_role("listitem")).to_have_count(2)
+    expect(log(alice).locator(".notice")).to_have_count(0)
+    assert_complete_log(alice)
+
+
+def test_message_lost_with_the_connection_comes_back_to_the_box(
+    pages: Pages, server: ServerProcess
+) -> None:
+    sockets = HeldConnections()
+    alice = pages.open(server.url, who="alice", route_ws=sockets)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    say(alice, "delivered")
+
+    # The connection dies while a message is on its way: it never arrives.
+    sockets.swallow()
+    box = message_box(alice)
+    box.fill("lost on the way")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    sockets.drop(1001)  # the server went away
+
+    # After the resume, the client knows the server never stored it.
+    expect(connection(alice)).to_have_text("Connected")
+    expect(box).to_have_value("lost on the way")
+    expect(alice.locator("#composer-error")).to_have_text(re.compile("not delivered"))
+    expect(message_texts(bob)).to_have_text(["delivered"])
+    box.press("Enter")
+    expect(message_texts(bob)).to_have_text(["delivered", "lost on the way"])
+    expect(message_texts(alice)).to_have_text(["delivered", "lost on the way"])
+    assert_complete_log(alice)
+
+
+def test_policy_close_is_explained_and_not_retried(pages: Pages, server: ServerProcess) -> None:
+    sockets = HeldConnections()
+    alice = pages.open(server.url, who="alice", route_ws=sockets)
+    join(alice, "alice")
+    sockets.drop(1008)
+    expect(connection(alice)).to_have_text("Disconnected")
+    banner = alice.get_by_role("alert")
+    expect(banner).to_contain_text("The server closed the connection")
+    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    reconnect = alice.get_by_role("button", name="Reconnect")
+    expect(reconnect).to_be_visible()
+    assert len(sockets.pages) == 1  # no automatic retry
+    reconnect.click()
+    expect(connection(alice)).to_have_text("Connected")
+    assert len(sockets.pages) == 2
+    expect(banner).to_be_hidden()
+    say(alice, "back again")
+    assert_complete_log(alice)
+
+
+def test_unread_count_in_title_while_hidden(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url + "#team", who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url + "#team", who="bob")
+    join(bob, "bob")
+    expect(alice).to_have_title("#team · trio-chat")
+
+    set_tab_hidden(alice, hidden=True)
+    say(bob, "are you there?")
+    expect(alice).to_have_title("(1) #team · trio-chat")
+    say(bob, "hello?")
+    expect(alice).to_have_title("(2) #team · trio-chat")
+    set_tab_hidden(alice, hidden=False)
+    expect(alice).to_have_title("#team · trio-chat")
+    say(alice, "yes!")
+    expect(alice).to_have_title("#team · trio-chat")

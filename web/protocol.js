@@ -1,0 +1,124 @@
+// Protocol v1 rules the client checks before the server does (docs/protocol.md),
+// and what the server's error and close codes mean to a person. Pure functions,
+// no DOM.
+
+export const DEFAULT_ROOM = "lobby";
+export const MAX_NAME_LENGTH = 32;
+export const MAX_ROOM_LENGTH = 64;
+export const MAX_TEXT_LENGTH = 4000;
+
+const ROOM_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+// Control characters, lone surrogates, line and paragraph separators.
+const FORBIDDEN_IN_NAME = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}]/u;
+
+/** Length in Unicode code points, as the server counts. */
+export function charCount(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+/** The name as the server will see it, or an error message for the Name field. */
+export function checkName(raw) {
+  const name = raw.normalize("NFC").trim();
+  if (name === "") return { error: "Enter a name." };
+  if (charCount(name) > MAX_NAME_LENGTH) {
+    return { error: `Use at most ${MAX_NAME_LENGTH} characters.` };
+  }
+  if (FORBIDDEN_IN_NAME.test(name)) return { error: "A name cannot contain control characters." };
+  return { value: name };
+}
+
+/** The room (default "lobby"), or an error message for the Room field. */
+export function checkRoom(raw) {
+  const room = raw.trim() || DEFAULT_ROOM;
+  if (!ROOM_PATTERN.test(room)) {
+    return {
+      error: `Use 1 to ${MAX_ROOM_LENGTH} letters, digits, "_", "-" or "." (no spaces).`,
+    };
+  }
+  return { value: room };
+}
+
+/** The room named by a URL hash such as "#ops" ("" when there is none). */
+export function roomFromHash(hash) {
+  let room = hash.replace(/^#/, "");
+  try {
+    room = decodeURIComponent(room);
+  } catch {
+    // keep it as written; checkRoom will say what is wrong with it
+  }
+  return room;
+}
+
+/** Friendly text for the `error` events a person can cause. */
+export function errorText(code, fallback) {
+  switch (code) {
+    case "name_taken":
+      return "Someone in this room already uses that name. Try another one.";
+    case "bad_name":
+      return "That name cannot be used. Use 1 to 32 characters, no control characters.";
+    case "bad_room":
+      return 'That room name cannot be used. Use letters, digits, "_", "-" or ".".';
+    case "rate_limited":
+      return "Slow down: you are sending messages too fast. Your message was not sent.";
+    case "text_too_long":
+      return `Your message is longer than ${MAX_TEXT_LENGTH} characters and was not sent.`;
+    case "empty_text":
+      return "Your message is empty.";
+    default:
+      return typeof fallback === "string" && fallback !== ""
+        ? `The server refused that: ${fallback}`
+        : "The server refused that.";
+  }
+}
+
+/**
+ * What a close code means: `retry` says whether reconnecting (with `since`) is
+ * the right answer, `text` what to tell the person.
+ */
+export function describeClose(code) {
+  switch (code) {
+    case 1001:
+      return { retry: true, text: "The server is restarting." };
+    case 1013:
+      return { retry: true, text: "The connection could not keep up." };
+    case 1011:
+      return { retry: true, text: "The server had a problem." };
+    case 1003:
+    case 1002:
+    case 1007:
+      return {
+        retry: false,
+        text: "The server closed the connection because it received data it could not read.",
+      };
+    case 1008:
+      return {
+        retry: false,
+        text: "The server closed the connection (it took too long to join, or too many requests were refused).",
+      };
+    case 1009:
+      return { retry: false, text: "The server closed the connection: a message was too large." };
+    default:
+      return { retry: true, text: "The connection was lost." };
+  }
+}
+
+/** Reconnection delay in ms: exponential backoff with jitter ("equal jitter"). */
+export function backoffDelay(attempt, { base = 500, cap = 30000, random = Math.random } = {}) {
+  const ceiling = Math.min(cap, base * 2 ** Math.min(attempt, 16));
+  return ceiling / 2 + random() * (ceiling / 2);
+}
+
+const LEAVE_REASONS = {
+  quit: "",
+  timeout: " (connection lost)",
+  slow: " (connection too slow)",
+  error: " (disconnected)",
+  shutdown: " (server restart)",
+};
+
+/** The suffix explaining a `leave` event's reason. */
+export function leaveReasonText(reason) {
+  return Object.hasOwn(LEAVE_REASONS, reason) ? LEAVE_REASONS[reason] : "";
+}
