@@ -12,8 +12,8 @@ of the server (`locking_mode=EXCLUSIVE`): a second server on the same file is
 refused at start instead of numbering the same rooms twice.
 
 What a hard crash loses: events recorded but not yet committed, which is the
-batch being written plus whatever arrived during that write (milliseconds
-under normal load). With WAL and `synchronous=NORMAL`, a power loss can also
+batch being gathered (`BATCH_DELAY`) or written, about the last 20 ms under
+normal load. With WAL and `synchronous=NORMAL`, a power loss can also
 lose the last commits, never the file's consistency. SIGINT/SIGTERM flush
 everything before exit.
 """
@@ -47,6 +47,10 @@ _SCHEMA = (
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _RETRY_DELAY = 1.0  # seconds before retrying a failed commit
+# Seconds the writer lets events gather after the first one before committing:
+# fewer, larger transactions, and fewer hand-offs of the GIL between the
+# event loop and the writer thread. It bounds what a hard crash loses too.
+BATCH_DELAY = 0.02
 
 T = TypeVar("T")
 
@@ -124,6 +128,7 @@ class SqliteHistoryStore:
         task_status.started()
         while True:
             await self._wakeup.wait()
+            await trio.sleep(BATCH_DELAY)
             try:
                 await self.flush()
             except sqlite3.Error:
