@@ -134,10 +134,6 @@ class Session:
 
     # -- lifecycle -----------------------------------------------------------
 
-    @property
-    def name(self) -> str | None:
-        return self._joined.name if self._joined else None
-
     async def run(self) -> None:
         """Serve the client until the session ends; never raises (but Cancelled)."""
         try:
