@@ -59,6 +59,32 @@ _CLOSE_REASONS: dict[int, str] = {
 class Session:
     """A connected WebSocket client, from upgrade to close."""
 
+    # Thousands of these live at once: slots keep each one small.
+    __slots__ = (
+        "_close_text",
+        "_ending",
+        "_errors",
+        "_fd",
+        "_hello_deadline",
+        "_hub",
+        "_in_hub",
+        "_joined",
+        "_label",
+        "_message",
+        "_message_size",
+        "_next_ping",
+        "_outbox",
+        "_pong_deadline",
+        "_rate",
+        "_reader_done",
+        "_reader_scope",
+        "_settings",
+        "_stream",
+        "_tasks_scope",
+        "_typing",
+        "_ws",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
