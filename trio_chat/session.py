@@ -3,12 +3,13 @@
 Each session runs in a nursery of its own holding exactly two tasks:
 
 * the reader turns bytes into WebSocket events (wsproto) and client frames
-  into commands (protocol.py), answers errors, enforces the hello deadline,
-  the pong deadline, the size and rate limits, and forwards commands to the
-  hub;
-* the writer is the only task that writes to the socket: it sends whatever
-  the outbox holds as one frame, pings every `PING_PERIOD`, and sends the
-  close frame when the session ends.
+  into commands (protocol.py), answers errors, enforces the size and rate
+  limits, and forwards commands to the hub; its read timeout also keeps the
+  session's time: the hello deadline, the pong deadline, and when to ping;
+* the writer sends whatever the outbox holds (pings, pongs, then the events
+  as one frame) whenever the hub could not write it straight away (see
+  `flush_nowait`, the only other writer, used only while the writer task is
+  parked), and sends the close frame when the session ends.
 
 Whoever decides the session is over (either task, the hub dropping a slow
 client, the server shutting down) calls `_end` once: the first reason wins.
