@@ -1,6 +1,7 @@
 """One client connection after the upgrade: its reader and writer tasks.
 
-Each session runs in a nursery of its own holding exactly two tasks:
+Each session runs in a nursery of its own: the reader as its body, the writer
+as its one child task.
 
 * the reader turns bytes into WebSocket events (wsproto) and client frames
   into commands (protocol.py), answers errors, enforces the size and rate
@@ -166,8 +167,11 @@ class Session:
         try:
             with self._tasks_scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader)
                     nursery.start_soon(self._writer)
+                    # The reader runs as the nursery's body, in the task that
+                    # accepted the connection: one task fewer per client, and
+                    # still cancelled together with the writer.
+                    await self._reader()
         finally:
             with trio.CancelScope(shield=True):
                 # Before the descriptor is closed, and so before the kernel
