@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 
 import trio
@@ -79,10 +78,11 @@ class Session:
         "_pong_deadline",
         "_rate",
         "_reader_done",
+        "_reader_finished",
         "_reader_scope",
         "_settings",
         "_stream",
-        "_tasks_scope",
+        "_tasks",
         "_typing",
         "_ws",
     )
@@ -119,8 +119,9 @@ class Session:
         self._ending: tuple[int | None, LeaveReason] | None = None
         self._close_text = ""
         self._reader_scope = trio.CancelScope()
-        self._tasks_scope = trio.CancelScope()
-        self._reader_done = trio.Event()
+        self._tasks: trio.CancelScope | None = None  # the session nursery's scope
+        self._reader_finished = False
+        self._reader_done: trio.Event | None = None  # made only if the writer waits
 
     # -- Peer: what the hub calls -------------------------------------------
 
@@ -165,13 +166,13 @@ class Session:
     async def run(self) -> None:
         """Serve the client until the session ends; never raises (but Cancelled)."""
         try:
-            with self._tasks_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer)
-                    # The reader runs as the nursery's body, in the task that
-                    # accepted the connection: one task fewer per client, and
-                    # still cancelled together with the writer.
-                    await self._reader()
+            async with trio.open_nursery() as nursery:
+                self._tasks = nursery.cancel_scope
+                nursery.start_soon(self._writer)
+                # The reader runs as the nursery's body, in the task that
+                # accepted the connection: one task fewer per client, and
+                # still cancelled together with the writer.
+                await self._reader()
         finally:
             with trio.CancelScope(shield=True):
                 # Before the descriptor is closed, and so before the kernel
@@ -197,7 +198,8 @@ class Session:
         if code is not None:
             self._close_text = text or _CLOSE_REASONS.get(code, "")
         if code is None:
-            self._tasks_scope.cancel()
+            assert self._tasks is not None  # only the reader and writer end this way
+            self._tasks.cancel()
         else:
             self._reader_scope.cancel()
             self._outbox.kick()
@@ -214,7 +216,9 @@ class Session:
             log.exception("%s: unexpected error while reading", self._label)
             self._end(CloseCode.INTERNAL_ERROR, LeaveReason.ERROR)
         finally:
-            self._reader_done.set()
+            self._reader_finished = True
+            if self._reader_done is not None:
+                self._reader_done.set()
 
     def _next_timer(self) -> float:
         """The reader also keeps the session's time: pings and deadlines."""
@@ -339,28 +343,26 @@ class Session:
             log.exception("%s: unexpected error while writing", self._label)
             self._end(None, LeaveReason.ERROR)
         finally:
-            self._tasks_scope.cancel()
+            assert self._tasks is not None
+            self._tasks.cancel()
 
     async def _write_frames(self) -> None:
         write_wait = self._settings.write_wait
-        # One scope for the life of the writer, armed only while writing (a
-        # new scope per write costs more than moving a deadline). When it
-        # fires, the write took too long and the session ends anyway.
-        with trio.CancelScope() as write_timer:
-            while True:
-                await self._outbox.wait()
-                if self._ending is not None:
-                    break
-                data, lines = self._outbox.take()
-                if lines:
-                    data += encode_text_frame(b"\n".join(lines))
-                write_timer.deadline = trio.current_time() + write_wait
+        while True:
+            await self._outbox.wait()
+            if self._ending is not None:
+                break
+            data, lines = self._outbox.take()
+            if lines:
+                data += encode_text_frame(b"\n".join(lines))
+            # A scope only while writing, so an idle client holds none; most
+            # batches do not come this way anyway (see `flush_nowait`).
+            with trio.move_on_after(write_wait) as timer:
                 await self._stream.send_all(data)
-                write_timer.deadline = math.inf
-        if write_timer.cancelled_caught:
-            log.info("%s: write took over the write wait, dropping", self._label)
-            self._end(None, LeaveReason.SLOW)
-            return
+            if timer.cancelled_caught:
+                log.info("%s: write took over the write wait, dropping", self._label)
+                self._end(None, LeaveReason.SLOW)
+                return
         await self._close()
 
     async def _close(self) -> None:
@@ -382,7 +384,9 @@ class Session:
                 pending += encode_text_frame(b"\n".join(lines))
             frame = pending + frame
             await self._stream.send_all(frame)
-            await self._reader_done.wait()
+            if not self._reader_finished:
+                self._reader_done = trio.Event()
+                await self._reader_done.wait()
             read_size = max(self._settings.read_buffer_size, _MIN_READ)
             # Unless that answered the client's close, its answer is to come.
             while self._ws.state is not ConnectionState.CLOSED:
