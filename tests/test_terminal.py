@@ -862,3 +862,33 @@ async def test_program_exits_0_on_ctrl_c(server: RunningServer) -> None:
             await process.stdin.aclose()
         leave_event = await alice.next_of("leave")
     assert (leave_event["name"], leave_event["reason"]) == ("bot", "quit")
+
+
+class ClosedAfterOneLine(io.StringIO):
+    """A stdout whose reader goes away after one line, as with `| head -1`."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+async def test_output_closed_by_its_reader_ends_quietly_with_0(server: RunningServer) -> None:
+    alice = await server.joined("alice")
+    keyboard, receive = trio.testing.memory_stream_one_way_pair()  # input never ends
+    stdout, stderr = ClosedAfterOneLine(), io.StringIO()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def talk() -> None:
+                await alice.next_of("join")  # the client's
+                await alice.say("more output than the reader wants")
+
+            nursery.start_soon(talk)
+            status = await run_connect(
+                parse(url(server.port), "--name", "bot"), receive, stdout, stderr
+            )
+    assert status == 0
+    assert stdout.getvalue() == "-- alice joined\n"
+    assert stderr.getvalue() == ""
+    await keyboard.aclose()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import itertools
 import json
 import math
@@ -421,6 +422,7 @@ class _Client:
         self._undelivered = 0  # lines refused, locally or by the server
         self._joins = 0
         self._interrupted = False
+        self._output_closed = False  # whoever read our stdout went away (`| head`)
         # `_scope` holds the whole conversation with the server: its deadline
         # is the drain bound once the input ended; Ctrl-C cancels `_talk_scope`
         # when a connection is up (so the WebSocket closes politely), else this.
@@ -441,7 +443,7 @@ class _Client:
     async def _run_until_done(self) -> int:
         with self._scope:
             return await self._connect_loop()
-        if self._interrupted:
+        if self._interrupted or self._output_closed:
             return 0
         waiting = self._lines_out.statistics().current_buffer_used
         waiting += self._current is not None
@@ -740,8 +742,21 @@ class _Client:
         self._changed = trio.Event()
 
     def _show(self, text: str) -> None:
-        self._stdout.write(text + "\n")
-        self._stdout.flush()
+        if self._output_closed:
+            return
+        try:
+            self._stdout.write(text + "\n")
+            self._stdout.flush()
+        except BrokenPipeError:
+            # The reader of our output is gone, as with `| head`: stop quietly,
+            # like an interrupt. Point the descriptor at /dev/null so that the
+            # interpreter's last flush at exit does not complain either.
+            self._output_closed = True
+            self._scope.cancel()
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stdout.fileno())
+                os.close(devnull)
 
     def _warn(self, text: str) -> None:
         self._stderr.write(f"! {text}\n")
