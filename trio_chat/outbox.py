@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import trio
 
+from .websocket import encode_text_frame
+
 
 class Outbox:
     """Encoded event lines and control frames waiting for one client's writer."""
@@ -104,6 +106,13 @@ class Outbox:
         self._front = []
         self._lines = []
         return data, lines
+
+    def take_wire(self) -> bytes:
+        """Like `take`, as the bytes to write: control frames, then one text frame."""
+        data, lines = self.take()
+        if lines:
+            data += encode_text_frame(b"\n".join(lines))
+        return data
 
     def _ready(self) -> bool:
         return bool(

@@ -39,7 +39,6 @@ from .hub import Hub
 from .limits import ErrorBudget, Throttle, TokenBucket
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from .websocket import encode_text_frame
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +144,7 @@ class Session:
         if not outbox.parked or self._ending is not None or self._fd < 0:
             outbox.wake()
             return
-        data, lines = outbox.take()
-        if lines:
-            data += encode_text_frame(b"\n".join(lines))
+        data = outbox.take_wire()
         if not data:
             return
         try:
@@ -352,9 +349,7 @@ class Session:
             await self._outbox.wait()
             if self._ending is not None:
                 break
-            data, lines = self._outbox.take()
-            if lines:
-                data += encode_text_frame(b"\n".join(lines))
+            data = self._outbox.take_wire()
             # A scope only while writing, so an idle client holds none; most
             # batches do not come this way anyway (see `flush_nowait`).
             with trio.move_on_after(write_wait) as timer:
@@ -379,10 +374,7 @@ class Session:
             except LocalProtocolError:
                 return  # the close handshake already completed
             # Pending bytes may end a frame already partly written: first.
-            pending, lines = self._outbox.take()
-            if lines:
-                pending += encode_text_frame(b"\n".join(lines))
-            frame = pending + frame
+            frame = self._outbox.take_wire() + frame
             await self._stream.send_all(frame)
             if not self._reader_finished:
                 self._reader_done = trio.Event()
