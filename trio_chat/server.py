@@ -239,22 +239,22 @@ class ChatServer:
                 await http.refuse(refusal.status, refusal.reason)
             return None
         self._websockets += 1  # taken now: concurrent upgrades count against the limit
-        try:
-            with trio.move_on_after(settings.write_wait):
-                trailing = await http.switch_to_websocket(refusal)
-                ws = wsproto.connection.Connection(
-                    wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
-                )
-                session = Session(
-                    http.stream, ws, self.hub, settings, hello_deadline=http.deadline, label=label
-                )
-                self.sessions.add(session)
-                return session
-        except BaseException:
-            self._websockets -= 1
-            raise
-        self._websockets -= 1  # the 101 could not be written in time
-        return None
+        response, trailing = http.accept_websocket(refusal)
+        ws = wsproto.connection.Connection(
+            wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
+        )
+        # The session writes the 101 first, like any other queued bytes.
+        session = Session(
+            http.stream,
+            ws,
+            self.hub,
+            settings,
+            hello_deadline=http.deadline,
+            label=label,
+            preface=response,
+        )
+        self.sessions.add(session)
+        return session
 
     def _refusal(self, request: Request, label: str) -> UpgradeRefused | list[tuple[str, str]]:
         """Why this upgrade is refused, or else the 101 response headers."""

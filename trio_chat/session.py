@@ -95,6 +95,7 @@ class Session:
         *,
         hello_deadline: float,
         label: str,
+        preface: bytes = b"",
     ) -> None:
         self._stream = stream
         # Raw writes are only for plain TCP (never, say, a TLS stream).
@@ -121,6 +122,8 @@ class Session:
         self._tasks: trio.CancelScope | None = None  # the session nursery's scope
         self._reader_finished = False
         self._reader_done: trio.Event | None = None  # made only if the writer waits
+        if preface:  # the upgrade's 101: before any frame
+            self._outbox.put_raw(preface)
 
     # -- Peer: what the hub calls -------------------------------------------
 
@@ -144,6 +147,13 @@ class Session:
         if not outbox.parked or self._ending is not None or self._fd < 0:
             outbox.wake()
             return
+        self._write_now()
+
+    def _write_now(self) -> None:
+        """Write what is queued straight to the socket; hand the rest to the
+        writer task. Only while that task is not writing (parked, or not yet
+        started)."""
+        outbox = self._outbox
         data = outbox.take_wire()
         if not data:
             return
@@ -163,6 +173,8 @@ class Session:
     async def run(self) -> None:
         """Serve the client until the session ends; never raises (but Cancelled)."""
         try:
+            if self._fd >= 0:
+                self._write_now()  # the 101, before the writer starts: no task switch
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery.cancel_scope
                 nursery.start_soon(self._writer)
