@@ -42,6 +42,7 @@ from trio_chat.bench import (
     SequenceCheck,
     ServerSample,
     StepResult,
+    StepStats,
     Target,
 )
 
@@ -385,6 +386,112 @@ def test_memory_per_connection() -> None:
     assert bench.memory_per_connection_kb(1024 * 1000, 1024 * 3000, 100) == 20.0
     assert bench.memory_per_connection_kb(None, 5.0, 100) is None
     assert bench.memory_per_connection_kb(1.0, 5.0, 0) is None
+
+
+# -- scanning what arrives ------------------------------------------------------
+
+START_NS = 1_700_000_000_000_000_000  # a step's start, as time.time_ns()
+
+
+def message_line(ident: int, text: str, *, room: str = "r-0", name: str = "c1") -> bytes:
+    """A message event as the server writes it (protocol.message_event's layout)."""
+    event = {"type": "message", "id": ident, "room": room, "name": name, "text": text, "ts": "t"}
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def stamped(ident: int, sent_ns: int = START_NS + 1_000_000) -> bytes:
+    return message_line(ident, f"{sent_ns:019d}xxxx")
+
+
+def scan(frames: list[bytes], *, last: int = 10) -> tuple[int, SequenceCheck, StepStats]:
+    check, stats = SequenceCheck(last), StepStats(START_NS)
+    counted = sum(bench.scan_live(f, check, stats, "r-0", START_NS + 3_000_000) for f in frames)
+    return counted, check, stats
+
+
+def test_scan_counts_each_message_once_and_times_it() -> None:
+    frames = [stamped(11), b"\n".join([stamped(12), stamped(13)])]
+    counted, check, stats = scan(frames)
+    assert counted == stats.received == 3
+    assert (check.last, check.duplicates, check.order_violations) == (13, 0, 0)
+    assert stats.histogram[bench.latency_bucket(2000)] == 3  # sent 1 ms, read 3 ms after start
+    assert stats.max_us == 2000
+    assert stats.last_receive_ns == START_NS + 3_000_000
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_scan_detects_duplicates_and_order_violations(*, split: bool) -> None:
+    ids = [11, 12, 12, 14, 13, 15, 11]  # 12 twice; 14 before 13; 11 again
+    lines = [stamped(i) for i in ids]
+    counted, check, stats = scan(lines if split else [b"\n".join(lines)])
+    assert counted == stats.received == 5  # the repeats are not deliveries
+    assert check.duplicates == 2
+    assert check.order_violations == 2  # 13 skipped, then 13 late
+    assert check.skipped == 0
+    assert sum(stats.histogram) == 5
+
+
+def test_scan_sorts_out_stale_foreign_and_other_events() -> None:
+    lines = [
+        stamped(11, START_NS - 1),  # sent before the step: stale
+        message_line(12, "hello from a person"),  # no send time: foreign
+        b'{"type":"join","id":13,"room":"r-0","name":"c9","ts":"t"}',
+        b'{"type":"typing","room":"r-0","name":"c9"}',
+        b'{"type":"error","code":"rate_limited","message":"slow down"}',
+        b'{"type":"error","code":"bad_frame","message":"?"}',
+        b'{"type":"leave","id":15,"room":"r-0","name":"c9","ts":"t","reason":"quit"}',
+        stamped(16),
+    ]
+    counted, check, stats = scan([b"\n".join(lines)])
+    assert counted == stats.received == 1
+    assert (stats.stale, stats.foreign) == (1, 1)
+    assert stats.refused_by_room == {"r-0": 1}
+    assert stats.errors == {"bad_frame": 1}
+    assert (check.last, check.order_violations, check.skipped) == (16, 1, 1)  # 14 never came
+
+
+EVENTS = st.one_of(
+    st.builds(lambda i, d: stamped(i, START_NS + d), st.integers(1, 40), st.integers(-5, 9)),
+    st.builds(lambda i: message_line(i, "no stamp"), st.integers(1, 40)),
+    st.builds(
+        lambda i: b'{"type":"join","id":%d,"room":"r-0","name":"x","ts":"t"}' % i,
+        st.integers(1, 40),
+    ),
+    st.just(b'{"type":"error","code":"rate_limited","message":"m"}'),
+    st.just(b'{"type":"typing","room":"r-0","name":"x"}'),
+    st.builds(lambda i: message_line(i, "1" * 19, name='a\\"b'), st.integers(1, 40)),
+)
+
+
+@given(st.lists(st.lists(EVENTS, min_size=1, max_size=6), max_size=8))
+def test_the_fast_scan_agrees_with_the_line_by_line_scan(frames: list[list[bytes]]) -> None:
+    """The regular-expression path and `scan_lines` count and check alike."""
+    results = []
+    for scanner in (bench.scan_live, bench.scan_lines):
+        check, stats = SequenceCheck(0), StepStats(START_NS)
+        counted = [scanner(b"\n".join(f), check, stats, "r-0", START_NS + 10) for f in frames]
+        results.append(
+            (
+                counted,
+                (check.last, check.duplicates, check.order_violations, check.skipped),
+                (stats.received, stats.stale, stats.foreign, stats.max_us, stats.histogram),
+                (dict(stats.errors), dict(stats.refused_by_room)),
+            )
+        )
+    assert results[0] == results[1]
+
+
+def test_joining_waits_for_its_own_join() -> None:
+    joining = bench.Joining()
+    welcome = b'{"type":"welcome","room":"r-0","name":"c1","members":["c0","c1"],"last_id":7}'
+    history = b'{"type":"join","id":5,"room":"r-0","name":"c0","ts":"t"}\n' + stamped(6)
+    assert joining.feed(welcome + b"\n" + history) is None  # history is not counted
+    own_join = b'{"type":"join","id":7,"room":"r-0","name":"c1","ts":"t"}'
+    assert joining.feed(own_join + b"\n" + stamped(8)) == stamped(8)  # live from here
+    assert joining.last_id == 7
+    assert bench.Joining().feed(welcome + b"\n" + own_join) == b""
+    with pytest.raises(ConnectFailure, match="error name_taken while joining"):
+        bench.Joining().feed(b'{"type":"error","code":"name_taken","message":"m"}')
 
 
 # -- WebSocket framing ---------------------------------------------------------

@@ -396,19 +396,6 @@ def close_code(payload: bytes) -> int:
     return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
 
 
-def whole_text_frame(data: bytes) -> bytes | None:
-    """The payload if `data` is exactly one final, unmasked text frame of
-    under 64 KiB (what a read brings most of the time), else None."""
-    if len(data) < 2 or data[0] != 0x81:
-        return None
-    length, start = data[1], 2
-    if length == 126:
-        length, start = int.from_bytes(data[2:4], "big"), 4
-    elif length > 126:
-        return None
-    return data[start:] if start + length == len(data) else None
-
-
 class FrameReader:
     """Splits the server's byte stream into messages: `(opcode, payload)`.
 
@@ -416,17 +403,13 @@ class FrameReader:
     come out as they arrive. Text is not decoded: the generator slices bytes.
     """
 
-    __slots__ = ("_buffer", "_fragments", "_opcode")
+    __slots__ = ("_buffer", "_fragments", "_opcode", "idle")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._fragments: list[bytes] = []
         self._opcode = 0
-
-    @property
-    def idle(self) -> bool:
-        """Whether nothing is buffered: the next bytes start a new message."""
-        return not self._buffer and not self._fragments
+        self.idle = True  # nothing buffered: the next bytes start a new message
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buffer + data if self._buffer else data
@@ -469,6 +452,7 @@ class FrameReader:
                 self._opcode = opcode
                 self._fragments = [payload]
         self._buffer = buf[pos:]
+        self.idle = not self._buffer and not self._fragments
         return out
 
 
@@ -1517,7 +1501,8 @@ class Reactor:
         stats = self.stats
         stats.seen += 1
         reader = conn.reader
-        # Most reads bring exactly one text frame under 64 KiB: `whole_text_frame`, inlined.
+        # Most reads bring exactly one final text frame under 64 KiB: then the
+        # frame reader is skipped.
         if data[0] == 0x81 and data[1] <= 126 and reader.idle:
             length, start = data[1], 2
             if length == 126:
