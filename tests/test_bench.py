@@ -465,20 +465,38 @@ EVENTS = st.one_of(
 
 @given(st.lists(st.lists(EVENTS, min_size=1, max_size=6), max_size=8))
 def test_the_fast_scan_agrees_with_the_line_by_line_scan(frames: list[list[bytes]]) -> None:
-    """The regular-expression path and `scan_lines` count and check alike."""
+    """The parsed-once path and `scan_lines` count and check alike, for two
+    members receiving the same frames (the second finds them parsed)."""
     results = []
     for scanner in (bench.scan_live, bench.scan_lines):
-        check, stats = SequenceCheck(0), StepStats(START_NS)
-        counted = [scanner(b"\n".join(f), check, stats, "r-0", START_NS + 10) for f in frames]
+        checks, stats = [SequenceCheck(0), SequenceCheck(0)], StepStats(START_NS)
+        counted = [
+            scanner(b"\n".join(f), check, stats, "r-0", START_NS + 10)
+            for f in frames
+            for check in checks
+        ]
         results.append(
             (
                 counted,
-                (check.last, check.duplicates, check.order_violations, check.skipped),
+                [(c.last, c.duplicates, c.order_violations, c.skipped) for c in checks],
                 (stats.received, stats.stale, stats.foreign, stats.max_us, stats.histogram),
                 (dict(stats.errors), dict(stats.refused_by_room)),
             )
         )
     assert results[0] == results[1]
+
+
+def test_a_frame_is_parsed_once_for_every_member() -> None:
+    frame = b"\n".join(stamped(i) for i in (11, 12, 13))
+    checks, stats = [SequenceCheck(10) for _ in range(3)], StepStats(START_NS)
+    for check in checks:
+        assert bench.scan_live(bytes(frame), check, stats, "r-0", START_NS + 3_000_000) == 3
+    assert list(stats.parsed) == [frame]
+    assert stats.received == 9
+    assert [c.last for c in checks] == [13, 13, 13]
+    late = SequenceCheck(11)  # already has 11: a duplicate, found line by line
+    assert bench.scan_live(frame, late, stats, "r-0", START_NS) == 2
+    assert (late.last, late.duplicates) == (13, 1)
 
 
 def test_joining_waits_for_its_own_join() -> None:
