@@ -1,11 +1,13 @@
 """`trio-chat bench`: the load generator's arithmetic, and its counts against real servers.
 
-The pure parts (plan, pacing, histogram, id checks, loss accounting, client
-framing, report arithmetic) are tested directly. `measure` then runs in the
-test's own Trio loop against the real server of conftest.py (or a child
-process, where the server's memory must be its own), and against a scripted
-server that numbers events wrongly on purpose. Nothing here asserts a speed:
-only that every delivery is counted, and counted right.
+The pure parts (plan, pacing, histogram, id checks, scanning received frames,
+loss accounting, client framing, report arithmetic) are tested directly,
+the scanner against deliberately bad input. `measure` then coordinates from
+the test's own Trio loop (its workers are spawned processes) against the
+real server of conftest.py (or a child process, where the server's memory
+must be its own), and against a scripted server that numbers events wrongly
+on purpose. Nothing here asserts a speed: only that every delivery is
+counted, and counted right.
 """
 
 from __future__ import annotations
@@ -871,7 +873,8 @@ async def test_idle_reports_memory_per_connection() -> None:
 
 
 async def test_duplicates_and_order_violations_are_detected(nursery: trio.Nursery) -> None:
-    """The i-th message comes back with the ids of `SCRIPT[i]` (join was id 1)."""
+    """The i-th message comes back with the ids of `SCRIPT[i]` (join was id 1);
+    a ping before them must be answered."""
     script = [[2], [3, 3], [5], [4], [6]]  # 3 twice; 5 before 4
 
     async def handler(request: WebSocketRequest) -> None:
@@ -881,6 +884,7 @@ async def test_duplicates_and_order_violations_are_detected(nursery: trio.Nurser
         welcome = {"type": "welcome", "room": room, "name": name, "members": [name]}
         join = {"type": "join", "id": 1, "room": room, "name": name, "ts": "t"}
         await ws.send_message(json.dumps({**welcome, "last_id": 1}) + "\n" + json.dumps(join))
+        await ws.ping(b"still there?")  # returns once the generator answers with a pong
         for ids in script:
             say = json.loads(await ws.get_message())
             lines = [

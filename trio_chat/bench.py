@@ -19,7 +19,8 @@ The parent coordinates the workers in phases over pipes, all of them at once:
 Each message's text starts with the sender's `time.time_ns()` (19 digits),
 so any receiver (all on one machine, one clock) knows its latency. Receivers
 decode only what they measure: a frame of `message` lines goes through one
-regular expression that picks out each id and send time, and only the rare
+regular expression that picks out each id and send time (once per distinct
+frame in a process, see `scan_live`), and only the rare
 other events (welcome, join, error) are looked at line by line or through
 `json`. Per connection, stored events' ids must rise by exactly 1: a
 repeated id is a duplicate, a skipped or late one an order violation.
@@ -35,11 +36,15 @@ each registered once, level-triggered; a readable socket is read until a
 read comes back short, and the coordinator's pipe sits in the same epoll.
 A Trio task per connection paid, per receive, a failing `recv`, an
 `epoll_ctl` re-registration (Trio's epoll is one-shot) and a task switch:
-about 45 us per delivery on the 2-core VM this was measured on, against
-about 13 us for the plain loop, so at 20,000 deliveries/s the Trio
-generator was saturated and its latencies were mostly its own. The parent
-keeps coordinating, showing progress and sampling the server in Trio,
-where nothing is hot.
+about 45 us per delivery on the 2-core VM this was measured on, so at
+20,000 deliveries/s (100 connections, one small frame each per read) the
+Trio generator was saturated and its latencies were mostly its own. The
+plain loop costs about 18 us there, nearly half of it in the kernel (the
+read, and the ACK it sends), and about 1-6 us per delivery at 100,000-500,000/s,
+where reads bring several messages and each distinct frame is parsed once
+for all the members of its room (`scan_live`). The parent keeps
+coordinating, showing progress and sampling the server in Trio, where
+nothing is hot.
 
 The pure parts (plan, pacing schedule, histogram and percentiles, id checks,
 scanning received frames, loss accounting, client-side WebSocket framing,
