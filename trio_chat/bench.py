@@ -1994,15 +1994,17 @@ def _worker_main(plan: WorkerPlan, conn: Connection, counters: Any) -> None:
     """A spawned worker process: one reactor, driven by the coordinator's commands."""
     raise_open_file_limit()
     with contextlib.suppress(KeyboardInterrupt):
-        reactor = Reactor(plan, conn, counters)
+        reactor: Reactor | None = None
         try:
+            reactor = Reactor(plan, conn, counters)
             conn.send(WorkerReady())
             reactor.run()
         except Exception as error:  # noqa: BLE001 (reported to the coordinator)
             with contextlib.suppress(OSError):
                 conn.send(WorkerFailed("".join(traceback.format_exception(error))))
         finally:
-            reactor.close()
+            if reactor is not None:
+                reactor.close()
 
 
 @asynccontextmanager
