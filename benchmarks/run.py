@@ -12,6 +12,10 @@ generator, this process and its worker processes, keeps to the other cores
 (what `taskset -c 1-N` would do). The generator reads the server's CPU and
 memory from /proc (`--server-pid`). The server is stopped with SIGTERM at
 the end. Exit status: the generator's.
+
+`--reference` measures `benchmarks/reference_relay.py` (a minimal relay on
+the websockets library) instead, pinned the same way: the same command on
+both says how much of a number is the machine and how much is trio-chat.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import IO
 
 from trio_chat import bench
 
-SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)/")
+SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)/")  # both servers say this
 START_WAIT = 30.0  # seconds for the server to report its port
 STOP_WAIT = 10.0  # seconds for the server to exit after SIGTERM
 
@@ -57,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         help="the server's --max-connections (default: 10000, or more if --connections needs)",
+    )
+    server.add_argument(
+        "--reference",
+        action="store_true",
+        help="measure benchmarks/reference_relay.py (a minimal websockets relay) instead, "
+        "to tell the machine's share of a number from the server's",
     )
     server.add_argument(
         "--server-arg",
@@ -117,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.send_queue_size:
             command += ["--send-queue-size", options.send_queue_size]
         command += options.server_arg
+        if options.reference:
+            relay = Path(__file__).with_name("reference_relay.py")
+            command = [*taskset, sys.executable, str(relay), "--port", "0"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_CHAT_")}
         print(f"server: {' '.join(command)}", file=sys.stderr)
         server = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
