@@ -820,6 +820,23 @@ async def test_workers_in_other_processes_count_exactly(start_server: StartServe
     assert step.generator_cpu_seconds > 0
 
 
+def test_the_first_address_that_connects_is_used() -> None:
+    with socket.socket() as listener, socket.socket() as closed:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refuses
+        refusing = closed.getsockname()
+        listening = listener.getsockname()
+        row = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+        assert bench.first_reachable([(*row, refusing), (*row, listening)]) == (
+            socket.AF_INET,
+            listening,
+        )
+        reason = bench.first_reachable([(*row, refusing)])
+        assert isinstance(reason, str)
+        assert "refused" in reason.lower()
+
+
 async def test_unreachable_server() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

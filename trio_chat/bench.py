@@ -100,6 +100,7 @@ CLOSE_WAIT: Final = 5.0  # seconds for the connections to finish their close han
 SATURATED: Final = 0.9  # a process busy for this share of the step is saturated
 RECEIVE_SIZE: Final = 65536  # bytes per read
 IDLE_MEMBERS_PER_ROOM: Final = 10
+PROBE_TIMEOUT: Final = 5.0  # seconds for the probe connection that picks an address
 
 
 class BenchError(Exception):
@@ -1272,6 +1273,38 @@ class _Pacer:
         self.sent = 0
 
 
+def reachable_address(host: str, port: int) -> tuple[int, Any] | str:
+    """The first of `host`'s addresses that takes a TCP connection (as
+    `(family, sockaddr)`), or why none did.
+
+    One probe connection, closed at once: the reactor's own connects are
+    non-blocking, so it needs an address known to work (`localhost` may
+    resolve to `::1` first while the server listens on 127.0.0.1 only).
+    """
+    try:
+        candidates = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        return error.strerror or str(error)
+    return first_reachable(candidates)
+
+
+def first_reachable(
+    candidates: Sequence[tuple[int, int, int, str, Any]],
+) -> tuple[int, Any] | str:
+    """`reachable_address` for addresses already resolved (getaddrinfo's rows)."""
+    reason = "no address"
+    for family, kind, proto, _, address in candidates:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.settimeout(PROBE_TIMEOUT)
+                probe.connect(address)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            continue
+        return family, address
+    return reason
+
+
 class Reactor:
     """One worker process: every connection of its plan, in one epoll loop.
 
@@ -1305,13 +1338,7 @@ class Reactor:
         self._publish_at = 0.0
         self._say_prefix = b'{"type":"say","text":"'
         self._say_suffix = b"x" * (plan.size - STAMP_DIGITS) + b'"}'
-        try:
-            family, _, _, _, address = socket.getaddrinfo(
-                plan.target.host, plan.target.port, type=socket.SOCK_STREAM
-            )[0]
-            self._address: tuple[int, Any] | str = (family, address)
-        except OSError as error:
-            self._address = error.strerror or str(error)
+        self._address = reachable_address(plan.target.host, plan.target.port)
         # connect
         self._waiting: deque[ConnSpec] = deque()
         self._in_flight = 0
