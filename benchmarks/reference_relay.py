@@ -17,7 +17,7 @@ it says how much of a number is the machine and how much is the server:
     taskset -c 1 trio-chat bench ws://127.0.0.1:8765/ws --server-pid $! ...
 
 `benchmarks/run.py --reference` does exactly that. Needs `websockets`
-(installed with the test extras).
+(`pip install websockets`; the test dependency group has it).
 """
 
 from __future__ import annotations
