@@ -9,8 +9,9 @@ as its one child task.
   session's time: the hello deadline, the pong deadline, and when to ping;
 * the writer sends whatever the outbox holds (pings, pongs, then the events
   as one frame) whenever the hub could not write it straight away (see
-  `flush_nowait`, the only other writer, used only while the writer task is
-  parked), and sends the close frame when the session ends.
+  `flush_nowait`; that and the 101 written as the session starts are the
+  only other writes, made only while the writer task is parked or not yet
+  started), and sends the close frame when the session ends.
 
 Whoever decides the session is over (either task, the hub dropping a slow
 client, the server shutting down) calls `_end` once: the first reason wins.
