@@ -99,6 +99,9 @@ def _forward(stream: IO[str], lines: list[str], ready: threading.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     options, bench_argv = parser.parse_known_args(argv)
+    server_settings = (options.db, options.send_queue_size, options.max_connections)
+    if options.reference and (any(server_settings) or options.server_arg):
+        parser.error("--reference takes no server settings: the relay has none")
     bench_parser = argparse.ArgumentParser(prog="benchmarks/run.py")
     bench.add_bench_arguments(bench_parser)
     placeholder = "ws://127.0.0.1:1/ws"
