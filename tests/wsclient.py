@@ -70,8 +70,21 @@ class RawClient:
         headers: list[tuple[bytes, bytes]] | None = None,
         host: str = "127.0.0.1",
         auto_pong: bool = True,
+        receive_buffer: int | None = None,
     ) -> RawClient:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        """Connect and upgrade; `receive_buffer` shrinks the socket's SO_RCVBUF
+        (set before connecting, so that the TCP window is small from the start)."""
+        if receive_buffer is None:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        else:
+            sock = trio.socket.socket()
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+            try:
+                await sock.connect(("127.0.0.1", port))
+            except BaseException:
+                sock.close()
+                raise
+            stream = trio.SocketStream(sock)
         try:
             return await cls._handshake(stream, port, host, headers or [], auto_pong=auto_pong)
         except BaseException:

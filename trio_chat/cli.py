@@ -1,4 +1,4 @@
-"""The `trio-chat` command line (see ../shared/cli.md for the contract)."""
+"""The `trio-chat` command line: `serve`, `connect` and `bench`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import NoReturn
 
 import trio
@@ -22,6 +22,12 @@ from .terminal import add_connect_arguments, run_connect
 log = logging.getLogger("trio_chat")
 
 EXIT_USAGE = 2
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug stopped the server; a supervisor restarts it
+# Seconds from the first SIGINT/SIGTERM to the end of the process, whatever
+# happens: clients get SHUTDOWN_GRACE to answer their 1001, history is
+# flushed, and if something still holds the exit (a disk that hangs, a bug),
+# the process logs it and exits with status 1 rather than lingering.
+SHUTDOWN_DEADLINE = 10.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(_serve, settings)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return 130
+    except Exception as error:  # noqa: BLE001 (a bug, logged with its traceback where it happened)
+        log.critical("stopped by an internal error: %s", _summary(error))
+        return EXIT_INTERNAL_ERROR
+
+
+def _summary(error: BaseException) -> str:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return f"{type(error).__name__}: {error}"
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -124,19 +139,44 @@ async def _serve(settings: Settings) -> int:
         return EXIT_USAGE
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
-        await serve_chat(settings, shutdown, listeners=listeners, store=store)
-        nursery.cancel_scope.cancel()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            # The watcher stays outside what it may cancel, to keep its deadline.
+            force = trio.CancelScope()
+            nursery.start_soon(watch_signals, signals, shutdown, force)
+            with force:
+                await serve_chat(settings, shutdown, listeners=listeners, store=store)
+            nursery.cancel_scope.cancel()
     return 0
 
 
-async def _watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
-    """First SIGINT/SIGTERM: graceful shutdown. A second one: stop at once."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+def _exit_now() -> None:
+    logging.shutdown()  # flush the log: os._exit skips it
+    os._exit(1)
+
+
+async def watch_signals(
+    signals: AsyncIterator[int],
+    shutdown: trio.Event,
+    force: trio.CancelScope,
+    *,
+    deadline: float = SHUTDOWN_DEADLINE,
+    overrun: Callable[[], None] = _exit_now,
+) -> None:
+    """First SIGINT/SIGTERM: graceful shutdown. A second one: cancel at once.
+
+    Either way, `deadline` seconds after the first signal `overrun` is
+    called (by default: exit with status 1), because the graceful path
+    includes shielded steps (the last history write) that no cancellation
+    can cut short. The caller cancels this task once the server has stopped.
+    """
+    async for signum in signals:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        shutdown.set()
+        break
+    with trio.move_on_after(deadline):
         async for signum in signals:
-            if shutdown.is_set():
-                log.warning("second %s: stopping now", signal.Signals(signum).name)
-                force.cancel()
-                return
-            log.info("%s received: shutting down", signal.Signals(signum).name)
-            shutdown.set()
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            force.cancel()
+        return
+    log.error("shutdown took over %gs: exiting now", deadline)
+    overrun()

@@ -12,6 +12,19 @@ what an event is and who receives it, then appends the event's bytes, encoded
 once, to each recipient's bounded outbox. A recipient whose outbox is full is
 dropped at once (leave reason `slow`, close code 1013).
 
+Dropping a member is itself an event (its `leave`), which may overflow the
+next member's outbox, and so on: a whole room that stops reading at once is a
+cascade as long as the room. Deliveries therefore go through one FIFO work
+queue, never a recursive call: ids are assigned in the order deliveries are
+queued, so the queue preserves id order, and it is emptied before the next
+command is applied. A cascade longer than one burst is delivered a burst at a
+time, with a flush and a yield in between, so that members who do read are
+never overflowed by leaves alone.
+
+An exception in the hub task is a bug with no safe way to continue (the chat
+state may be half-updated): it is logged and re-raised, which ends the server
+with a non-zero exit status rather than leaving it wedged.
+
 A backplane for several processes (a later issue) takes its place between
 `Chat` and delivery: ids would come from the shared store and events from the
 subscription, while sessions keep using these channels unchanged.
@@ -22,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -121,6 +135,8 @@ class Hub:
         self._loaders = loaders
         self._loading: dict[str, list[Registration]] = {}  # room -> hellos waiting for it
         self._touched: set[Peer] = set()  # peers given events in this burst
+        self._queue: deque[Delivery[Peer]] = deque()  # numbered, not yet delivered
+        self._gone: set[Peer] = set()  # dropped while the queue was being emptied
         self._burst = burst
         self.register = inbox.clone()
         self.unregister = inbox.clone()
@@ -184,25 +200,56 @@ class Hub:
         self.broadcast.close()
 
     async def serve(self, inbox: trio.MemoryReceiveChannel[HubMessage]) -> None:
-        """Apply commands until every send channel is closed."""
-        async with inbox:
-            async for first in inbox:
-                # One timestamp per burst, taken as it starts: a burst lasts
-                # a few milliseconds at most, and formatting the time for
-                # every event showed in profiles.
-                ts = protocol.format_timestamp(time.time())
-                self._apply(first, ts)
-                # Apply more of what is queued before yielding, so writers
-                # wake once for a burst rather than once per event; but
-                # yield well before a burst alone could fill a healthy
-                # client's send queue.
-                for _ in range(self._burst - 1):
-                    try:
-                        message = inbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break  # on EndOfChannel, the `async for` ends next
-                    self._apply(message, ts)
-                self._flush()
+        """Apply commands until every send channel is closed.
+
+        Raises:
+            Exception: whatever a bug raised while applying a command, after
+                logging it: the caller must stop the server (see the module
+                docstring).
+        """
+        try:
+            async with inbox:
+                async for first in inbox:
+                    await self._apply_burst(first, inbox)
+        except Exception:
+            log.critical("internal error in the hub: stopping the server", exc_info=True)
+            raise
+
+    async def _apply_burst(
+        self, first: HubMessage, inbox: trio.MemoryReceiveChannel[HubMessage]
+    ) -> None:
+        """Apply `first` and what else is queued, up to a burst, then flush.
+
+        Applying more of what is queued before yielding means writers wake
+        once for a burst rather than once per event; a burst stays well below
+        what could fill a healthy client's send queue (`burst` deliveries at
+        most between two flushes).
+        """
+        # One timestamp per burst, taken as it starts: a burst lasts a few
+        # milliseconds at most, and formatting the time for every event
+        # showed in profiles.
+        ts = protocol.format_timestamp(time.time())
+        message: HubMessage = first
+        budget = self._burst
+        for _ in range(self._burst):
+            self._apply(message, ts)
+            while self._queue:
+                if budget <= 0:
+                    # A cascade: let every writer drain this burst first.
+                    self._flush()
+                    await trio.sleep(0)  # noqa: ASYNC115 (trio.lowlevel: debug module only)
+                    ts = protocol.format_timestamp(time.time())
+                    budget = self._burst
+                self._deliver(self._queue.popleft(), ts)
+                budget -= 1
+            self._gone.clear()
+            if budget <= 0:
+                break
+            try:
+                message = inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break  # on EndOfChannel, the `async for` ends next
+        self._flush()
 
     def _flush(self) -> None:
         """One flush per recipient of this burst: a batch per write."""
@@ -218,14 +265,14 @@ class Hub:
             else:
                 delivery = self._chat.typing(message.peer)
             if delivery is not None:
-                self._deliver(delivery, ts)
+                self._queue.append(delivery)
         elif isinstance(message, Registration):
             self._register(message, ts)
         elif isinstance(message, Unregistration):
             delivery = self._chat.leave(message.peer, message.reason, ts)
             if delivery is not None:
                 self._events += 1
-                self._deliver(delivery, ts)
+                self._queue.append(delivery)
             else:
                 self._forget_waiting(message.peer)
         else:
@@ -250,7 +297,7 @@ class Hub:
             registration.outcome = joined
             registration.peer.deliver_welcome(joined.welcome)
             self._touched.add(registration.peer)
-            self._deliver(joined.announce, ts)
+            self._queue.append(joined.announce)
         registration.done.set()
 
     async def _load(self, room: str) -> None:
@@ -283,18 +330,30 @@ class Hub:
             waiting[:] = [r for r in waiting if r.peer is not peer]
 
     def _deliver(self, delivery: Delivery[Peer], ts: str) -> None:
+        """Put one event into its recipients' outboxes; drop those that are full.
+
+        The leaves of dropped members join the end of the work queue: they
+        are numbered after every event already queued, so the queue stays in
+        id order, and no call here ever recurses.
+        """
         line = delivery.line
-        self._touched.update(delivery.recipients)
-        slow = [peer for peer in delivery.recipients if not peer.deliver_nowait(line)]
-        self._deliveries += len(delivery.recipients) - len(slow)
+        recipients = delivery.recipients
+        if self._gone:  # dropped since this delivery was addressed
+            recipients = tuple(peer for peer in recipients if peer not in self._gone)
+        self._touched.update(recipients)
+        slow = [peer for peer in recipients if not peer.deliver_nowait(line)]
+        self._deliveries += len(recipients) - len(slow)
+        if not slow:
+            return
+        # Leave first, all of them, so that no dropped member is offered
+        # another's leave; then the leaves go to those who remain.
+        self._gone.update(slow)
+        leaves = self._chat.leave_all(slow, LeaveReason.SLOW, ts)
+        self._queue.extend(leaves)
+        self._events += len(leaves)
+        self._slow_drops += len(leaves)  # members dropped, each counted once
         for peer in slow:
-            # Leave first, so that the peer's own leave is not offered to it.
-            left = self._chat.leave(peer, LeaveReason.SLOW, ts)
             peer.drop(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)
-            self._slow_drops += 1
-            if left is not None:
-                self._events += 1
-                self._deliver(left, ts)
 
 
 @asynccontextmanager

@@ -158,17 +158,38 @@ class Chat(Generic[H]):
 
         An emptied room is forgotten here; its history stays in the store.
         """
-        room = self._room_of.pop(handle, None)
-        if room is None:
-            return None
-        name = room.members.pop(handle)
-        del room.by_key[protocol.name_key(name)]
-        line = protocol.leave_event(room.history.last_id + 1, room.name, name, ts, reason)
-        room.append(line)
-        if not room.members:
-            del self._rooms[room.name]
-            self._store.release(room.name)
-        return Delivery(line, tuple(room.members))
+        left = self.leave_all([handle], reason, ts)
+        return left[0] if left else None
+
+    def leave_all(self, handles: list[H], reason: LeaveReason, ts: str) -> list[Delivery[H]]:
+        """Remove several members at once; one `leave` per member removed.
+
+        Every leave goes to the members who remain after all of `handles`
+        are gone, so none of those leaving is addressed another's leave
+        (they are being disconnected). Handles that are not members are
+        skipped, as with `leave`.
+        """
+        left: list[tuple[_Room[H], bytes]] = []
+        for handle in handles:
+            room = self._room_of.pop(handle, None)
+            if room is None:
+                continue
+            name = room.members.pop(handle)
+            del room.by_key[protocol.name_key(name)]
+            line = protocol.leave_event(room.history.last_id + 1, room.name, name, ts, reason)
+            room.append(line)
+            left.append((room, line))
+        remaining: dict[str, tuple[H, ...]] = {}
+        deliveries: list[Delivery[H]] = []
+        for room, line in left:
+            recipients = remaining.get(room.name)
+            if recipients is None:
+                recipients = remaining[room.name] = tuple(room.members)
+                if not room.members and room.name in self._rooms:
+                    del self._rooms[room.name]
+                    self._store.release(room.name)
+            deliveries.append(Delivery(line, recipients))
+        return deliveries
 
     def is_active(self, room: str) -> bool:
         """Whether `room` has members (and so its window is in use)."""

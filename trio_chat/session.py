@@ -47,6 +47,20 @@ log = logging.getLogger(__name__)
 # larger reads cost less per byte, and a read never waits to fill up.
 _MIN_READ = 16384
 _TYPING_INTERVAL = 1.0
+# Every fragment of a message but the last counts this many bytes toward the
+# maximum message size on top of its payload: a message cut into tiny or empty
+# fragments
+# costs the server a Python object and a parse per fragment, so without it
+# a peer could hold megabytes and CPU under a 64 KiB limit. At the defaults
+# a message may have up to 256 fragments.
+FRAME_COST = 256
+# How long a closing session waits for the client's answering close frame,
+# so that the socket is not reset under an unread close frame: a client that
+# answers at all answers in milliseconds.
+_CLOSE_ANSWER_WAIT = 2.0
+# Closes after which the peer's frames cannot be parsed any more, so there
+# is no answering close frame to wait for (RFC 6455 7.1.7).
+_FAILED: frozenset[int] = frozenset({CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_PAYLOAD})
 _CLOSE_REASONS: dict[int, str] = {
     CloseCode.GOING_AWAY: "server shutting down",
     CloseCode.UNSUPPORTED_DATA: "binary frames are not supported",
@@ -167,6 +181,8 @@ class Session:
 
     def drop(self, code: CloseCode, reason: LeaveReason) -> None:
         """End the session with close `code` (also used for shutdown)."""
+        if code is CloseCode.TRY_AGAIN_LATER and self._ending is None:
+            log.info("%s: send queue full, dropping", self._label)
         self._end(code, reason)
 
     # -- lifecycle -----------------------------------------------------------
@@ -238,6 +254,12 @@ class Session:
     async def _read_frames(self) -> None:
         read_size = max(self._settings.read_buffer_size, _MIN_READ)
         while True:
+            # Events first: frames that came in the same packet as the
+            # upgrade request (a `hello` right behind it) are already parsed.
+            for event in self._ws.events():
+                await self._on_event(event)
+                if self._ending is not None:
+                    return
             with trio.move_on_at(self._next_timer()) as timer:
                 data = await self._stream.receive_some(read_size)
             if timer.cancelled_caught:
@@ -248,10 +270,6 @@ class Session:
                 self._end(None, LeaveReason.QUIT)
                 return
             self._ws.receive_data(bytes(data))  # a no-op for bytes; trio types bytearray too
-            for event in self._ws.events():
-                await self._on_event(event)
-                if self._ending is not None:
-                    return
 
     def _on_timer(self) -> bool:
         """Ping, or end the session on a deadline; True if it ended."""
@@ -274,6 +292,8 @@ class Session:
             self._message_size += (
                 len(event.data) if event.data.isascii() else len(event.data.encode("utf-8"))
             )
+            if event.frame_finished and not event.message_finished:
+                self._message_size += FRAME_COST
             if self._message_size > self._settings.max_message_size:
                 log.info("%s: message over %d bytes", self._label, self._message_size)
                 self._end(CloseCode.MESSAGE_TOO_BIG, LeaveReason.ERROR)
@@ -371,28 +391,56 @@ class Session:
                 log.info("%s: write took over the write wait, dropping", self._label)
                 self._end(None, LeaveReason.SLOW)
                 return
-        await self._close()
+        # Woken to close; but if the peer is gone (no close code), the tasks
+        # are being cancelled and there is nobody to send a close frame to.
+        if self._ending is not None and self._ending[0] is not None:
+            await self._close()
 
     async def _close(self) -> None:
         """Send what is queued and the close frame, then await the client's.
 
-        Bounded by `WRITE_WAIT` as a whole.
+        Bounded by `WRITE_WAIT` as a whole, and the wait for the client's
+        answer by `_CLOSE_ANSWER_WAIT`. Events queued for a client dropped
+        as too slow are discarded: it resumes with `since` anyway, and its
+        close frame should not wait behind them.
         """
         assert self._ending is not None
         code = self._ending[0]
         assert code is not None
-        with trio.move_on_after(self._settings.write_wait):
+        write_wait = self._settings.write_wait
+        with trio.move_on_after(write_wait):
             try:
                 frame = self._ws.send(CloseConnection(code, self._close_text or None))
             except LocalProtocolError:
                 return  # the close handshake already completed
             # Pending bytes may end a frame already partly written: first.
-            frame = self._outbox.take_wire() + frame
+            if code == CloseCode.TRY_AGAIN_LATER:
+                frame = self._outbox.take()[0] + frame
+            else:
+                frame = self._outbox.take_wire() + frame
             await self._stream.send_all(frame)
             if not self._reader_finished:
                 self._reader_done = trio.Event()
                 await self._reader_done.wait()
+            await self._await_close_answer(failed=code in _FAILED)
+
+    async def _await_close_answer(self, *, failed: bool) -> None:
+        """Read until the client's close frame, so that closing the socket
+        does not reset the connection under our own unread close frame.
+
+        After a framing error the client's frames cannot be parsed any more:
+        then end our side at once (a FIN right behind the close frame, which
+        tells the client the connection is over) and discard what it still
+        sends until it closes too.
+        """
+        with trio.move_on_after(min(self._settings.write_wait, _CLOSE_ANSWER_WAIT)):
             read_size = max(self._settings.read_buffer_size, _MIN_READ)
+            if failed:
+                if isinstance(self._stream, trio.abc.HalfCloseableStream):
+                    await self._stream.send_eof()
+                while await self._stream.receive_some(read_size):
+                    pass
+                return
             # Unless that answered the client's close, its answer is to come.
             while self._ws.state is not ConnectionState.CLOSED:
                 data = await self._stream.receive_some(read_size)
