@@ -5,13 +5,16 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from processes import TRIO_CHAT, clean_env, serving
 from wsclient import RawClient, http_request
 
 from trio_chat import __version__
+from trio_chat.cli import SHUTDOWN_DEADLINE, watch_signals
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -107,3 +110,67 @@ async def test_environment_settings_reach_the_server() -> None:
         await first.aclose()
         await second.aclose()
     assert "DEBUG" in b"".join(output).decode()
+
+
+async def test_sigterm_ends_the_process_even_with_clients_that_stopped_reading() -> None:
+    async with serving(TRIO_CHAT_RATE_LIMIT="0") as (process, port, output):
+        talker = await RawClient.connect(port)
+        await talker.hello("talker")
+        stalled = []
+        for n in range(40):
+            client = await RawClient.connect(port, receive_buffer=4096)
+            await client.hello(f"stalled{n}")
+            stalled.append(client)
+        for _ in range(40):  # fills the stalled clients' socket buffers
+            await talker.say("x" * 4000)
+        await talker.next_of("message")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(SHUTDOWN_DEADLINE):
+            assert await process.wait() == 0
+        for client in [talker, *stalled]:
+            await client.aclose()
+    log = b"".join(output).decode()
+    assert "Traceback" not in log
+    assert "shutdown complete" in log
+
+
+def cancelled(scope: trio.CancelScope) -> bool:
+    return scope.cancel_called
+
+
+async def test_a_second_signal_cancels_the_graceful_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive = trio.open_memory_channel[int](2)
+    shutdown, force = trio.Event(), trio.CancelScope()
+    overruns: list[float] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(watch_signals, receive, shutdown, force, overrun=lambda: overruns.append(0))
+        )
+        await send.send(signal.SIGTERM)
+        await shutdown.wait()
+        assert not cancelled(force)
+        await trio.sleep(1)
+        await send.send(signal.SIGINT)
+        await trio.sleep(0.1)
+        assert cancelled(force)
+        nursery.cancel_scope.cancel()  # what the program does once stopped
+    assert overruns == []
+
+
+async def test_a_shutdown_that_hangs_is_cut_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive = trio.open_memory_channel[int](1)
+    shutdown, force = trio.Event(), trio.CancelScope()
+    overrun = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(watch_signals, receive, shutdown, force, deadline=10.0, overrun=overrun.set)
+        )
+        await send.send(signal.SIGTERM)
+        await shutdown.wait()
+        start = trio.current_time()
+        await overrun.wait()  # nothing finishes the "server": the deadline fires
+        assert trio.current_time() - start == pytest.approx(10.0)
