@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "browser", "lint", "typecheck"]
+nox.options.sessions = ["tests", "stall", "browser", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -19,7 +19,14 @@ def group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (not the checkout)."""
     session.install(".", *group("test"))
-    session.run("pytest", "--ignore=tests/test_browser.py", *session.posargs)
+    session.run("pytest", "--ignore=tests/test_browser.py", "-m", "not scale", *session.posargs)
+
+
+@nox.session
+def stall(session: nox.Session) -> None:
+    """The hostile mass stall at full scale: 1,500 members stop reading at once."""
+    session.install(".", *group("test"))
+    session.run("pytest", "-m", "scale", *session.posargs)
 
 
 @nox.session
