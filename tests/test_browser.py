@@ -259,6 +259,41 @@ def test_hostile_text_is_shown_as_text(pages: Pages, server: ServerProcess) -> N
     )
 
 
+RTL_NAME = "\u05de\u05dc\u05d5\u05e8\u05d9"  # Hebrew: a right-to-left name
+
+
+def test_names_are_isolated_and_disguised_ones_refused(
+    pages: Pages, server: ServerProcess
+) -> None:
+    alice = pages.open(server.url, who="alice")
+    name = alice.get_by_label("Name")
+    name.fill("ali\u202ece")  # a right-to-left override inside
+    alice.get_by_role("button", name="Join").click()  # refused in the page
+    expect(name).to_have_accessible_description(re.compile("invisible or direction-control"))
+    join(alice, "alice")
+
+    mallory = pages.open(server.url, who="mallory")
+    mallory.get_by_label("Name").fill("\uff21lice")  # a fullwidth A: refused by the server
+    mallory.get_by_role("button", name="Join").click()
+    expect(mallory.get_by_label("Name")).to_have_accessible_description(
+        re.compile("or one that looks like it")
+    )
+    join(mallory, RTL_NAME)
+
+    # Wherever alice sees the name, it is isolated from the text around it.
+    message_box(mallory).fill("\u05e9\u05dc\u05d5\u05dd")
+    typing = alice.locator("#typing bdi")
+    expect(typing).to_have_text(RTL_NAME)
+    assert typing.evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
+    message_box(mallory).press("Enter")
+    expect(log(alice).locator(".msg .sender")).to_have_text([RTL_NAME])
+    expect(log(alice).locator(".system bdi")).to_have_text([RTL_NAME])
+    expect(alice.locator("#members .member-name")).to_have_text(["alice", RTL_NAME])
+    shown = alice.locator("#log .msg .sender, #log .system bdi, #members .member-name")
+    styles = shown.evaluate_all("items => items.map((e) => getComputedStyle(e).unicodeBidi)")
+    assert styles == ["isolate"] * 4, styles
+
+
 def test_join_errors_are_shown_next_to_the_field(pages: Pages, server: ServerProcess) -> None:
     alice = pages.open(server.url + "#ops", who="alice")
     join(alice, "Alice")

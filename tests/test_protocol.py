@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from glyphguard import ucd
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from trio_chat.protocol import (
@@ -25,6 +27,9 @@ from trio_chat.protocol import (
     join_event,
     leave_event,
     message_event,
+    name_key,
+    name_keys,
+    normalize_name,
     parse_command,
     typing_event,
     welcome_event,
@@ -239,6 +244,293 @@ def test_bad_name(name: str) -> None:
 )
 def test_name_is_nfc_normalised_and_trimmed(name: str, expected: str) -> None:
     assert hello(name=name) == Hello(name=expected)
+
+
+# --------------------------------------------------------------------------
+# Invisible, direction-control and look-alike names (Unicode UTS #39)
+
+INVISIBLE = "name must not contain invisible or direction-control characters"
+
+INVISIBLE_NAMES = [
+    pytest.param("\u200b", id="zero-width-space-only"),
+    pytest.param("alice\u200b", id="alice-zero-width-space"),
+    pytest.param("al\u200bice", id="zero-width-space-inside"),
+    pytest.param("\u200b\u200c\u200d", id="zero-width-only"),
+    pytest.param("\u2060alice", id="word-joiner"),
+    pytest.param("\ufeffalice", id="bom"),
+    pytest.param("ali\u00adce", id="soft-hyphen"),
+    pytest.param("a\u2062b", id="invisible-times"),
+    pytest.param("alice\U000e0041", id="tag-letter"),
+    pytest.param("a\u180eb", id="mongolian-vowel-separator"),
+    pytest.param("\u202eecila", id="right-to-left-override"),
+    pytest.param("alice\u202e", id="trailing-right-to-left-override"),
+    pytest.param("\u202dalice", id="left-to-right-override"),
+    pytest.param("\u202aalice\u202c", id="lre-pdf"),
+    pytest.param("\u202balice", id="right-to-left-embedding"),
+    pytest.param("\u2066alice\u2069", id="lri-pdi"),
+    pytest.param("\u2067alice", id="right-to-left-isolate"),
+    pytest.param("\u2068alice", id="first-strong-isolate"),
+    pytest.param("alice\u200e", id="left-to-right-mark"),
+    pytest.param("\u200falice", id="right-to-left-mark"),
+    pytest.param("alice\u061c", id="arabic-letter-mark"),
+    pytest.param("\u3164", id="hangul-filler-only"),
+    pytest.param("alice\u3164", id="hangul-filler-after"),
+    pytest.param("\uffa0", id="halfwidth-hangul-filler"),
+    pytest.param("\u115f\u1160", id="hangul-choseong-jungseong-fillers"),
+    pytest.param("\u2800", id="braille-blank-only"),
+    pytest.param("alice\u2800\u2800", id="braille-blank-after"),
+    pytest.param("\U0001d159", id="musical-null-notehead"),
+    pytest.param("\U00016fe4", id="khitan-filler"),
+    pytest.param("a\u034fb", id="combining-grapheme-joiner"),
+    pytest.param("\u1780\u17b4", id="khmer-inherent-vowel"),
+    # ZWJ, ZWNJ and variation selectors out of place.
+    pytest.param("\u200d", id="zwj-only"),
+    pytest.param("alice\u200d", id="trailing-zwj"),
+    pytest.param("\u200calice", id="leading-zwnj"),
+    pytest.param("a\u200d\u200db", id="two-zwj"),
+    pytest.param("a \u200db", id="zwj-after-space"),
+    pytest.param("a\u200c b", id="zwnj-before-space"),
+    pytest.param("a\u200d\u0301", id="zwj-before-a-mark"),
+    pytest.param("\ufe0falice", id="leading-variation-selector"),
+    pytest.param("a \ufe0fb", id="variation-selector-after-space"),
+    pytest.param("\u2764\ufe0f\ufe0f", id="two-variation-selectors"),
+    pytest.param("q\u0301\ufe0f", id="variation-selector-after-a-mark"),
+]
+
+
+@pytest.mark.parametrize("name", INVISIBLE_NAMES)
+def test_invisible_and_direction_controls_are_refused(name: str) -> None:
+    error = refused(frame(type="hello", name=name, ref="h-3"), joined=False)
+    assert (error.code, error.message, error.ref) == (ErrorCode.BAD_NAME, INVISIBLE, "h-3")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        pytest.param("\ue000", "unassigned or private-use", id="private-use"),
+        pytest.param("alice\U000f0000", "unassigned or private-use", id="private-use-plane-15"),
+        pytest.param("a\u0378", "unassigned or private-use", id="unassigned"),
+        pytest.param("\ufdd0", "unassigned or private-use", id="noncharacter"),
+        pytest.param("\u0301alice", "start with a combining mark", id="leading-mark"),
+        pytest.param("\u0301\u0302", "start with a combining mark", id="marks-only"),
+        pytest.param("\u20e3", "start with a combining mark", id="enclosing-mark-only"),
+    ],
+)
+def test_unknown_characters_and_leading_marks_are_refused(name: str, message: str) -> None:
+    error = refused(frame(type="hello", name=name), joined=False)
+    assert error.code is ErrorCode.BAD_NAME
+    assert message in error.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("\u05d0\u05dc\u05d9\u05e1", id="hebrew"),
+        pytest.param("\u0639\u0644\u064a", id="arabic"),
+        pytest.param("Ali \u0639\u0644\u064a", id="latin-and-arabic"),
+        pytest.param("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", id="persian-zwnj"),
+        pytest.param("\u0915\u094d\u200d\u0937", id="devanagari-virama-zwj"),
+        pytest.param("\u0dc1\u0dca\u200d\u0dbb\u0dd3", id="sinhala-virama-zwj"),
+        pytest.param("\U0001f468\u200d\U0001f469\u200d\U0001f467", id="emoji-family-zwj"),
+        pytest.param("\u2764\ufe0f\u200d\U0001f525", id="emoji-heart-on-fire"),
+        pytest.param("\U0001f3f3\ufe0f\u200d\U0001f308", id="emoji-rainbow-flag"),
+        pytest.param("\U0001f9d1\U0001f3fd\u200d\U0001f680", id="emoji-skin-tone-zwj"),
+        pytest.param("#\ufe0f\u20e3", id="emoji-keycap"),
+        pytest.param("\U0001f1eb\U0001f1f7", id="emoji-flag"),
+        pytest.param("\u2764\ufe0f", id="emoji-presentation-selector"),
+        pytest.param("\u845b\U000e0100", id="ideographic-variation-sequence"),
+        pytest.param("\uff21lice", id="fullwidth-kept-as-typed"),
+        pytest.param("\u0430lice", id="cyrillic-kept-as-typed"),
+        pytest.param("al ice", id="inner-space"),
+        pytest.param(".", id="punctuation"),
+        pytest.param("\u00b0", id="symbol"),
+    ],
+)
+def test_right_to_left_emoji_and_joined_scripts_are_accepted(name: str) -> None:
+    assert hello(name=name) == Hello(name=name)
+
+
+def clash(a: str, b: str) -> bool:
+    """Whether `a` and `b` count as one name in a room."""
+    return not name_keys(a).isdisjoint(name_keys(b))
+
+
+LOOK_ALIKES_OF_ALICE = [
+    pytest.param("alice", id="same"),
+    pytest.param("ALICE", id="capitals"),
+    pytest.param("Alice", id="capital-a"),
+    pytest.param("\uff21lice", id="fullwidth-capital-a"),
+    pytest.param("\uff41lice", id="fullwidth-a"),
+    pytest.param("\uff41\uff4c\uff49\uff43\uff45", id="all-fullwidth"),
+    pytest.param("\u0430lice", id="cyrillic-a"),
+    pytest.param("alic\u0435", id="cyrillic-e"),
+    pytest.param("al\u0456ce", id="cyrillic-i"),
+    pytest.param("\U0001d41alice", id="mathematical-bold-a"),
+    pytest.param("aIice", id="capital-i-for-l"),
+    pytest.param("a1ice", id="digit-one-for-l"),
+    pytest.param("al\u200dice", id="zwj-between-letters"),
+    pytest.param("al\u200cice", id="zwnj-between-letters"),
+    pytest.param("a\ufe0flice", id="variation-selector"),
+]
+
+
+@pytest.mark.parametrize("name", LOOK_ALIKES_OF_ALICE)
+def test_look_alikes_are_accepted_as_typed_but_clash(name: str) -> None:
+    assert normalize_name(name) == name
+    assert clash(name, "alice")
+    assert clash("alice", name)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param("Bob", "\u0412ob", id="cyrillic-capital-ve"),
+        pytest.param("bob", "\u0412OB", id="cyrillic-capital-ve-in-capitals"),
+        pytest.param("mary", "rnary", id="r-n-for-m"),
+        pytest.param("paypal", "\u0440\u0430ypal", id="cyrillic-er-a"),
+        pytest.param("Olga", "0lga", id="zero-for-o"),
+        pytest.param("al ice", "al  ice", id="two-spaces"),
+        pytest.param("al ice", "al\u00a0ice", id="no-break-space"),
+        pytest.param("\u00e9ve", "e\u0301ve", id="nfc"),
+        pytest.param("stra\u00dfe", "STRASSE", id="sharp-s"),
+    ],
+)
+def test_other_look_alikes_clash(a: str, b: str) -> None:
+    assert clash(a, b)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bob",
+        "alicia",
+        "malice",
+        "alice2",
+        "al ice",
+        "aiice",
+        "al\u00ecce",
+        "\u0430\u043b\u0438\u0441\u0430",
+    ],
+)
+def test_different_names_do_not_clash(name: str) -> None:
+    assert not clash(name, "alice")
+
+
+def test_name_keys_fold_case_before_and_after_the_skeleton() -> None:
+    assert name_keys("alice") == {"alice"}
+    assert name_keys("aIice") == {"aiice", "alice"}  # a capital i looks like l
+    assert name_keys("ALICE") == {"alice", "allce"}
+    assert name_keys("\u0412OB") == {"\u0299ob", "bob"}  # Cyrillic capital Ve looks like B
+    assert name_key("\uff21LICE") == name_key("alice") == "alice"
+
+
+DEFAULT_IGNORABLE = [
+    chr(code)
+    for start, end in ucd.property_ranges("DEFAULT_IGNORABLE")
+    for code in range(start, end + 1)
+]
+JOINERS_AND_SELECTORS = {
+    c
+    for c in DEFAULT_IGNORABLE
+    if ucd.is_join_control(ord(c)) or ucd.is_variation_selector(ord(c))
+}
+
+
+def test_every_default_ignorable_is_refused_or_ignored() -> None:
+    """Each Default_Ignorable_Code_Point of Unicode, between two letters."""
+    assert len(DEFAULT_IGNORABLE) > 4000
+    assert len(JOINERS_AND_SELECTORS) == 2 + 4 + 16 + 240
+    for c in DEFAULT_IGNORABLE:
+        name = f"a{c}b"
+        if c in JOINERS_AND_SELECTORS:
+            assert normalize_name(name) == name
+            assert name_keys(name) == name_keys("ab")
+        else:
+            with pytest.raises(ProtocolError) as info:
+                normalize_name(name)
+            assert info.value.code is ErrorCode.BAD_NAME, hex(ord(c))
+
+
+def test_every_format_character_but_the_joiners_is_refused() -> None:
+    for code in range(0x110000):
+        c = chr(code)
+        if unicodedata.category(c) == "Cf" and c not in "\u200c\u200d":
+            with pytest.raises(ProtocolError, match="invisible or direction-control"):
+                normalize_name(f"a{c}b")
+
+
+def test_name_key_settles_for_every_character() -> None:
+    """Case folding and skeleton settle: the key of a key is itself."""
+    for code in range(0x110000):
+        c = chr(code)
+        if unicodedata.category(c) not in ("Cn", "Cs", "Co"):
+            key = name_key(c)
+            assert name_key(key) == key, hex(code)
+            assert name_key(c.upper()) == name_key(c.lower()) == key, hex(code)
+
+
+# Names a person might pick: letters of several scripts, digits, marks,
+# emoji and spaces (the rules decide which are valid).
+name_characters = st.characters(exclude_categories=("Cc", "Cs", "Co", "Cn", "Cf", "Zl", "Zp"))
+names = st.text(name_characters, min_size=1, max_size=16) | st.sampled_from(
+    ["alice", "Bob", "\u05d0\u05dc\u05d9\u05e1", "\U0001f468\U0001f469\U0001f467", "\u0915\u0937"]
+)
+
+
+def valid(name: str) -> str:
+    """`name` normalised, or the example is skipped if it is not a valid name."""
+    try:
+        return normalize_name(name)
+    except ProtocolError:
+        assume(False)
+        raise
+
+
+@settings(max_examples=300)
+@given(name=names, ignorable=st.sampled_from(DEFAULT_IGNORABLE), at=st.integers(0, 32))
+@example(name="alice", ignorable="\u200d", at=2).via("zwj between letters")
+@example(name="\u00e9", ignorable="\ufe0f", at=1).via("selector after a composed letter")
+def test_an_inserted_ignorable_is_refused_or_changes_no_key(
+    name: str, ignorable: str, at: int
+) -> None:
+    name = valid(name)
+    at = min(at, len(name))
+    longer = name[:at] + ignorable + name[at:]
+    outcome = name_or_error(longer)
+    if isinstance(outcome, ProtocolError):
+        assert outcome.code is ErrorCode.BAD_NAME
+    else:
+        assert name_keys(outcome) == name_keys(name)
+
+
+def name_or_error(name: str) -> str | ProtocolError:
+    try:
+        return normalize_name(name)
+    except ProtocolError as error:
+        return error
+
+
+@settings(max_examples=300)
+@given(text=st.text())
+def test_name_key_is_a_normal_form_and_ignores_case(text: str) -> None:
+    key = name_key(text)
+    assert name_key(key) == key
+    assert name_key(text.casefold()) == name_key(text.upper()) == name_key(text.lower()) == key
+    assert key in name_keys(text)
+    assert all(name_key(other) == other for other in name_keys(text))
+
+
+@settings(max_examples=300)
+@given(name=names)
+def test_a_valid_name_has_a_visible_character_and_no_format_one_out_of_place(name: str) -> None:
+    name = valid(name)
+    categories = [unicodedata.category(c) for c in name]
+    assert any(cat[0] in "LNPS" for cat in categories)
+    assert not categories[0].startswith("M")
+    for i, c in enumerate(name):
+        if categories[i] == "Cf":
+            assert c in "\u200c\u200d"
+            assert 0 < i < len(name) - 1
 
 
 # --------------------------------------------------------------------------

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from trio_chat.history import MemoryHistoryStore
-from trio_chat.protocol import ErrorCode, Hello, LeaveReason, ProtocolError, Say
+from trio_chat.protocol import (
+    ErrorCode,
+    Hello,
+    LeaveReason,
+    ProtocolError,
+    Say,
+    name_keys,
+    normalize_name,
+)
 from trio_chat.rooms import Chat, ChatStatistics, Delivery
 
 Handle = int | str
@@ -78,6 +86,48 @@ def test_name_taken_is_case_insensitive_and_per_room() -> None:
     chat.leave(1, LeaveReason.QUIT, TS)
     chat.join(3, Hello("alice"), TS)  # the name is free again
     assert chat.members("lobby") == ["alice"]
+
+
+LOOK_ALIKES_OF_ALICE = [
+    pytest.param("\uff21lice", id="fullwidth-a"),
+    pytest.param("\u0430lice", id="cyrillic-a"),
+    pytest.param("alic\u0435", id="cyrillic-e"),
+    pytest.param("aIice", id="capital-i-for-l"),
+    pytest.param("a1ice", id="digit-one-for-l"),
+    pytest.param("al\u200dice", id="zwj-between-letters"),
+    pytest.param("\U0001d41alice", id="mathematical-bold-a"),
+    pytest.param("\uff41\uff4c\uff49\uff43\uff45", id="all-fullwidth"),
+    pytest.param("ALICE", id="capitals"),
+]
+
+
+@pytest.mark.parametrize("look_alike", LOOK_ALIKES_OF_ALICE)
+def test_a_look_alike_of_a_member_is_taken(look_alike: str) -> None:
+    look_alike = normalize_name(look_alike)  # a valid name, kept as typed
+    chat = new_chat()
+    chat.join(1, Hello("alice"), TS)
+    with pytest.raises(ProtocolError) as info:
+        chat.join(2, Hello(look_alike), TS)
+    assert info.value.code is ErrorCode.NAME_TAKEN
+    assert "'alice'" in info.value.message
+    # And the other way round: the look-alike holds the name, shown as typed.
+    chat.leave(1, LeaveReason.QUIT, TS)
+    joined = chat.join(2, Hello(look_alike), TS)
+    assert parse(joined.welcome[0])["members"] == [look_alike]
+    assert join_error(chat, 1, Hello("alice")) is ErrorCode.NAME_TAKEN
+    chat.leave(2, LeaveReason.QUIT, TS)
+    chat.join(1, Hello("alice"), TS)  # every key was freed
+    assert chat.members("lobby") == ["alice"]
+
+
+def test_names_that_only_look_alike_in_another_case_clash() -> None:
+    chat = new_chat()
+    chat.join(1, Hello("bob"), TS)
+    # A Cyrillic capital Ve looks like B, and BOB is bob in capitals.
+    assert join_error(chat, 2, Hello("\u0412OB")) is ErrorCode.NAME_TAKEN
+    chat.join(2, Hello("robert"), TS)
+    chat.join(3, Hello("\u05d1\u05d5\u05d1"), TS)  # Hebrew: another name
+    assert chat.members("lobby") == ["bob", "robert", "\u05d1\u05d5\u05d1"]
 
 
 def test_a_member_cannot_join_twice() -> None:
@@ -159,7 +209,27 @@ def test_typing_goes_to_the_others_only() -> None:
 # State machine
 
 HANDLES: list[Handle] = [0, 1, 2, "x", "y"]
-NAMES = ["alice", "Alice", "ALICE", "bob", "Bob", "carol", "\u00c9mile", "\u00e9mile"]
+NAMES = [
+    "alice",
+    "Alice",
+    "ALICE",
+    "aIice",  # a capital i
+    "\uff21lice",  # a fullwidth A
+    "\u0430lice",  # a Cyrillic a
+    "bob",
+    "Bob",
+    "\u0412ob",  # a Cyrillic capital Ve
+    "carol",
+    "\u00c9mile",
+    "\u00e9mile",
+]
+
+
+def clash(a: str, b: str) -> bool:
+    """The model's rule: two names clash when they share a key."""
+    return not name_keys(a).isdisjoint(name_keys(b))
+
+
 ROOMS = ["lobby", "r.1"]
 RETENTION = 4
 REPLAY = 3
@@ -234,7 +304,7 @@ class ChatMachine(RuleBasedStateMachine):
         if handle in self.members:
             assert join_error(self.chat, handle, hello) is ErrorCode.ALREADY_JOINED
             return
-        if name.casefold() in {n.casefold() for n in self.names(room)}:
+        if any(clash(name, other) for other in self.names(room)):
             assert join_error(self.chat, handle, hello) is ErrorCode.NAME_TAKEN
             event("join: name_taken")
             return
@@ -339,7 +409,7 @@ class ChatMachine(RuleBasedStateMachine):
         for room in ROOMS:
             names = self.chat.members(room)
             assert names == self.names(room)
-            assert len({n.casefold() for n in names}) == len(names)
+            assert not any(clash(a, b) for i, a in enumerate(names) for b in names[:i])
         busy = sum(1 for room in ROOMS if self.order[room])
         assert self.chat.statistics() == ChatStatistics(rooms=busy, members=len(self.members))
 

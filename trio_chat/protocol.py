@@ -7,6 +7,10 @@ Client frames are parsed into frozen command values (`Hello`, `Say`,
 `Typing`); anything wrong raises `ProtocolError`, which carries the error code
 the session sends back. Server events are built as compact JSON lines, encoded
 to UTF-8 exactly once: the same bytes go to every recipient and into history.
+
+Names follow the Unicode identifier-security rules (UTS #39): a name may hold
+no invisible or direction-control character, and two names clash when they
+look alike (`name_keys`), not only when they are spelled alike.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Final
+
+from glyphguard import skeleton
 
 PROTOCOL_VERSION: Final = 1
 
@@ -31,6 +37,23 @@ _ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
 # Control characters (Cc), lone surrogates (Cs) and the line/paragraph
 # separators would let a name break the layout of every client's member list.
 _FORBIDDEN_NAME_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Private-use (Co) and unassigned (Cn) code points have no agreed look, and an
+# unassigned one may gain a decomposition later, so NFC could not be trusted.
+_UNKNOWN_NAME_CATEGORIES: Final = frozenset({"Co", "Cn"})
+# Characters that draw nothing yet are not format characters (Cf): the Hangul
+# fillers, the combining grapheme joiner and the Khmer inherent vowels (all
+# Default_Ignorable_Code_Point), the Braille blank, the Khitan filler and the
+# musical null notehead. Every Cf is refused as well (see `normalize_name`).
+_BLANK_CHARACTERS: Final = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0\U00016fe4\U0001d159"
+)
+# ZWNJ and ZWJ: format characters that Persian, Indic scripts and emoji
+# sequences need, so they are allowed inside a name (see `_joiner_fits`).
+_JOINERS: Final = frozenset("\u200c\u200d")
+# How many rounds of case folding and skeleton `name_key` may take to settle:
+# three settle every single code point (a test checks that all settle), the
+# rest is a margin.
+_MAX_KEY_ROUNDS: Final = 8
 
 
 class ErrorCode(enum.StrEnum):
@@ -188,7 +211,16 @@ def normalize_name(name: str, ref: str | None = None) -> str:
     """Return the canonical form of a display name, or raise `bad_name`.
 
     NFC first, so that the same visible name typed on two keyboards is one
-    name; then trimmed; then 1 to 32 characters with no control characters.
+    name; then trimmed; then 1 to 32 characters of which none is a control,
+    private-use or unassigned character (in this Python's Unicode version), and
+    none is invisible: no format character (Cf: direction controls, zero-width
+    spaces, BOM, tags...) and no blank filler. The exceptions that scripts and
+    emoji need: ZWNJ and ZWJ between a visible character (or its combining
+    marks) and a visible character, and a variation selector right after a
+    visible character. The name must not start with a combining mark, which
+    would attach to whatever a client shows before it, and must contain at
+    least one visible character: a letter, number, punctuation or symbol.
+    The name is otherwise kept as typed: a fullwidth `A` stays fullwidth.
     """
     if not _is_encodable(name):
         raise ProtocolError(ErrorCode.BAD_NAME, "name is not valid Unicode", ref)
@@ -197,14 +229,106 @@ def normalize_name(name: str, ref: str | None = None) -> str:
         raise ProtocolError(
             ErrorCode.BAD_NAME, f"name must be 1 to {MAX_NAME_LENGTH} characters", ref
         )
-    if any(unicodedata.category(c) in _FORBIDDEN_NAME_CATEGORIES for c in name):
+    categories = [unicodedata.category(c) for c in name]
+    if not _FORBIDDEN_NAME_CATEGORIES.isdisjoint(categories):
         raise ProtocolError(ErrorCode.BAD_NAME, "name must not contain control characters", ref)
+    if not _UNKNOWN_NAME_CATEGORIES.isdisjoint(categories):
+        raise ProtocolError(
+            ErrorCode.BAD_NAME, "name must not contain unassigned or private-use characters", ref
+        )
+    for i, c in enumerate(name):
+        if c in _JOINERS:
+            fits = _joiner_fits(name, i)
+        elif _is_variation_selector(c):
+            fits = i > 0 and _is_visible(name[i - 1])
+        else:
+            fits = categories[i] != "Cf" and c not in _BLANK_CHARACTERS
+        if not fits:
+            raise ProtocolError(
+                ErrorCode.BAD_NAME,
+                "name must not contain invisible or direction-control characters",
+                ref,
+            )
+    if categories[0].startswith("M"):
+        raise ProtocolError(ErrorCode.BAD_NAME, "name must not start with a combining mark", ref)
+    if not any(_is_visible(c) for c in name):
+        raise ProtocolError(
+            ErrorCode.BAD_NAME,
+            "name must contain a letter, number, punctuation mark or symbol",
+            ref,
+        )
     return name
 
 
+def _is_visible(c: str) -> bool:
+    """A letter, number, punctuation or symbol that draws something."""
+    return unicodedata.category(c)[0] in "LNPS" and c not in _BLANK_CHARACTERS
+
+
+def _joiner_fits(name: str, i: int) -> bool:
+    """Whether the ZWNJ or ZWJ at `name[i]` joins two visible characters.
+
+    What comes before may be a combining mark: a virama (Devanagari KA,
+    VIRAMA, ZWJ, SSA) or an emoji presentation selector (HEAVY BLACK HEART,
+    VS16, ZWJ, FIRE) sits between the visible character and the joiner. Marks
+    only ever follow a visible character or a space, since a name cannot start
+    with one.
+    """
+    if not 0 < i < len(name) - 1:
+        return False
+    before = name[i - 1]
+    return (_is_visible(before) or unicodedata.category(before).startswith("M")) and _is_visible(
+        name[i + 1]
+    )
+
+
+def _is_variation_selector(c: str) -> bool:
+    code = ord(c)
+    return (
+        0x180B <= code <= 0x180D  # Mongolian free variation selectors
+        or code == 0x180F
+        or 0xFE00 <= code <= 0xFE0F
+        or 0xE0100 <= code <= 0xE01EF
+    )
+
+
+def name_keys(name: str) -> frozenset[str]:
+    """The forms in which a name is compared with the other names of its room.
+
+    Two names clash when they share a key. Each key is a UTS #39 skeleton with
+    case folded until it settles (see `name_key`), reached in one of two ways:
+
+    1. `name_key`, case folded first: `ALICE` and `alice` share `alice`.
+    2. The skeleton first: `aIice` (a capital i) looks like `alice`, `BOB`
+       spelled with a Cyrillic capital Ve looks like `BOB`, and so like `bob`.
+       Folding first would lose both: `i` does not look like `l`, and the
+       small Cyrillic ve does not look like `b`.
+
+    Both drop invisible characters and map look-alikes (a fullwidth `A`, a
+    Cyrillic `a`) to one prototype. Never show a key: it is for comparison.
+    """
+    return frozenset((name_key(name), name_key(_looks(name))))
+
+
 def name_key(name: str) -> str:
-    """The form in which names are compared for uniqueness in a room."""
-    return name.casefold()
+    """The case-insensitive look of a name: equal keys mean look-alike names.
+
+    The UTS #39 skeleton of the case-folded name, repeated until it settles
+    (a skeleton may hold capitals: `0` looks like `O`, which folds to `o`), so
+    that `name_key(name_key(x)) == name_key(x)`. Runs of white space count as
+    one space, as a browser shows them.
+    """
+    key = name
+    for _ in range(_MAX_KEY_ROUNDS):
+        folded = _looks(key.casefold())
+        if folded == key:
+            break
+        key = folded
+    return key
+
+
+def _looks(name: str) -> str:
+    return " ".join(skeleton(name).split())
 
 
 def validate_room(room: str, ref: str | None = None) -> str:

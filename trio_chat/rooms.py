@@ -14,9 +14,10 @@ who must receive it. The invariants it keeps, which the property tests check:
 * A member receives every stored event of its room numbered after its own
   `join` (which it gets in its welcome replay, not live), and nothing of any
   other room. `typing` goes to the other members only and is not numbered.
-* Names are unique per room, compared case-insensitively. A member leaves
-  exactly once: `leave` of a non-member is a no-op, so the session, the hub
-  (slow consumer) and shutdown may all ask and only the first one counts.
+* No two members of a room have names that clash (`protocol.name_keys`:
+  look-alikes and case variants count as taken). A member leaves exactly
+  once: `leave` of a non-member is a no-op, so the session, the hub (slow
+  consumer) and shutdown may all ask and only the first one counts.
 
 Member handles are opaque hashable objects chosen by the caller (the hub
 uses its client objects), so recipients need no lookup.
@@ -76,7 +77,7 @@ class _Room(Generic[H]):
         self.history = history
         self.store = store
         self.members: dict[H, str] = {}  # handle -> name, in join order
-        self.by_key: dict[str, H] = {}  # name_key(name) -> handle
+        self.by_key: dict[str, H] = {}  # each of protocol.name_keys(name) -> handle
 
     def append(self, line: bytes) -> None:
         event = StoredEvent(self.history.last_id + 1, line)
@@ -97,8 +98,9 @@ class Chat(Generic[H]):
         """Add `handle` to the room `hello` names.
 
         Raises:
-            ProtocolError: `name_taken` if the name is in use in that room
-                (case-insensitively), `already_joined` if `handle` is a member.
+            ProtocolError: `name_taken` if the name clashes with a member's in
+                that room (the same or a look-alike, in any case; see
+                `protocol.name_keys`), `already_joined` if `handle` is a member.
             RoomNotLoaded: the store must load the room's history first.
         """
         if handle in self._room_of:
@@ -109,14 +111,17 @@ class Chat(Generic[H]):
             if history is None:
                 raise RoomNotLoaded(hello.room)
             room = self._rooms[hello.room] = _Room(hello.room, history, self._store)
-        key = protocol.name_key(hello.name)
-        if key in room.by_key:
+        keys = protocol.name_keys(hello.name)
+        clashes = [room.by_key[key] for key in keys if key in room.by_key]
+        if clashes:
+            taken = room.members[clashes[0]]
+            like = "" if taken == hello.name else f" (it looks like {taken!r})"
             raise ProtocolError(
-                ErrorCode.NAME_TAKEN, f"the name {hello.name!r} is taken in {room.name!r}"
+                ErrorCode.NAME_TAKEN, f"the name {hello.name!r} is taken in {room.name!r}{like}"
             )
         others = tuple(room.members)
         room.members[handle] = hello.name
-        room.by_key[key] = handle
+        room.by_key.update(dict.fromkeys(keys, handle))
         self._room_of[handle] = room
 
         join_id = room.history.last_id + 1
@@ -175,7 +180,8 @@ class Chat(Generic[H]):
             if room is None:
                 continue
             name = room.members.pop(handle)
-            del room.by_key[protocol.name_key(name)]
+            for key in protocol.name_keys(name):
+                del room.by_key[key]
             line = protocol.leave_event(room.history.last_id + 1, room.name, name, ts, reason)
             room.append(line)
             left.append((room, line))

@@ -12,7 +12,8 @@
 //   join/leave events (id > the welcome's `last_id`), never by history.
 // - Security: every string from the network reaches the page as text
 //   (textContent, text nodes) or as the href of a link checked to be http(s).
-//   Nothing is ever parsed as HTML.
+//   Nothing is ever parsed as HTML. Every name is shown in its own <bdi>
+//   (nameElement), so a right-to-left name cannot reorder the text around it.
 
 import {
   MAX_TEXT_LENGTH,
@@ -509,12 +510,12 @@ function clearTyping() {
 }
 
 function renderTyping() {
-  const names = [...chat.typing.keys()];
-  let text = "";
-  if (names.length === 1) text = `${names[0]} is typing…`;
-  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) text = "Several people are typing…";
-  ui.typing.textContent = text;
+  const names = [...chat.typing.keys()].map((name) => nameElement(name));
+  if (names.length === 1) ui.typing.replaceChildren(names[0], " is typing…");
+  else if (names.length === 2) {
+    ui.typing.replaceChildren(names[0], " and ", names[1], " are typing…");
+  } else if (names.length > 2) ui.typing.replaceChildren("Several people are typing…");
+  else ui.typing.replaceChildren();
 }
 
 // ---------------------------------------------------------------------------
@@ -557,6 +558,18 @@ function dayDivider(date) {
   item.className = "day";
   item.textContent = label;
   ui.log.append(item);
+}
+
+/**
+ * A name as text in a <bdi>: isolated from the text around it, so that a
+ * right-to-left name (Arabic, Hebrew) cannot move the words or digits next to
+ * it, whatever direction the page has.
+ */
+function nameElement(name, className = "") {
+  const element = document.createElement("bdi");
+  if (className !== "") element.className = className;
+  element.textContent = name;
+  return element;
 }
 
 /** A stable hue for a name, so each person keeps a colour. */
@@ -617,10 +630,7 @@ function renderMessage(event) {
 
   const meta = document.createElement("div");
   meta.className = "meta";
-  const sender = document.createElement("span");
-  sender.className = "sender";
-  sender.textContent = name;
-  meta.append(sender, timeElement(date, event.ts));
+  meta.append(nameElement(name, "sender"), timeElement(date, event.ts));
   const body = document.createElement("p");
   body.className = "text";
   appendText(body, text);
@@ -644,9 +654,9 @@ function renderPresence(event, live) {
   const text = document.createElement("span");
   if (event.type === "join") {
     if (event.id === chat.joinId) text.textContent = chat.resumed ? "You are back" : `You joined #${chat.room}`;
-    else text.textContent = `${name} joined`;
+    else text.append(nameElement(name), " joined");
   } else {
-    text.textContent = `${name} left${leaveReasonText(event.reason)}`;
+    text.append(nameElement(name), ` left${leaveReasonText(event.reason)}`);
   }
   item.append(text, " ", timeElement(date, event.ts));
   ui.log.append(item);
@@ -684,10 +694,7 @@ function renderMembers() {
       avatar.className = "avatar";
       avatar.setAttribute("aria-hidden", "true");
       avatar.textContent = [...name][0]?.toUpperCase() ?? "?";
-      const label = document.createElement("span");
-      label.className = "member-name";
-      label.textContent = name;
-      item.append(avatar, label);
+      item.append(avatar, nameElement(name, "member-name"));
       if (name === me) {
         const you = document.createElement("span");
         you.className = "you";

@@ -8,8 +8,38 @@ export const MAX_ROOM_LENGTH = 64;
 export const MAX_TEXT_LENGTH = 4000;
 
 const ROOM_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-// Control characters, lone surrogates, line and paragraph separators.
-const FORBIDDEN_IN_NAME = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}]/u;
+// The server's name rules (docs/protocol.md, "Names"); the server decides,
+// these only spare a round trip. Control characters, lone surrogates, line
+// and paragraph separators:
+const CONTROL_IN_NAME = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}]/u;
+// Private-use and unassigned code points:
+const UNKNOWN_IN_NAME = /[\p{Co}\p{Cn}]/u;
+// Characters that draw nothing yet are not format characters (Cf):
+const BLANK = /^[\u034F\u115F\u1160\u17B4\u17B5\u2800\u3164\uFFA0\u{16FE4}\u{1D159}]$/u;
+const VISIBLE = /^[\p{L}\p{N}\p{P}\p{S}]$/u;
+const MARK = /^\p{M}$/u;
+const FORMAT = /^\p{Cf}$/u;
+const JOINER = /^[\u200C\u200D]$/u; // ZWNJ, ZWJ
+const VARIATION_SELECTOR = /^[\u180B-\u180D\u180F\uFE00-\uFE0F\u{E0100}-\u{E01EF}]$/u;
+
+const isVisible = (char) => VISIBLE.test(char) && !BLANK.test(char);
+
+/**
+ * Whether the character at `chars[i]` may stand there: no format character
+ * (direction controls, zero-width spaces, BOM...) or blank filler, except
+ * ZWNJ/ZWJ between a visible character (or its marks) and a visible one, and
+ * a variation selector right after a visible character.
+ */
+function fitsInName(chars, i) {
+  const char = chars[i];
+  if (JOINER.test(char)) {
+    if (i === 0 || i === chars.length - 1) return false;
+    const before = chars[i - 1];
+    return (isVisible(before) || MARK.test(before)) && isVisible(chars[i + 1]);
+  }
+  if (VARIATION_SELECTOR.test(char)) return i > 0 && isVisible(chars[i - 1]);
+  return !FORMAT.test(char) && !BLANK.test(char);
+}
 
 /** Length in Unicode code points, as the server counts. */
 export function charCount(text) {
@@ -25,7 +55,18 @@ export function checkName(raw) {
   if (charCount(name) > MAX_NAME_LENGTH) {
     return { error: `Use at most ${MAX_NAME_LENGTH} characters.` };
   }
-  if (FORBIDDEN_IN_NAME.test(name)) return { error: "A name cannot contain control characters." };
+  if (CONTROL_IN_NAME.test(name)) return { error: "A name cannot contain control characters." };
+  if (UNKNOWN_IN_NAME.test(name)) {
+    return { error: "A name cannot contain unassigned or private-use characters." };
+  }
+  const chars = [...name];
+  if (!chars.every((_, i) => fitsInName(chars, i))) {
+    return { error: "A name cannot contain invisible or direction-control characters." };
+  }
+  if (MARK.test(chars[0])) return { error: "A name cannot start with a combining mark." };
+  if (!chars.some(isVisible)) {
+    return { error: "A name needs a letter, number, punctuation mark or symbol." };
+  }
   return { value: name };
 }
 
@@ -55,9 +96,9 @@ export function roomFromHash(hash) {
 export function errorText(code, fallback) {
   switch (code) {
     case "name_taken":
-      return "Someone in this room already uses that name. Try another one.";
+      return "Someone in this room already uses that name, or one that looks like it. Try another one.";
     case "bad_name":
-      return "That name cannot be used. Use 1 to 32 characters, no control characters.";
+      return "That name cannot be used. Use 1 to 32 characters, with no control, invisible or direction-control characters.";
     case "bad_room":
       return 'That room name cannot be used. Use letters, digits, "_", "-" or ".".';
     case "rate_limited":
