@@ -4,6 +4,10 @@ A small h11 front, because trio-websocket answers a plain GET with 400 and
 the protocol wants one port for the page, its assets, `/healthz`,
 `/metrics` and the `/ws` upgrade. Keep-alive is supported; request bodies are
 not (every route is GET or HEAD). All timeouts belong to the caller.
+
+Whatever a peer sends, the connection answers it with a well-formed response
+or closes: it remembers each request's method and never sends a body in
+answer to HEAD (h11 would refuse it), whichever route or refusal answers.
 """
 
 from __future__ import annotations
@@ -45,16 +49,19 @@ class HttpConnection:
         self.stream = stream
         self.deadline = math.inf  # when the current request head must be complete
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        self._head_only = False  # the request being answered is a HEAD
 
     async def next_request(self) -> Request | None:
         """Read the next request head and its (empty) body.
 
         Returns None when the client closed the connection between requests.
+        After it returns a request (or raises BadRequest once the head was
+        read), `respond` and `refuse` answer that request.
 
         Raises:
             BadRequest: malformed HTTP, or a head over 16 KiB.
         """
-        request: h11.Request | None = None
+        request: Request | None = None
         while True:
             try:
                 event = self._h11.next_event()
@@ -64,9 +71,10 @@ class HttpConnection:
                 data = await self.stream.receive_some(_READ_SIZE)
                 self._h11.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
-                request = event
+                request = _to_request(event)
+                self._head_only = request.head_only
             elif isinstance(event, h11.EndOfMessage | h11.PAUSED) and request is not None:
-                return _to_request(request)
+                return request
             elif isinstance(event, h11.ConnectionClosed):
                 return None
             elif isinstance(event, h11.Data):
@@ -81,10 +89,13 @@ class HttpConnection:
         *,
         content_type: str = "text/plain; charset=utf-8",
         headers: list[tuple[str, str]] | None = None,
-        head_only: bool = False,
         close: bool = False,
     ) -> None:
-        """Send a complete response (no body sent for HEAD)."""
+        """Send a complete response to the current request.
+
+        The headers are the same whatever the method; the body is not sent
+        when the request was a HEAD.
+        """
         all_headers = [
             ("Server", SERVER_HEADER),
             ("Date", formatdate(usegmt=True)),
@@ -98,7 +109,7 @@ class HttpConnection:
         data = self._h11.send(
             h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase)
         )
-        if not head_only and body:
+        if not self._head_only and body:
             data += self._h11.send(h11.Data(data=body))
         data += self._h11.send(h11.EndOfMessage())
         await self.stream.send_all(data)
@@ -107,6 +118,7 @@ class HttpConnection:
         """Whether another request may follow on this connection."""
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self._head_only = False
             return True
         return False
 
@@ -124,7 +136,7 @@ class HttpConnection:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), trailing
 
     async def refuse(self, status: int, message: str) -> None:
-        """Answer an error status with a short text body and close."""
+        """Answer an error status with a short text body (not for HEAD) and close."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already (partly) out
         await self.respond(status, (message + "\n").encode("utf-8"), close=True)

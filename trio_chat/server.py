@@ -198,7 +198,6 @@ class ChatServer:
                 405, b"method not allowed\n", headers=[("Allow", "GET, HEAD")], close=True
             )
             return
-        head = request.head_only
         if request.path == "/healthz":
             body = json.dumps(
                 {
@@ -212,24 +211,20 @@ class ChatServer:
                 body,
                 content_type="application/json",
                 headers=[("Cache-Control", "no-store")],
-                head_only=head,
             )
         elif request.path == "/metrics":
             await http.respond(
                 200,
                 generate_latest(self.metrics),
                 content_type="text/plain; version=0.0.4; charset=utf-8",
-                head_only=head,
             )
         elif (asset := self.assets.get(request.path)) is not None:
             headers = [("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer")]
             if asset.content_type.startswith("text/html"):
                 headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-            await http.respond(
-                200, asset.body, content_type=asset.content_type, headers=headers, head_only=head
-            )
+            await http.respond(200, asset.body, content_type=asset.content_type, headers=headers)
         else:
-            await http.respond(404, b"not found\n", head_only=head)
+            await http.respond(404, b"not found\n")
 
     async def _upgrade(self, http: HttpConnection, request: Request, label: str) -> Session | None:
         settings = self.settings
@@ -257,8 +252,12 @@ class ChatServer:
         return session
 
     def _refusal(self, request: Request, label: str) -> UpgradeRefused | list[tuple[str, str]]:
-        """Why this upgrade is refused, or else the 101 response headers."""
-        if request.method != "GET":
+        """Why this upgrade is refused, or else the 101 response headers.
+
+        A HEAD goes through the same checks, so that it gets the status a GET
+        with the same headers would get, but it never switches protocols.
+        """
+        if request.method not in ("GET", "HEAD"):
             return UpgradeRefused(405, "WebSocket upgrades use GET")
         try:
             response_headers = accept_upgrade(request.headers)
@@ -273,6 +272,8 @@ class ChatServer:
             log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
             self.refused_upgrades += 1
             return UpgradeRefused(503, "too many connections")
+        if request.method == "HEAD":
+            return UpgradeRefused(426, "WebSocket upgrades use GET")
         return response_headers
 
     def close_all(self) -> None:

@@ -1,0 +1,111 @@
+"""Hostile HTTP against the default settings, over real sockets.
+
+One regression test (or a few) per weakness an attacker found in the HTTP
+front. Requests are written as raw bytes where the exact bytes matter, and
+nothing a peer does may be logged as an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import trio
+from conftest import RunningServer
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3
+UPGRADE = (
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Version: 13",
+    f"Sec-WebSocket-Key: {KEY}",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever the test's peer did, the server logged no error."""
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, caplog.text
+
+
+def request(method: str, target: str, port: int, *headers: str, body: bytes = b"") -> bytes:
+    """The bytes of one HTTP/1.1 request with a Host header."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection; everything received until the server closes."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(data)
+        received = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    return received
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names, Date dropped) and the bytes after the head."""
+    head, separator, rest = raw.partition(b"\r\n\r\n")
+    assert separator, raw
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    headers.pop("date", None)
+    return int(status_line.split()[1]), headers, rest
+
+
+# -- 1. HEAD never gets a body, whatever answers it ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "status"),
+    [
+        pytest.param("/", ("Connection: close",), 200, id="page"),
+        pytest.param("/healthz", ("Connection: close",), 200, id="healthz"),
+        pytest.param("/nope", ("Connection: close",), 404, id="not-found"),
+        pytest.param("/ws", (), 426, id="ws-without-upgrade"),
+        pytest.param("/ws", (*UPGRADE[:2], "Sec-WebSocket-Version: 8"), 426, id="ws-version-8"),
+        pytest.param("/ws", UPGRADE[:3], 400, id="ws-without-key"),
+        pytest.param("/ws", (*UPGRADE, "Origin: http://evil.example"), 403, id="ws-bad-origin"),
+    ],
+)
+async def test_head_gets_the_status_and_headers_of_get_without_a_body(
+    server: RunningServer, target: str, headers: tuple[str, ...], status: int
+) -> None:
+    get = parse(await exchange(server.port, request("GET", target, server.port, *headers)))
+    head = parse(await exchange(server.port, request("HEAD", target, server.port, *headers)))
+    assert get[0] == head[0] == status
+    assert head[1] == get[1]
+    assert int(head[1]["content-length"]) == len(get[2]) > 0
+    assert head[2] == b""  # and the server closed: nothing else came
+
+
+async def test_head_upgrade_is_answered_like_get_without_an_upgrade(
+    server: RunningServer,
+) -> None:
+    """A HEAD cannot switch protocols: it gets the 426 of a GET that does not upgrade."""
+    status, headers, rest = parse(
+        await exchange(server.port, request("HEAD", "/ws", server.port, *UPGRADE))
+    )
+    assert status == 426
+    assert int(headers["content-length"]) > 0
+    assert rest == b""
+    alice = await server.joined("alice")  # and upgrades still work
+    await alice.say("hi")
+    assert (await alice.next_of("message"))["text"] == "hi"
+
+
+async def test_head_with_a_body_gets_400_without_a_body(server: RunningServer) -> None:
+    data = request("HEAD", "/", server.port, "Content-Length: 5", body=b"hello")
+    status, headers, rest = parse(await exchange(server.port, data))
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert rest == b""
