@@ -109,3 +109,26 @@ async def test_head_with_a_body_gets_400_without_a_body(server: RunningServer) -
     assert status == 400
     assert headers["connection"] == "close"
     assert rest == b""
+
+
+# -- 2. a 426 says which upgrade it wants -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param((), id="no-upgrade"),
+        pytest.param((*UPGRADE[:2], "Sec-WebSocket-Version: 8", UPGRADE[3]), id="version-8"),
+        pytest.param((*UPGRADE[:2], UPGRADE[3]), id="no-version"),
+    ],
+)
+async def test_426_names_websocket_13_and_closes(
+    server: RunningServer, headers: tuple[str, ...]
+) -> None:
+    raw = await exchange(server.port, request("GET", "/ws", server.port, *headers))
+    status, response_headers, _ = parse(raw)
+    assert status == 426
+    assert response_headers["upgrade"] == "websocket"  # RFC 9110 15.5.22
+    assert response_headers["sec-websocket-version"] == "13"  # RFC 6455 4.2.2
+    connection = {token.strip().lower() for token in response_headers["connection"].split(",")}
+    assert connection == {"upgrade", "close"}  # RFC 9110 7.8: Upgrade is a connection option

@@ -85,6 +85,13 @@ async def test_other_methods_are_405(server: RunningServer, method: str) -> None
 async def test_plain_get_on_ws_asks_for_an_upgrade(server: RunningServer) -> None:
     response = await http_request(server.port, "/ws")
     assert response.status == 426
+    assert response.headers["upgrade"] == "websocket"
+
+
+async def test_other_methods_on_ws_are_405_with_allow(server: RunningServer) -> None:
+    response = await http_request(server.port, "/ws", method="POST")
+    assert response.status == 405
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 async def test_garbage_gets_400_and_the_server_carries_on(server: RunningServer) -> None:

@@ -138,6 +138,14 @@ def test_valid_upgrade_variants(changes: dict[str, str]) -> None:
 )
 def test_not_a_websocket_13_upgrade_is_426(changes: dict[str, str | None]) -> None:
     assert refusal(upgrade_headers(**changes)) == 426
+    with pytest.raises(UpgradeRefused) as info:
+        accept_upgrade(upgrade_headers(**changes))
+    # RFC 9110 15.5.22 and 7.8: a 426 names the upgrade; RFC 6455 4.2.2: the version.
+    assert dict(info.value.headers) == {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+    }
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ answer to HEAD (h11 would refuse it), whichever route or refusal answers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -88,13 +89,15 @@ class HttpConnection:
         body: bytes,
         *,
         content_type: str = "text/plain; charset=utf-8",
-        headers: list[tuple[str, str]] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
         close: bool = False,
     ) -> None:
         """Send a complete response to the current request.
 
         The headers are the same whatever the method; the body is not sent
-        when the request was a HEAD.
+        when the request was a HEAD. With `close`, `Connection: close` is
+        sent (the token is added to a `Connection` header among `headers`,
+        if there is one) and `can_continue` will say no.
         """
         all_headers = [
             ("Server", SERVER_HEADER),
@@ -102,10 +105,15 @@ class HttpConnection:
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("X-Content-Type-Options", "nosniff"),
-            *(headers or ()),
         ]
-        if close:
-            all_headers.append(("Connection", "close"))
+        connection = "close" if close else None
+        for name, value in headers:
+            if connection is not None and name.lower() == "connection":
+                connection = f"{value}, close"
+            else:
+                all_headers.append((name, value))
+        if connection is not None:
+            all_headers.append(("Connection", connection))
         data = self._h11.send(
             h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase)
         )
@@ -135,11 +143,13 @@ class HttpConnection:
         trailing, _closed = self._h11.trailing_data
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), trailing
 
-    async def refuse(self, status: int, message: str) -> None:
+    async def refuse(
+        self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Answer an error status with a short text body (not for HEAD) and close."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already (partly) out
-        await self.respond(status, (message + "\n").encode("utf-8"), close=True)
+        await self.respond(status, (message + "\n").encode("utf-8"), headers=headers, close=True)
 
 
 def _to_request(event: h11.Request) -> Request:

@@ -31,7 +31,13 @@ from .hub import Hub, open_hub
 from .protocol import CloseCode, LeaveReason
 from .session import Session
 from .sqlite_store import SqliteHistoryStore
-from .websocket import UpgradeRefused, accept_upgrade, normalize_origin, origin_allowed
+from .websocket import (
+    UpgradeRefused,
+    accept_upgrade,
+    normalize_origin,
+    origin_allowed,
+    upgrade_required,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +237,7 @@ class ChatServer:
         refusal = self._refusal(request, label)
         if isinstance(refusal, UpgradeRefused):
             with trio.move_on_after(settings.write_wait):
-                await http.refuse(refusal.status, refusal.reason)
+                await http.refuse(refusal.status, refusal.reason, refusal.headers)
             return None
         self._websockets += 1  # taken now: concurrent upgrades count against the limit
         response, trailing = http.accept_websocket(refusal)
@@ -258,7 +264,7 @@ class ChatServer:
         with the same headers would get, but it never switches protocols.
         """
         if request.method not in ("GET", "HEAD"):
-            return UpgradeRefused(405, "WebSocket upgrades use GET")
+            return UpgradeRefused(405, "WebSocket upgrades use GET", [("Allow", "GET, HEAD")])
         try:
             response_headers = accept_upgrade(request.headers)
         except UpgradeRefused as refused:
@@ -273,7 +279,7 @@ class ChatServer:
             self.refused_upgrades += 1
             return UpgradeRefused(503, "too many connections")
         if request.method == "HEAD":
-            return UpgradeRefused(426, "WebSocket upgrades use GET")
+            return upgrade_required("WebSocket upgrades use GET")
         return response_headers
 
     def close_all(self) -> None:

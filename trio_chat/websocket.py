@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -21,13 +21,36 @@ from wsproto.utilities import generate_accept_token
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-class UpgradeRefused(Exception):
-    """The request asked for /ws but is not a WebSocket upgrade we accept."""
+# RFC 9110 15.5.22: a 426 names the protocol to upgrade to, and (7.8) whoever
+# sends Upgrade also lists it in Connection.
+UPGRADE_REQUIRED: Final = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class UpgradeRefused(Exception):
+    """The request asked for /ws but is not a WebSocket upgrade we accept.
+
+    Attributes:
+        status: the HTTP status to answer with.
+        reason: a short text for the response body and the log.
+        headers: response headers the status calls for (a 426 says which
+            upgrade it wants).
+    """
+
+    def __init__(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = tuple(headers)
+
+
+def upgrade_required(reason: str) -> UpgradeRefused:
+    """A 426 refusal naming WebSocket version 13 as the upgrade to make.
+
+    RFC 6455 4.2.2 asks for `Sec-WebSocket-Version` with the versions the
+    server speaks when the client's is not one of them; sending it with every
+    426 also tells a client that sent none.
+    """
+    return UpgradeRefused(426, reason, (*UPGRADE_REQUIRED, ("Sec-WebSocket-Version", "13")))
 
 
 def accept_upgrade(headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -37,14 +60,14 @@ def accept_upgrade(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     ", "). v1 negotiates no extensions and no subprotocol.
 
     Raises:
-        UpgradeRefused: 426 if it is not an upgrade to WebSocket version 13,
-            400 if it lacks a usable key.
+        UpgradeRefused: 426 if it is not an upgrade to WebSocket version 13
+            (with the headers that say so), 400 if it lacks a usable key.
     """
     connection = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     if headers.get("upgrade", "").strip().lower() != "websocket" or "upgrade" not in connection:
-        raise UpgradeRefused(426, "this path takes WebSocket upgrades only")
+        raise upgrade_required("this path takes WebSocket upgrades only")
     if headers.get("sec-websocket-version", "").strip() != "13":
-        raise UpgradeRefused(426, "only WebSocket version 13 is supported")
+        raise upgrade_required("only WebSocket version 13 is supported")
     key = headers.get("sec-websocket-key", "").strip()
     if not _is_websocket_key(key):
         raise UpgradeRefused(400, "missing or malformed Sec-WebSocket-Key")
