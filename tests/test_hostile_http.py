@@ -132,3 +132,25 @@ async def test_426_names_websocket_13_and_closes(
     assert response_headers["sec-websocket-version"] == "13"  # RFC 6455 4.2.2
     connection = {token.strip().lower() for token in response_headers["connection"].split(",")}
     assert connection == {"upgrade", "close"}  # RFC 9110 7.8: Upgrade is a connection option
+
+
+# -- 3. a request with both Content-Length and Transfer-Encoding --------------
+
+
+async def test_content_length_and_transfer_encoding_get_400_and_close(
+    server: RunningServer,
+) -> None:
+    """RFC 9112 6.3: the server must close after answering such a request, so
+    that nothing a front proxy took for the body is read as a next request."""
+    data = request(
+        "GET",
+        "/healthz",
+        server.port,
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        body=b"0\r\n\r\n",
+    )
+    status, headers, rest = parse(await exchange(server.port, data))  # reads until closed
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert rest == b"bad request\n"

@@ -7,7 +7,9 @@ not (every route is GET or HEAD). All timeouts belong to the caller.
 
 Whatever a peer sends, the connection answers it with a well-formed response
 or closes: it remembers each request's method and never sends a body in
-answer to HEAD (h11 would refuse it), whichever route or refusal answers.
+answer to HEAD (h11 would refuse it), whichever route or refusal answers;
+and a request that is ambiguous about its own length is refused and the
+connection closed.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ class HttpConnection:
         read), `respond` and `refuse` answer that request.
 
         Raises:
-            BadRequest: malformed HTTP, or a head over 16 KiB.
+            BadRequest: malformed HTTP, a head over 16 KiB, a body, or both
+                Content-Length and Transfer-Encoding (RFC 9112 6.3: such a
+                request may be smuggling a second one, and the connection
+                must close after the answer; refusing closes it).
         """
         request: Request | None = None
         while True:
@@ -74,6 +79,8 @@ class HttpConnection:
             elif isinstance(event, h11.Request):
                 request = _to_request(event)
                 self._head_only = request.head_only
+                if "content-length" in request.headers and "transfer-encoding" in request.headers:
+                    raise BadRequest("both Content-Length and Transfer-Encoding")
             elif isinstance(event, h11.EndOfMessage | h11.PAUSED) and request is not None:
                 return request
             elif isinstance(event, h11.ConnectionClosed):
