@@ -14,6 +14,8 @@ import pytest
 import trio
 from conftest import RunningServer
 
+from trio_chat.http import MAX_HEAD_SIZE
+
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3
 UPGRADE = (
     "Upgrade: websocket",
@@ -154,3 +156,30 @@ async def test_content_length_and_transfer_encoding_get_400_and_close(
     assert status == 400
     assert headers["connection"] == "close"
     assert rest == b"bad request\n"
+
+
+# -- 4. the request head limit is MAX_HEAD_SIZE, and answered with 431 --------
+
+
+def head_of_size(port: int, size: int) -> bytes:
+    """A GET /healthz head of exactly `size` bytes (the blank line included)."""
+    start = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nX-Pad: "
+    end = "\r\n\r\n"
+    head = (start + "a" * (size - len(start) - len(end)) + end).encode()
+    assert len(head) == size
+    return head
+
+
+async def test_a_head_of_max_head_size_is_served(server: RunningServer) -> None:
+    raw = await exchange(server.port, head_of_size(server.port, MAX_HEAD_SIZE))
+    assert parse(raw)[0] == 200
+
+
+async def test_a_longer_head_gets_431_after_max_head_size_bytes(server: RunningServer) -> None:
+    """Once MAX_HEAD_SIZE bytes hold no complete head, the answer is 431 at
+    once (it used to take about twice that, and then the answer was 400).
+    Only those bytes are sent: the server must not wait for more."""
+    data = head_of_size(server.port, MAX_HEAD_SIZE + 1)[:MAX_HEAD_SIZE]
+    status, headers, _ = parse(await exchange(server.port, data))
+    assert status == 431
+    assert headers["connection"] == "close"

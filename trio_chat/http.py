@@ -8,7 +8,8 @@ not (every route is GET or HEAD). All timeouts belong to the caller.
 Whatever a peer sends, the connection answers it with a well-formed response
 or closes: it remembers each request's method and never sends a body in
 answer to HEAD (h11 would refuse it), whichever route or refusal answers;
-and a request that is ambiguous about its own length is refused and the
+a request head is at most MAX_HEAD_SIZE bytes, counted as it arrives; and a
+request that is ambiguous about its own length is refused and the
 connection closed.
 """
 
@@ -25,8 +26,7 @@ import trio
 
 from . import __version__
 
-MAX_HEAD_SIZE = 16 * 1024
-_READ_SIZE = 16 * 1024
+MAX_HEAD_SIZE = 16 * 1024  # request line and headers, the blank line included
 SERVER_HEADER = f"trio-chat/{__version__}"
 
 
@@ -42,7 +42,16 @@ class Request:
 
 
 class BadRequest(Exception):
-    """The client sent something that is not HTTP/1.1; answer 400 and close."""
+    """The client sent something we do not serve; answer `status` and close.
+
+    `status` is h11's error_status_hint where h11 found the fault: 400 for
+    malformed HTTP, 431 for a head over MAX_HEAD_SIZE, 501 for a transfer
+    coding other than chunked; 400 for the faults found here.
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class HttpConnection:
@@ -51,7 +60,10 @@ class HttpConnection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.deadline = math.inf  # when the current request head must be complete
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        # h11 refuses a buffer *longer* than this while an event is incomplete,
+        # and next_request never lets the buffer grow past MAX_HEAD_SIZE: so a
+        # head of MAX_HEAD_SIZE bytes passes and one byte more does not.
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE - 1)
         self._head_only = False  # the request being answered is a HEAD
 
     async def next_request(self) -> Request | None:
@@ -62,19 +74,25 @@ class HttpConnection:
         read), `respond` and `refuse` answer that request.
 
         Raises:
-            BadRequest: malformed HTTP, a head over 16 KiB, a body, or both
-                Content-Length and Transfer-Encoding (RFC 9112 6.3: such a
-                request may be smuggling a second one, and the connection
-                must close after the answer; refusing closes it).
+            BadRequest: malformed HTTP, a head over MAX_HEAD_SIZE bytes
+                (status 431), a body, or both Content-Length and
+                Transfer-Encoding (RFC 9112 6.3: such a request may be
+                smuggling a second one, and the connection must close after
+                the answer; refusing closes it).
         """
         request: Request | None = None
         while True:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise BadRequest(str(exc)) from None
+                raise BadRequest(str(exc), exc.error_status_hint) from None
             if event is h11.NEED_DATA:
-                data = await self.stream.receive_some(_READ_SIZE)
+                # h11 checks the buffer's size only after a read is appended:
+                # read no more than the head may still take, so that the
+                # buffer never outgrows the limit. (At NEED_DATA h11 has just
+                # checked it, so there is room for at least one byte.)
+                room = MAX_HEAD_SIZE - len(self._h11.trailing_data[0])
+                data = await self.stream.receive_some(room)
                 self._h11.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 request = _to_request(event)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from importlib import resources
 
 import trio
@@ -179,9 +180,9 @@ class ChatServer:
                 if request is not None:
                     return await self._upgrade(http, request, label)
         except BadRequest as exc:
-            log.debug("%s: bad request: %s", label, exc)
+            log.debug("%s: bad request (%d): %s", label, exc.status, exc)
             with trio.move_on_after(self.settings.write_wait):
-                await http.refuse(400, "bad request")
+                await http.refuse(exc.status, HTTPStatus(exc.status).phrase.lower())
         finally:
             self._plain_http.discard(plain_http)
         return None
