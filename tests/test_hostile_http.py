@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from conftest import RunningServer
+from conftest import RunningServer, StartServer
+from wsclient import Rejected, http_request
 
 from trio_chat.http import MAX_HEAD_SIZE
 
@@ -183,3 +184,54 @@ async def test_a_longer_head_gets_431_after_max_head_size_bytes(server: RunningS
     status, headers, _ = parse(await exchange(server.port, data))
     assert status == 431
     assert headers["connection"] == "close"
+
+
+# -- 5. DNS rebinding: the Host of an upgrade ---------------------------------
+
+
+def refused_upgrades(metrics: bytes) -> float:
+    for line in metrics.decode().splitlines():
+        if line.startswith("trio_chat_refused_upgrades_total "):
+            return float(line.split()[1])
+    raise AssertionError(metrics)
+
+
+async def test_a_rebound_name_cannot_upgrade_on_loopback(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page on evil.example that rebinds its name to 127.0.0.1 sends a Host
+    and an Origin that agree: only the Host gives it away."""
+    evil = f"evil.example:{server.port}"
+    with pytest.raises(Rejected) as refused:
+        await server.client(host="evil.example", headers=[(b"Origin", f"http://{evil}".encode())])
+    assert (refused.value.status, refused.value.body) == (403, b"host not allowed\n")
+    (record,) = [r for r in caplog.records if "not allowed" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert f"host {evil!r} not allowed" in record.getMessage()
+    metrics = await http_request(server.port, "/metrics")
+    assert refused_upgrades(metrics.body) == 1
+    # The loopback names still upgrade, with their own origin.
+    for name in ("localhost", "127.0.0.1", "chat.localhost"):
+        origin = f"http://{name}:{server.port}".encode()
+        await server.client(host=name, headers=[(b"Origin", origin)])
+    # Plain HTTP is served whatever the Host: only upgrades are guarded.
+    page = f"GET / HTTP/1.1\r\nHost: {evil}\r\nConnection: close\r\n\r\n".encode()
+    assert parse(await exchange(server.port, page))[0] == 200
+
+
+async def test_an_upgrade_without_host_is_refused_on_loopback(server: RunningServer) -> None:
+    data = ("GET /ws HTTP/1.0\r\n" + "\r\n".join(UPGRADE) + "\r\n\r\n").encode()  # no Host
+    status, _, body = parse(await exchange(server.port, data))
+    assert (status, body) == (403, b"host not allowed\n")
+
+
+async def test_allowed_host_setting(start_server: StartServer) -> None:
+    server = await start_server(allowed_hosts=("chat.example", ".example.org"))
+    for name in ("chat.example", "example.org", "a.example.org"):
+        await server.client(host=name)
+    for name in ("localhost", "127.0.0.1", "evil.example"):
+        with pytest.raises(Rejected) as refused:
+            await server.client(host=name)
+        assert refused.value.status == 403
+    anyone = await start_server(allowed_hosts=("*",))
+    await anyone.client(host="evil.example")

@@ -33,6 +33,7 @@ from .protocol import CloseCode, LeaveReason
 from .session import Session
 from .sqlite_store import SqliteHistoryStore
 from .websocket import (
+    HostPolicy,
     UpgradeRefused,
     accept_upgrade,
     normalize_origin,
@@ -116,7 +117,7 @@ class _ChatCollector(Collector):
         )
         yield CounterMetricFamily(
             "trio_chat_refused_upgrades",
-            "WebSocket upgrades refused (403 origin, 503 connection limit).",
+            "WebSocket upgrades refused (403 host or origin, 503 connection limit).",
             self._server.refused_upgrades,
         )
 
@@ -132,6 +133,7 @@ class ChatServer:
         self._websockets = 0  # upgraded or upgrading: what the connection limit counts
         self._plain_http: set[trio.CancelScope] = set()
         self.assets = load_web_assets()
+        self._host_policy = HostPolicy.for_server(settings.allowed_hosts, settings.host)
         self._allowed_origins = frozenset(
             "*" if origin == "*" else (normalize_origin(origin) or origin)
             for origin in settings.allowed_origins
@@ -270,8 +272,14 @@ class ChatServer:
             response_headers = accept_upgrade(request.headers)
         except UpgradeRefused as refused:
             return refused
+        host = request.headers.get("host")
+        if not self._host_policy.allows(host):
+            # A page whose name was rebound to our address (DNS rebinding).
+            log.info("%s: host %r not allowed", label, host)
+            self.refused_upgrades += 1
+            return UpgradeRefused(403, "host not allowed")
         origin = request.headers.get("origin")
-        if not origin_allowed(origin, request.headers.get("host"), self._allowed_origins):
+        if not origin_allowed(origin, host, self._allowed_origins):
             log.info("%s: origin %r not allowed", label, origin)
             self.refused_upgrades += 1
             return UpgradeRefused(403, "origin not allowed")
