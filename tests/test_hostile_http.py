@@ -7,15 +7,26 @@ nothing a peer does may be logged as an error.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import sys
 from collections.abc import Iterator
+from functools import partial
 
+import processes
 import pytest
 import trio
+import trio.lowlevel
+import trio.testing
 from conftest import RunningServer, StartServer
 from wsclient import Rejected, http_request
 
 from trio_chat.http import MAX_HEAD_SIZE
+from trio_chat.server import serve_connections
+
+if sys.platform != "win32":
+    import resource
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3
 UPGRADE = (
@@ -235,3 +246,116 @@ async def test_allowed_host_setting(start_server: StartServer) -> None:
         assert refused.value.status == 403
     anyone = await start_server(allowed_hosts=("*",))
     await anyone.client(host="evil.example")
+
+
+# -- 6. out of file descriptors: a warning now and then, no traceback ---------
+
+
+class ShortOfFiles(trio.abc.Listener[trio.abc.Stream]):
+    """A listener whose accept() fails with EMFILE until `until`, then
+    returns one stream (and then waits for ever)."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.failures = 0
+        self.accepted = False
+
+    async def accept(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if trio.current_time() < self.until:
+            self.failures += 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        if self.accepted:
+            await trio.sleep_forever()
+        self.accepted = True
+        return trio.testing.memory_stream_pair()[0]
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_emfile_is_a_rate_limited_warning_then_recovery(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = ShortOfFiles(until=trio.current_time() + 25.0)
+    handled: list[trio.abc.Stream] = []
+    accepted = trio.Event()
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        handled.append(stream)
+        accepted.set()
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(serve_connections, handler_nursery=nursery), handler, [listener]
+        )
+        await accepted.wait()
+        nursery.cancel_scope.cancel()
+
+    records = [r for r in caplog.records if r.name == "trio_chat.server"]
+    assert all(r.exc_info is None for r in records)  # no traceback
+    levels = [r.levelno for r in records]
+    assert levels == [logging.WARNING] * 3 + [logging.INFO]  # at 0 s, ~10 s, ~20 s; at 25 s
+    first, second, third, recovered = (r.getMessage() for r in records)
+    assert first == "cannot accept connections: EMFILE (Too many open files); retrying every 0.1s"
+    for later in (second, third):
+        assert later.startswith("still cannot accept connections (EMFILE (Too many open files)): ")
+        count = int(later.split(": ")[1].split()[0])
+        assert 95 <= count <= 101  # one attempt every 0.1 s for 10 s
+    assert recovered.startswith("accepting connections again after 25.0s (")
+    assert f"({listener.failures} accepts failed)" in recovered
+    assert 245 <= listener.failures <= 252
+    assert len(handled) == 1
+
+
+LIMITED_SERVER = (
+    "import resource, sys\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))\n"
+    "from trio_chat.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def with_open_file_limit(monkeypatch: pytest.MonkeyPatch, soft: int, hard: int) -> None:
+    """Make `serving` start the server with this RLIMIT_NOFILE."""
+    code = LIMITED_SERVER.format(soft=soft, hard=hard)
+    monkeypatch.setattr(processes, "TRIO_CHAT", [sys.executable, "-c", code])
+
+
+async def wait_for(output: list[bytes], text: bytes) -> None:
+    """Wait until the server's stderr holds `text`."""
+    with trio.fail_after(10):
+        # `serving` appends to `output` from a task of its own, which sets no event.
+        while text not in b"".join(output):  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+async def test_a_real_emfile_is_ridden_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_open_file_limit(monkeypatch, 40, 40)
+    async with processes.serving("--handshake-timeout", "60s") as (_, port, output):
+        # The limit cannot be raised: the server says so at start.
+        await wait_for(output, b"WARNING trio_chat.server: --max-connections is 10000 but")
+        clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(60)]
+        await wait_for(output, b"WARNING trio_chat.server: cannot accept connections: EMFILE")
+        for client in clients:
+            await client.aclose()
+        await wait_for(output, b"INFO trio_chat.server: accepting connections again")
+        response = await http_request(port, "/healthz")
+        assert response.status == 200
+    text = b"".join(output).decode()
+    assert "Traceback" not in text
+    assert " ERROR " not in text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+async def test_the_open_file_limit_is_raised_for_max_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 2048)
+    with_open_file_limit(monkeypatch, 64, hard)
+    async with processes.serving("--max-connections", "100") as (_, port, output):
+        await wait_for(output, f"raised the open-file limit from 64 to {hard}".encode())
+        assert (await http_request(port, "/healthz")).status == 200
+    assert b"WARNING" not in b"".join(output)

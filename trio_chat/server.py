@@ -4,20 +4,28 @@
 the `shutdown` event is set. Then, hypercorn-style: stop accepting, close
 every WebSocket client with 1001 (reason `shutdown`), give them `WRITE_WAIT`
 to finish, and return.
+
+`serve_connections` accepts them, and rides out running short of file
+descriptors (or kernel memory): it retries, with a warning now and then,
+rather than an error with a traceback ten times a second.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mimetypes
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from importlib import resources
+from typing import Final, TypeVar
 
 import trio
 import wsproto.connection
@@ -40,6 +48,9 @@ from .websocket import (
     origin_allowed,
     upgrade_required,
 )
+
+if sys.platform != "win32":
+    import resource
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +310,130 @@ class ChatServer:
             session.drop(CloseCode.GOING_AWAY, LeaveReason.SHUTDOWN)
 
 
+# -- accepting connections ----------------------------------------------------
+
+# accept() fails with these when the process or the system is out of file
+# descriptors or kernel memory: a passing shortage, not a reason to stop.
+ACCEPT_SHORTAGE_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+)
+ACCEPT_RETRY_DELAY = 0.1  # seconds between accepts while the shortage lasts
+ACCEPT_WARNING_INTERVAL = 10.0  # seconds between warnings while it lasts
+FD_HEADROOM = 64  # descriptors besides connections: listeners, epoll, stdio, the database
+
+StreamT = TypeVar("StreamT", bound=trio.abc.AsyncResource)
+
+
+async def serve_connections(
+    handler: Callable[[StreamT], Awaitable[object]],
+    listeners: Sequence[trio.abc.Listener[StreamT]],
+    *,
+    handler_nursery: trio.Nursery,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections on every listener, and start `handler(stream)` for
+    each in `handler_nursery`, until cancelled; then close the listeners.
+
+    `trio.serve_listeners` with one difference: when accept() fails for want
+    of file descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), it logs a
+    WARNING (no traceback) when that starts and at most every
+    ACCEPT_WARNING_INTERVAL seconds while it lasts, retries every
+    ACCEPT_RETRY_DELAY seconds, and logs INFO once accepting works again.
+    Connections wait in the listen backlog meanwhile. Any other error from
+    accept() propagates. The handler owns its stream and must close it.
+    """
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_accept_forever, handler, listener, handler_nursery)
+        task_status.started()
+
+
+async def _accept_forever(
+    handler: Callable[[StreamT], Awaitable[object]],
+    listener: trio.abc.Listener[StreamT],
+    handler_nursery: trio.Nursery,
+) -> None:
+    async with listener:
+        failing_since: float | None = None  # while accept() fails for a shortage
+        failed = 0  # accepts failed since the last warning
+        total = 0  # accepts failed since the shortage began
+        warned_at = 0.0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_SHORTAGE_ERRNOS:
+                    raise
+                now = trio.current_time()
+                failed += 1
+                total += 1
+                if failing_since is None:
+                    failing_since = warned_at = now
+                    failed = 0
+                    log.warning(
+                        "cannot accept connections: %s; retrying every %gs",
+                        _errno_text(exc),
+                        ACCEPT_RETRY_DELAY,
+                    )
+                elif now - warned_at >= ACCEPT_WARNING_INTERVAL:
+                    log.warning(
+                        "still cannot accept connections (%s): %d accepts failed in %.0fs",
+                        _errno_text(exc),
+                        failed,
+                        now - warned_at,
+                    )
+                    failed, warned_at = 0, now
+                await trio.sleep(ACCEPT_RETRY_DELAY)
+            else:
+                if failing_since is not None:
+                    log.info(
+                        "accepting connections again after %.1fs (%d accepts failed)",
+                        trio.current_time() - failing_since,
+                        total,
+                    )
+                    failing_since, failed, total = None, 0, 0
+                handler_nursery.start_soon(handler, stream)
+
+
+def _errno_text(exc: OSError) -> str:
+    code = exc.errno or 0
+    return f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
+
+
+def raise_open_file_limit(max_connections: int) -> None:
+    """Let the process hold `max_connections` connections if the system allows.
+
+    Raises the soft RLIMIT_NOFILE to the hard limit when it is below
+    `max_connections` plus FD_HEADROOM (many systems start processes at 1024,
+    the hard limit far higher), and warns when the limit is still too low:
+    beyond it, connections wait unaccepted instead of getting 503.
+    """
+    if sys.platform == "win32":
+        return
+    needed = max_connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or soft >= needed:
+        return
+    if hard == unlimited or hard > soft:
+        target = needed if hard == unlimited else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+        else:
+            log.info("raised the open-file limit from %d to %d", soft, target)
+            soft = target
+    if soft < needed:
+        log.warning(
+            "--max-connections is %d but the open-file limit is %d: beyond about %d "
+            "connections, new ones wait unaccepted instead of getting 503 (raise ulimit -n)",
+            max_connections,
+            soft,
+            max(soft - FD_HEADROOM, 0),
+        )
+
+
 def _peer_label(stream: trio.SocketStream) -> str:
     try:
         host, port, *_ = stream.socket.getpeername()
@@ -385,10 +520,11 @@ async def _serve(
         store, replay_limit=settings.history_replay, send_queue_size=settings.send_queue_size
     ) as hub:
         server = ChatServer(settings, hub)
+        raise_open_file_limit(settings.max_connections)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptor:
                 await acceptor.start(
-                    partial(trio.serve_listeners, handler_nursery=connections),
+                    partial(serve_connections, handler_nursery=connections),
                     server.handle_connection,
                     listeners,
                 )
