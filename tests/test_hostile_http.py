@@ -359,3 +359,42 @@ async def test_the_open_file_limit_is_raised_for_max_connections(
         await wait_for(output, f"raised the open-file limit from 64 to {hard}".encode())
         assert (await http_request(port, "/healthz")).status == 200
     assert b"WARNING" not in b"".join(output)
+
+
+# -- 7. the connection limit counts plain HTTP too ----------------------------
+
+
+async def test_plain_http_connections_count_against_the_limit(
+    start_server: StartServer,
+) -> None:
+    """Idle keep-alive connections used to be free: a peer could hold any
+    number of them (each a file descriptor) without touching the limit."""
+    server = await start_server(max_connections=2)
+    port = server.port
+    idle = []
+    for _ in range(2):  # two keep-alive connections, answered once, then idle
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(request("GET", "/healthz", port))
+        with trio.fail_after(5):
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+        idle.append(stream)
+
+    status, headers, body = parse(await exchange(port, request("GET", "/healthz", port)))
+    assert (status, headers["connection"], body) == (503, "close", b"too many connections\n")
+    status, _, body = parse(await exchange(port, request("HEAD", "/healthz", port)))
+    assert (status, body) == (503, b"")
+    with pytest.raises(Rejected) as refused:
+        await server.client()
+    assert refused.value.status == 503
+
+    await idle[0].aclose()  # a slot frees up when a connection ends
+    metrics = request("GET", "/metrics", port, "Connection: close")
+    with trio.fail_after(5):
+        for _ in range(100):
+            response = await exchange(port, metrics)
+            if not response.startswith(b"HTTP/1.1 503 "):
+                break
+            await trio.sleep(0.01)  # until the server has seen the close
+    assert parse(response)[0] == 200
+    assert refused_upgrades(parse(response)[2]) == 1  # the upgrade, not the plain requests
+    await idle[1].aclose()

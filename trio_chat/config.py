@@ -358,7 +358,7 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
     "handshake-timeout": ("DURATION", "time for the HTTP upgrade plus the hello"),
     "rate-limit": ("RATE", "messages per second per connection, e.g. 2.5; 0 turns it off"),
     "rate-burst": ("N", "messages a connection may send at once"),
-    "max-connections": ("N", "open WebSocket connections before new ones get HTTP 503"),
+    "max-connections": ("N", "open connections (HTTP or WebSocket) before new ones get HTTP 503"),
     "allowed-origins": (
         "ORIGIN",
         "origin allowed besides same-origin: * or http(s)://host[:port]; repeatable or "

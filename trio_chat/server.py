@@ -116,6 +116,11 @@ class _ChatCollector(Collector):
         yield GaugeMetricFamily(
             "trio_chat_connections", "Open WebSocket connections.", len(self._server.sessions)
         )
+        yield GaugeMetricFamily(
+            "trio_chat_open_connections",
+            "Connections counted against --max-connections (HTTP or WebSocket).",
+            self._server.open_connections,
+        )
         yield GaugeMetricFamily("trio_chat_rooms", "Rooms with members.", stats.rooms)
         yield GaugeMetricFamily("trio_chat_members", "Clients joined to a room.", stats.members)
         yield GaugeMetricFamily("trio_chat_hub_inbox", "Commands queued for the hub.", stats.inbox)
@@ -141,7 +146,7 @@ class ChatServer:
         self.hub = hub
         self.sessions: set[Session] = set()
         self.refused_upgrades = 0
-        self._websockets = 0  # upgraded or upgrading: what the connection limit counts
+        self.open_connections = 0  # served, HTTP or WebSocket: what the limit counts
         self._plain_http: set[trio.CancelScope] = set()
         self.assets = load_web_assets()
         self._host_policy = HostPolicy.for_server(settings.allowed_hosts, settings.host)
@@ -154,29 +159,41 @@ class ChatServer:
         ProcessCollector(registry=self.metrics)
 
     async def handle_connection(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection; never raises (but Cancelled)."""
+        """Serve one TCP connection; never raises (but Cancelled).
+
+        Every connection counts against `--max-connections` from accept to
+        close, plain HTTP as well as WebSocket: one accepted beyond the limit
+        gets its first request answered with 503, and is closed.
+        """
         label = _peer_label(stream)
+        admitted = self.open_connections < self.settings.max_connections
+        if admitted:
+            self.open_connections += 1
         try:
-            session = await self._serve_http(stream, label)
+            session = await self._serve_http(stream, label, admitted=admitted)
             if session is not None:
                 try:
                     await session.run()
                 finally:
                     self.sessions.discard(session)
-                    self._websockets -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except Exception:
             log.exception("%s: unexpected error", label)
         finally:
+            if admitted:
+                self.open_connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _serve_http(self, stream: trio.SocketStream, label: str) -> Session | None:
-        """Plain HTTP until the client upgrades; then its session (slot taken).
+    async def _serve_http(
+        self, stream: trio.SocketStream, label: str, *, admitted: bool
+    ) -> Session | None:
+        """Plain HTTP until the client upgrades; then its session.
 
         Until it upgrades, a connection holds no chat state, so shutdown may
         simply cut it. Its HTTP parser is dropped on return, before the
-        session runs.
+        session runs. A connection not `admitted` (beyond the connection
+        limit) gets 503 for its first request.
         """
         http = HttpConnection(stream)
         plain_http = trio.CancelScope()
@@ -184,6 +201,9 @@ class ChatServer:
         try:
             with plain_http:
                 request = await self._next_request(http, label)
+                if request is not None and not admitted:
+                    await self._refuse_over_limit(http, request, label)
+                    return None
                 while request is not None and request.path != "/ws":
                     with trio.move_on_after(self.settings.write_wait):
                         await self._respond(http, request)
@@ -211,6 +231,13 @@ class ChatServer:
             return await http.next_request()
         log.debug("%s: request head not complete in time", label)
         return None
+
+    async def _refuse_over_limit(self, http: HttpConnection, request: Request, label: str) -> None:
+        log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
+        if request.path == "/ws":
+            self.refused_upgrades += 1
+        with trio.move_on_after(self.settings.write_wait):
+            await http.refuse(503, "too many connections")
 
     async def _respond(self, http: HttpConnection, request: Request) -> None:
         if request.method not in ("GET", "HEAD"):
@@ -253,7 +280,6 @@ class ChatServer:
             with trio.move_on_after(settings.write_wait):
                 await http.refuse(refusal.status, refusal.reason, refusal.headers)
             return None
-        self._websockets += 1  # taken now: concurrent upgrades count against the limit
         response, trailing = http.accept_websocket(refusal)
         ws = wsproto.connection.Connection(
             wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
@@ -294,10 +320,6 @@ class ChatServer:
             log.info("%s: origin %r not allowed", label, origin)
             self.refused_upgrades += 1
             return UpgradeRefused(403, "origin not allowed")
-        if self._websockets >= self.settings.max_connections:
-            log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
-            self.refused_upgrades += 1
-            return UpgradeRefused(503, "too many connections")
         if request.method == "HEAD":
             return upgrade_required("WebSocket upgrades use GET")
         return response_headers
