@@ -51,7 +51,8 @@ def load_error(argv: list[str] | None = None, env: dict[str, str] | None = None)
 
 
 def flag(setting: str) -> str:
-    return "--allowed-origin" if setting == "allowed-origins" else f"--{setting}"
+    singular = {"allowed-origins": "--allowed-origin", "allowed-hosts": "--allowed-host"}
+    return singular.get(setting, f"--{setting}")
 
 
 def env_name(setting: str, *, bare: bool = False) -> str:
@@ -83,6 +84,7 @@ def test_defaults_match_cli_md() -> None:
         rate_burst=20,
         max_connections=10000,
         allowed_origins=(),
+        allowed_hosts=(),
         history_limit=1000,
         history_replay=50,
         log_level="info",
@@ -153,6 +155,9 @@ VALID = [
     ("rate-burst", "1", 1),
     ("max-connections", "5", 5),
     ("allowed-origins", "https://example.com", ("https://example.com",)),
+    ("allowed-hosts", "Chat.Example.org", ("chat.example.org",)),
+    ("allowed-hosts", ".example.org", (".example.org",)),
+    ("allowed-hosts", "*", ("*",)),
     ("history-limit", "10", 10),
     ("history-replay", "0", 0),
     ("history-replay", "5000", 5000),  # above the history limit is fine
@@ -262,6 +267,12 @@ INVALID = [
     ("allowed-origins", "https://user@example.com", "not an origin"),
     ("allowed-origins", "https://", "not an origin"),
     ("allowed-origins", "https://exa mple.com", "not an origin"),
+    ("allowed-hosts", "exa mple.org", "not a host name or IP address"),
+    ("allowed-hosts", "http://example.org", "not a host name or IP address"),
+    ("allowed-hosts", "example.org/", "not a host name or IP address"),
+    ("allowed-hosts", "*.example.org", "write .example.org for a domain and its subdomains"),
+    ("allowed-hosts", ".example.org:80", "not a domain"),
+    ("allowed-hosts", "[::1", "not a host name or IP address"),
     ("history-limit", "0", "must be at least 1"),
     ("history-replay", "-1", "not an integer"),
     ("log-level", "verbose", "must be one of debug, info, warning, error"),
@@ -518,6 +529,63 @@ def test_bad_origin_names_the_item() -> None:
         "invalid value 'https://b.example/' for TRIO_CHAT_ALLOWED_ORIGINS (--allowed-origin): "
         "an origin has no path, query or fragment (drop any trailing '/')"
     )
+
+
+# --- allowed hosts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("*", "*"),
+        ("chat.example.org", "chat.example.org"),
+        ("CHAT.Example.ORG", "chat.example.org"),
+        ("chat.example.org.", "chat.example.org"),  # the fully qualified form
+        ("chat.example.org:8443", "chat.example.org"),  # any port is accepted
+        (".Example.org", ".example.org"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("10.0.0.5:8080", "10.0.0.5"),
+        ("::1", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("[0:0::1]:8080", "[::1]"),
+        ("2001:DB8::1", "[2001:db8::1]"),
+        ("localhost", "localhost"),
+    ],
+)
+def test_allowed_host_normalisation(text: str, host: str) -> None:
+    assert load(["--allowed-host", text]).allowed_hosts == (host,)
+    assert load([], {"TRIO_CHAT_ALLOWED_HOSTS": text}).allowed_hosts == (host,)
+
+
+def test_allowed_host_is_repeatable_comma_separated_and_deduplicated() -> None:
+    argv = ["--allowed-host", "b.example", "--allowed-host", "a.example,B.example:80"]
+    assert load(argv).allowed_hosts == ("b.example", "a.example")
+    env = {"TRIO_CHAT_ALLOWED_HOSTS": " a.example, ,.b.example,, "}
+    assert load([], env).allowed_hosts == ("a.example", ".b.example")
+
+
+def test_allowed_host_flag_replaces_the_variable() -> None:
+    env = {"TRIO_CHAT_ALLOWED_HOSTS": "a.example"}
+    assert load(["--allowed-host", "b.example"], env).allowed_hosts == ("b.example",)
+    assert load(["--allowed-host", ""], env).allowed_hosts == ()  # back to the default
+
+
+def test_allowed_host_has_no_bare_alias() -> None:
+    assert load([], {"ALLOWED_HOSTS": "a.example"}).allowed_hosts == ()
+
+
+def test_bad_allowed_host_names_the_item() -> None:
+    env = {"TRIO_CHAT_ALLOWED_HOSTS": "a.example, *.b.example"}
+    assert str(load_error([], env)) == (
+        "invalid value '*.b.example' for TRIO_CHAT_ALLOWED_HOSTS (--allowed-host): "
+        "write .b.example for a domain and its subdomains"
+    )
+
+
+def test_help_says_what_the_allowed_hosts_default_depends_on() -> None:
+    text = " ".join(parser().format_help().split())
+    assert "--allowed-host HOST" in text
+    assert "[::1] if bound to loopback, else any; env TRIO_CHAT_ALLOWED_HOSTS)" in text
 
 
 # --- debug and log level -------------------------------------------------------------------

@@ -10,6 +10,8 @@ import trio.testing
 from conftest import RunningServer, StartServer
 from wsclient import Rejected, http_request
 
+from trio_chat.http import MAX_HEAD_SIZE, BadRequest, HttpConnection
+
 
 async def test_index_page_with_security_headers(server: RunningServer) -> None:
     response = await http_request(server.port, "/")
@@ -85,6 +87,13 @@ async def test_other_methods_are_405(server: RunningServer, method: str) -> None
 async def test_plain_get_on_ws_asks_for_an_upgrade(server: RunningServer) -> None:
     response = await http_request(server.port, "/ws")
     assert response.status == 426
+    assert response.headers["upgrade"] == "websocket"
+
+
+async def test_other_methods_on_ws_are_405_with_allow(server: RunningServer) -> None:
+    response = await http_request(server.port, "/ws", method="POST")
+    assert response.status == 405
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 async def test_garbage_gets_400_and_the_server_carries_on(server: RunningServer) -> None:
@@ -167,3 +176,44 @@ async def test_incomplete_request_head_is_cut_at_the_handshake_timeout(
         start = trio.current_time()
         assert await stream.receive_some(1024) == b""
     assert trio.current_time() - start == pytest.approx(10.0, abs=0.01)
+
+
+# -- the HTTP connection alone, over a memory stream --------------------------
+
+
+def padded_head(size: int, method: str = "GET") -> bytes:
+    """A complete request head of exactly `size` bytes."""
+    start, end = f"{method} / HTTP/1.1\r\nHost: x\r\nX-Pad: ".encode(), b"\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+async def test_a_head_of_exactly_max_head_size_is_read() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(padded_head(MAX_HEAD_SIZE))
+    request = await HttpConnection(server).next_request()
+    assert request is not None
+    assert request.headers["x-pad"].startswith("aaa")
+
+
+@pytest.mark.parametrize("sent", [MAX_HEAD_SIZE + 1, 40 * 1024])
+async def test_a_longer_head_is_431_after_reading_max_head_size_bytes(sent: int) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(padded_head(MAX_HEAD_SIZE + 1)[:sent].ljust(sent, b"a"))
+    with pytest.raises(BadRequest) as info:
+        await HttpConnection(server).next_request()
+    assert info.value.status == 431
+    left = await server.receive_some()  # what the connection did not read
+    assert len(left) == sent - MAX_HEAD_SIZE
+
+
+async def test_no_body_goes_out_for_head_whatever_answers() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    http = HttpConnection(server)
+    await client.send_all(b"HEAD /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await http.next_request() is not None
+    await http.refuse(426, "upgrade required", [("Upgrade", "websocket")])
+    sent = await client.receive_some()
+    assert sent.endswith(b"\r\n\r\n")
+    assert b"\r\nContent-Length: 17\r\n" in sent
+    assert b"\r\nConnection: close\r\n" in sent
+    assert not http.can_continue()

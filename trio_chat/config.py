@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from .websocket import normalize_origin
+from .websocket import normalize_allowed_host, normalize_origin
 
 if TYPE_CHECKING:
     import argparse
@@ -39,9 +39,12 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
 
+# Repeatable flags, named in the singular because each is given once per item.
+_LIST_FLAGS = {"allowed-origins": "--allowed-origin", "allowed-hosts": "--allowed-host"}
+
+
 def _flag(setting: str) -> str:
-    # The one flag named in the singular, because it is given once per origin.
-    return "--allowed-origin" if setting == "allowed-origins" else f"--{setting}"
+    return _LIST_FLAGS.get(setting, f"--{setting}")
 
 
 def _env(setting: str) -> str:
@@ -102,6 +105,7 @@ class Settings:
     rate_burst: int = 20
     max_connections: int = 10000
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # none: the loopback names when bound to loopback
     db: str = "trio-chat.db"
     history_limit: int = 1000
     history_replay: int = 50
@@ -253,7 +257,7 @@ class _Sources:
         given = getattr(self._args, setting.replace("-", "_"), None)
         if given is True:  # --debug is a store_true flag
             return "true", _flag(setting)
-        if isinstance(given, list):  # --allowed-origin is repeatable
+        if isinstance(given, list):  # --allowed-origin and --allowed-host are repeatable
             return ",".join(given), _flag(setting)
         if given is not None:
             return str(given), _flag(setting)
@@ -276,19 +280,20 @@ class _Sources:
         except ValueError as exc:
             raise SettingError(setting, text, source, str(exc)) from None
 
-    def origins(self) -> tuple[str, ...]:
-        """Return the allowed origins: comma-separated, blanks skipped, duplicates dropped."""
-        found = self.raw("allowed-origins")
+    def items(self, setting: str, parse: Callable[[str], str]) -> tuple[str, ...]:
+        """Return a list setting: comma-separated, blanks skipped, each item
+        parsed, duplicates (after parsing) dropped."""
+        found = self.raw(setting)
         if found is None:
             return ()
         text, source = found
-        origins: dict[str, None] = {}  # a dict keeps the first-given order
+        items: dict[str, None] = {}  # a dict keeps the first-given order
         for item in filter(None, (part.strip() for part in text.split(","))):
             try:
-                origins[_origin(item)] = None
+                items[parse(item)] = None
             except ValueError as exc:
-                raise SettingError("allowed-origins", item, source, str(exc)) from None
-        return tuple(origins)
+                raise SettingError(setting, item, source, str(exc)) from None
+        return tuple(items)
 
 
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -319,7 +324,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         rate_limit=get("rate-limit", _rate),
         rate_burst=get("rate-burst", _integer(1)),
         max_connections=get("max-connections", _integer(1)),
-        allowed_origins=sources.origins(),
+        allowed_origins=sources.items("allowed-origins", _origin),
+        allowed_hosts=sources.items("allowed-hosts", normalize_allowed_host),
         db=get("db", _db),
         history_limit=get("history-limit", _integer(1)),
         history_replay=get("history-replay", _integer(0)),
@@ -352,11 +358,17 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
     "handshake-timeout": ("DURATION", "time for the HTTP upgrade plus the hello"),
     "rate-limit": ("RATE", "messages per second per connection, e.g. 2.5; 0 turns it off"),
     "rate-burst": ("N", "messages a connection may send at once"),
-    "max-connections": ("N", "open WebSocket connections before new ones get HTTP 503"),
+    "max-connections": ("N", "open connections (HTTP or WebSocket) before new ones get HTTP 503"),
     "allowed-origins": (
         "ORIGIN",
         "origin allowed besides same-origin: * or http(s)://host[:port]; repeatable or "
         "comma-separated; an empty value clears the variable's list",
+    ),
+    "allowed-hosts": (
+        "HOST",
+        "Host accepted in WebSocket upgrades, a guard against DNS rebinding: a name or IP "
+        "(any port), .example.org for that domain and its subdomains, or * for any; "
+        "repeatable or comma-separated",
     ),
     "db": ("PATH", "SQLite file for history, created if missing; :memory: keeps none"),
     "history-limit": ("N", "events retained per room"),
@@ -372,6 +384,8 @@ def _show_default(setting: str) -> str:
         return _show_duration(value)
     if isinstance(value, bool):
         return "on" if value else "off"
+    if setting == "allowed-hosts":
+        return "localhost, *.localhost, 127.x.x.x and [::1] if bound to loopback, else any"
     if value == ():
         return "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -397,7 +411,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest = setting.replace("-", "_")
         if setting == "debug":
             group.add_argument(_flag(setting), action="store_true", default=None, help=help_text)
-        elif setting == "allowed-origins":
+        elif setting in _LIST_FLAGS:
             group.add_argument(
                 _flag(setting), action="append", dest=dest, metavar=metavar, help=help_text
             )

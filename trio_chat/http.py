@@ -4,11 +4,19 @@ A small h11 front, because trio-websocket answers a plain GET with 400 and
 the protocol wants one port for the page, its assets, `/healthz`,
 `/metrics` and the `/ws` upgrade. Keep-alive is supported; request bodies are
 not (every route is GET or HEAD). All timeouts belong to the caller.
+
+Whatever a peer sends, the connection answers it with a well-formed response
+or closes: it remembers each request's method and never sends a body in
+answer to HEAD (h11 would refuse it), whichever route or refusal answers;
+a request head is at most MAX_HEAD_SIZE bytes, counted as it arrives; and a
+request that is ambiguous about its own length is refused and the
+connection closed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -18,8 +26,7 @@ import trio
 
 from . import __version__
 
-MAX_HEAD_SIZE = 16 * 1024
-_READ_SIZE = 16 * 1024
+MAX_HEAD_SIZE = 16 * 1024  # request line and headers, the blank line included
 SERVER_HEADER = f"trio-chat/{__version__}"
 
 
@@ -35,7 +42,16 @@ class Request:
 
 
 class BadRequest(Exception):
-    """The client sent something that is not HTTP/1.1; answer 400 and close."""
+    """The client sent something we do not serve; answer `status` and close.
+
+    `status` is h11's error_status_hint where h11 found the fault: 400 for
+    malformed HTTP, 431 for a head over MAX_HEAD_SIZE, 501 for a transfer
+    coding other than chunked; 400 for the faults found here.
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class HttpConnection:
@@ -44,29 +60,47 @@ class HttpConnection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.deadline = math.inf  # when the current request head must be complete
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        # h11 refuses a buffer *longer* than this while an event is incomplete,
+        # and next_request never lets the buffer grow past MAX_HEAD_SIZE: so a
+        # head of MAX_HEAD_SIZE bytes passes and one byte more does not.
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE - 1)
+        self._head_only = False  # the request being answered is a HEAD
 
     async def next_request(self) -> Request | None:
         """Read the next request head and its (empty) body.
 
         Returns None when the client closed the connection between requests.
+        After it returns a request (or raises BadRequest once the head was
+        read), `respond` and `refuse` answer that request.
 
         Raises:
-            BadRequest: malformed HTTP, or a head over 16 KiB.
+            BadRequest: malformed HTTP, a head over MAX_HEAD_SIZE bytes
+                (status 431), a body, or both Content-Length and
+                Transfer-Encoding (RFC 9112 6.3: such a request may be
+                smuggling a second one, and the connection must close after
+                the answer; refusing closes it).
         """
-        request: h11.Request | None = None
+        request: Request | None = None
         while True:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise BadRequest(str(exc)) from None
+                raise BadRequest(str(exc), exc.error_status_hint) from None
             if event is h11.NEED_DATA:
-                data = await self.stream.receive_some(_READ_SIZE)
+                # h11 checks the buffer's size only after a read is appended:
+                # read no more than the head may still take, so that the
+                # buffer never outgrows the limit. (At NEED_DATA h11 has just
+                # checked it, so there is room for at least one byte.)
+                room = MAX_HEAD_SIZE - len(self._h11.trailing_data[0])
+                data = await self.stream.receive_some(room)
                 self._h11.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
-                request = event
+                request = _to_request(event)
+                self._head_only = request.head_only
+                if "content-length" in request.headers and "transfer-encoding" in request.headers:
+                    raise BadRequest("both Content-Length and Transfer-Encoding")
             elif isinstance(event, h11.EndOfMessage | h11.PAUSED) and request is not None:
-                return _to_request(request)
+                return request
             elif isinstance(event, h11.ConnectionClosed):
                 return None
             elif isinstance(event, h11.Data):
@@ -80,25 +114,35 @@ class HttpConnection:
         body: bytes,
         *,
         content_type: str = "text/plain; charset=utf-8",
-        headers: list[tuple[str, str]] | None = None,
-        head_only: bool = False,
+        headers: Sequence[tuple[str, str]] = (),
         close: bool = False,
     ) -> None:
-        """Send a complete response (no body sent for HEAD)."""
+        """Send a complete response to the current request.
+
+        The headers are the same whatever the method; the body is not sent
+        when the request was a HEAD. With `close`, `Connection: close` is
+        sent (the token is added to a `Connection` header among `headers`,
+        if there is one) and `can_continue` will say no.
+        """
         all_headers = [
             ("Server", SERVER_HEADER),
             ("Date", formatdate(usegmt=True)),
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("X-Content-Type-Options", "nosniff"),
-            *(headers or ()),
         ]
-        if close:
-            all_headers.append(("Connection", "close"))
+        connection = "close" if close else None
+        for name, value in headers:
+            if connection is not None and name.lower() == "connection":
+                connection = f"{value}, close"
+            else:
+                all_headers.append((name, value))
+        if connection is not None:
+            all_headers.append(("Connection", connection))
         data = self._h11.send(
             h11.Response(status_code=status, headers=all_headers, reason=HTTPStatus(status).phrase)
         )
-        if not head_only and body:
+        if not self._head_only and body:
             data += self._h11.send(h11.Data(data=body))
         data += self._h11.send(h11.EndOfMessage())
         await self.stream.send_all(data)
@@ -107,6 +151,7 @@ class HttpConnection:
         """Whether another request may follow on this connection."""
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self._head_only = False
             return True
         return False
 
@@ -123,11 +168,13 @@ class HttpConnection:
         trailing, _closed = self._h11.trailing_data
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), trailing
 
-    async def refuse(self, status: int, message: str) -> None:
-        """Answer an error status with a short text body and close."""
+    async def refuse(
+        self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Answer an error status with a short text body (not for HEAD) and close."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already (partly) out
-        await self.respond(status, (message + "\n").encode("utf-8"), close=True)
+        await self.respond(status, (message + "\n").encode("utf-8"), headers=headers, close=True)
 
 
 def _to_request(event: h11.Request) -> Request:

@@ -4,19 +4,28 @@
 the `shutdown` event is set. Then, hypercorn-style: stop accepting, close
 every WebSocket client with 1001 (reason `shutdown`), give them `WRITE_WAIT`
 to finish, and return.
+
+`serve_connections` accepts them, and rides out running short of file
+descriptors (or kernel memory): it retries, with a warning now and then,
+rather than an error with a traceback ten times a second.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mimetypes
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from importlib import resources
+from typing import Final, TypeVar
 
 import trio
 import wsproto.connection
@@ -31,7 +40,17 @@ from .hub import Hub, open_hub
 from .protocol import CloseCode, LeaveReason
 from .session import Session
 from .sqlite_store import SqliteHistoryStore
-from .websocket import UpgradeRefused, accept_upgrade, normalize_origin, origin_allowed
+from .websocket import (
+    HostPolicy,
+    UpgradeRefused,
+    accept_upgrade,
+    normalize_origin,
+    origin_allowed,
+    upgrade_required,
+)
+
+if sys.platform != "win32":
+    import resource
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +116,11 @@ class _ChatCollector(Collector):
         yield GaugeMetricFamily(
             "trio_chat_connections", "Open WebSocket connections.", len(self._server.sessions)
         )
+        yield GaugeMetricFamily(
+            "trio_chat_open_connections",
+            "Connections counted against --max-connections (HTTP or WebSocket).",
+            self._server.open_connections,
+        )
         yield GaugeMetricFamily("trio_chat_rooms", "Rooms with members.", stats.rooms)
         yield GaugeMetricFamily("trio_chat_members", "Clients joined to a room.", stats.members)
         yield GaugeMetricFamily("trio_chat_hub_inbox", "Commands queued for the hub.", stats.inbox)
@@ -109,7 +133,7 @@ class _ChatCollector(Collector):
         )
         yield CounterMetricFamily(
             "trio_chat_refused_upgrades",
-            "WebSocket upgrades refused (403 origin, 503 connection limit).",
+            "WebSocket upgrades refused (403 host or origin, 503 connection limit).",
             self._server.refused_upgrades,
         )
 
@@ -122,9 +146,10 @@ class ChatServer:
         self.hub = hub
         self.sessions: set[Session] = set()
         self.refused_upgrades = 0
-        self._websockets = 0  # upgraded or upgrading: what the connection limit counts
+        self.open_connections = 0  # served, HTTP or WebSocket: what the limit counts
         self._plain_http: set[trio.CancelScope] = set()
         self.assets = load_web_assets()
+        self._host_policy = HostPolicy.for_server(settings.allowed_hosts, settings.host)
         self._allowed_origins = frozenset(
             "*" if origin == "*" else (normalize_origin(origin) or origin)
             for origin in settings.allowed_origins
@@ -134,29 +159,41 @@ class ChatServer:
         ProcessCollector(registry=self.metrics)
 
     async def handle_connection(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection; never raises (but Cancelled)."""
+        """Serve one TCP connection; never raises (but Cancelled).
+
+        Every connection counts against `--max-connections` from accept to
+        close, plain HTTP as well as WebSocket: one accepted beyond the limit
+        gets its first request answered with 503, and is closed.
+        """
         label = _peer_label(stream)
+        admitted = self.open_connections < self.settings.max_connections
+        if admitted:
+            self.open_connections += 1
         try:
-            session = await self._serve_http(stream, label)
+            session = await self._serve_http(stream, label, admitted=admitted)
             if session is not None:
                 try:
                     await session.run()
                 finally:
                     self.sessions.discard(session)
-                    self._websockets -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except Exception:
             log.exception("%s: unexpected error", label)
         finally:
+            if admitted:
+                self.open_connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _serve_http(self, stream: trio.SocketStream, label: str) -> Session | None:
-        """Plain HTTP until the client upgrades; then its session (slot taken).
+    async def _serve_http(
+        self, stream: trio.SocketStream, label: str, *, admitted: bool
+    ) -> Session | None:
+        """Plain HTTP until the client upgrades; then its session.
 
         Until it upgrades, a connection holds no chat state, so shutdown may
         simply cut it. Its HTTP parser is dropped on return, before the
-        session runs.
+        session runs. A connection not `admitted` (beyond the connection
+        limit) gets 503 for its first request.
         """
         http = HttpConnection(stream)
         plain_http = trio.CancelScope()
@@ -164,6 +201,9 @@ class ChatServer:
         try:
             with plain_http:
                 request = await self._next_request(http, label)
+                if request is not None and not admitted:
+                    await self._refuse_over_limit(http, request, label)
+                    return None
                 while request is not None and request.path != "/ws":
                     with trio.move_on_after(self.settings.write_wait):
                         await self._respond(http, request)
@@ -173,9 +213,9 @@ class ChatServer:
                 if request is not None:
                     return await self._upgrade(http, request, label)
         except BadRequest as exc:
-            log.debug("%s: bad request: %s", label, exc)
+            log.debug("%s: bad request (%d): %s", label, exc.status, exc)
             with trio.move_on_after(self.settings.write_wait):
-                await http.refuse(400, "bad request")
+                await http.refuse(exc.status, HTTPStatus(exc.status).phrase.lower())
         finally:
             self._plain_http.discard(plain_http)
         return None
@@ -192,13 +232,19 @@ class ChatServer:
         log.debug("%s: request head not complete in time", label)
         return None
 
+    async def _refuse_over_limit(self, http: HttpConnection, request: Request, label: str) -> None:
+        log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
+        if request.path == "/ws":
+            self.refused_upgrades += 1
+        with trio.move_on_after(self.settings.write_wait):
+            await http.refuse(503, "too many connections")
+
     async def _respond(self, http: HttpConnection, request: Request) -> None:
         if request.method not in ("GET", "HEAD"):
             await http.respond(
                 405, b"method not allowed\n", headers=[("Allow", "GET, HEAD")], close=True
             )
             return
-        head = request.head_only
         if request.path == "/healthz":
             body = json.dumps(
                 {
@@ -212,33 +258,28 @@ class ChatServer:
                 body,
                 content_type="application/json",
                 headers=[("Cache-Control", "no-store")],
-                head_only=head,
             )
         elif request.path == "/metrics":
             await http.respond(
                 200,
                 generate_latest(self.metrics),
                 content_type="text/plain; version=0.0.4; charset=utf-8",
-                head_only=head,
             )
         elif (asset := self.assets.get(request.path)) is not None:
             headers = [("Cache-Control", "no-cache"), ("Referrer-Policy", "no-referrer")]
             if asset.content_type.startswith("text/html"):
                 headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-            await http.respond(
-                200, asset.body, content_type=asset.content_type, headers=headers, head_only=head
-            )
+            await http.respond(200, asset.body, content_type=asset.content_type, headers=headers)
         else:
-            await http.respond(404, b"not found\n", head_only=head)
+            await http.respond(404, b"not found\n")
 
     async def _upgrade(self, http: HttpConnection, request: Request, label: str) -> Session | None:
         settings = self.settings
         refusal = self._refusal(request, label)
         if isinstance(refusal, UpgradeRefused):
             with trio.move_on_after(settings.write_wait):
-                await http.refuse(refusal.status, refusal.reason)
+                await http.refuse(refusal.status, refusal.reason, refusal.headers)
             return None
-        self._websockets += 1  # taken now: concurrent upgrades count against the limit
         response, trailing = http.accept_websocket(refusal)
         ws = wsproto.connection.Connection(
             wsproto.connection.ConnectionType.SERVER, trailing_data=trailing
@@ -257,22 +298,30 @@ class ChatServer:
         return session
 
     def _refusal(self, request: Request, label: str) -> UpgradeRefused | list[tuple[str, str]]:
-        """Why this upgrade is refused, or else the 101 response headers."""
-        if request.method != "GET":
-            return UpgradeRefused(405, "WebSocket upgrades use GET")
+        """Why this upgrade is refused, or else the 101 response headers.
+
+        A HEAD goes through the same checks, so that it gets the status a GET
+        with the same headers would get, but it never switches protocols.
+        """
+        if request.method not in ("GET", "HEAD"):
+            return UpgradeRefused(405, "WebSocket upgrades use GET", [("Allow", "GET, HEAD")])
         try:
             response_headers = accept_upgrade(request.headers)
         except UpgradeRefused as refused:
             return refused
+        host = request.headers.get("host")
+        if not self._host_policy.allows(host):
+            # A page whose name was rebound to our address (DNS rebinding).
+            log.info("%s: host %r not allowed", label, host)
+            self.refused_upgrades += 1
+            return UpgradeRefused(403, "host not allowed")
         origin = request.headers.get("origin")
-        if not origin_allowed(origin, request.headers.get("host"), self._allowed_origins):
+        if not origin_allowed(origin, host, self._allowed_origins):
             log.info("%s: origin %r not allowed", label, origin)
             self.refused_upgrades += 1
             return UpgradeRefused(403, "origin not allowed")
-        if self._websockets >= self.settings.max_connections:
-            log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
-            self.refused_upgrades += 1
-            return UpgradeRefused(503, "too many connections")
+        if request.method == "HEAD":
+            return upgrade_required("WebSocket upgrades use GET")
         return response_headers
 
     def close_all(self) -> None:
@@ -281,6 +330,130 @@ class ChatServer:
             scope.cancel()
         for session in list(self.sessions):
             session.drop(CloseCode.GOING_AWAY, LeaveReason.SHUTDOWN)
+
+
+# -- accepting connections ----------------------------------------------------
+
+# accept() fails with these when the process or the system is out of file
+# descriptors or kernel memory: a passing shortage, not a reason to stop.
+ACCEPT_SHORTAGE_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+)
+ACCEPT_RETRY_DELAY = 0.1  # seconds between accepts while the shortage lasts
+ACCEPT_WARNING_INTERVAL = 10.0  # seconds between warnings while it lasts
+FD_HEADROOM = 64  # descriptors besides connections: listeners, epoll, stdio, the database
+
+StreamT = TypeVar("StreamT", bound=trio.abc.AsyncResource)
+
+
+async def serve_connections(
+    handler: Callable[[StreamT], Awaitable[object]],
+    listeners: Sequence[trio.abc.Listener[StreamT]],
+    *,
+    handler_nursery: trio.Nursery,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections on every listener, and start `handler(stream)` for
+    each in `handler_nursery`, until cancelled; then close the listeners.
+
+    `trio.serve_listeners` with one difference: when accept() fails for want
+    of file descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), it logs a
+    WARNING (no traceback) when that starts and at most every
+    ACCEPT_WARNING_INTERVAL seconds while it lasts, retries every
+    ACCEPT_RETRY_DELAY seconds, and logs INFO once accepting works again.
+    Connections wait in the listen backlog meanwhile. Any other error from
+    accept() propagates. The handler owns its stream and must close it.
+    """
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_accept_forever, handler, listener, handler_nursery)
+        task_status.started()
+
+
+async def _accept_forever(
+    handler: Callable[[StreamT], Awaitable[object]],
+    listener: trio.abc.Listener[StreamT],
+    handler_nursery: trio.Nursery,
+) -> None:
+    async with listener:
+        failing_since: float | None = None  # while accept() fails for a shortage
+        failed = 0  # accepts failed since the last warning
+        total = 0  # accepts failed since the shortage began
+        warned_at = 0.0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_SHORTAGE_ERRNOS:
+                    raise
+                now = trio.current_time()
+                failed += 1
+                total += 1
+                if failing_since is None:
+                    failing_since = warned_at = now
+                    failed = 0
+                    log.warning(
+                        "cannot accept connections: %s; retrying every %gs",
+                        _errno_text(exc),
+                        ACCEPT_RETRY_DELAY,
+                    )
+                elif now - warned_at >= ACCEPT_WARNING_INTERVAL:
+                    log.warning(
+                        "still cannot accept connections (%s): %d accepts failed in %.0fs",
+                        _errno_text(exc),
+                        failed,
+                        now - warned_at,
+                    )
+                    failed, warned_at = 0, now
+                await trio.sleep(ACCEPT_RETRY_DELAY)
+            else:
+                if failing_since is not None:
+                    log.info(
+                        "accepting connections again after %.1fs (%d accepts failed)",
+                        trio.current_time() - failing_since,
+                        total,
+                    )
+                    failing_since, failed, total = None, 0, 0
+                handler_nursery.start_soon(handler, stream)
+
+
+def _errno_text(exc: OSError) -> str:
+    code = exc.errno or 0
+    return f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
+
+
+def raise_open_file_limit(max_connections: int) -> None:
+    """Let the process hold `max_connections` connections if the system allows.
+
+    Raises the soft RLIMIT_NOFILE to the hard limit when it is below
+    `max_connections` plus FD_HEADROOM (many systems start processes at 1024,
+    the hard limit far higher), and warns when the limit is still too low:
+    beyond it, connections wait unaccepted instead of getting 503.
+    """
+    if sys.platform == "win32":
+        return
+    needed = max_connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or soft >= needed:
+        return
+    if hard == unlimited or hard > soft:
+        target = needed if hard == unlimited else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+        else:
+            log.info("raised the open-file limit from %d to %d", soft, target)
+            soft = target
+    if soft < needed:
+        log.warning(
+            "--max-connections is %d but the open-file limit is %d: beyond about %d "
+            "connections, new ones wait unaccepted instead of getting 503 (raise ulimit -n)",
+            max_connections,
+            soft,
+            max(soft - FD_HEADROOM, 0),
+        )
 
 
 def _peer_label(stream: trio.SocketStream) -> str:
@@ -369,10 +542,11 @@ async def _serve(
         store, replay_limit=settings.history_replay, send_queue_size=settings.send_queue_size
     ) as hub:
         server = ChatServer(settings, hub)
+        raise_open_file_limit(settings.max_connections)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptor:
                 await acceptor.start(
-                    partial(trio.serve_listeners, handler_nursery=connections),
+                    partial(serve_connections, handler_nursery=connections),
                     server.handle_connection,
                     listeners,
                 )
