@@ -233,6 +233,14 @@ async def test_error_echoes_ref(server: RunningServer) -> None:
     }
 
 
+async def test_a_refused_hello_echoes_its_ref(server: RunningServer) -> None:
+    await server.joined("alice")
+    client = await server.client()
+    await client.send_json({"type": "hello", "name": "alice", "ref": "h-1"})
+    error = await client.next_event()
+    assert (error["code"], error.get("ref")) == ("name_taken", "h-1")
+
+
 async def test_name_taken_is_case_insensitive_and_hello_can_be_retried(
     server: RunningServer,
 ) -> None:

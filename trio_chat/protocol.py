@@ -117,6 +117,7 @@ class Hello:
     name: str
     room: str = DEFAULT_ROOM
     since: int | None = None
+    ref: str | None = None  # echoed in an error refusing the hello (e.g. `name_taken`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,9 @@ def _parse_hello(obj: dict[str, Any], ref: str | None) -> Hello:
     since = obj.get("since")
     if since is not None and (type(since) is not int or since < 0):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'since' must be an integer >= 0", ref)
-    return Hello(name=normalize_name(name, ref), room=validate_room(room, ref), since=since)
+    return Hello(
+        name=normalize_name(name, ref), room=validate_room(room, ref), since=since, ref=ref
+    )
 
 
 def normalize_name(name: str, ref: str | None = None) -> str:

@@ -343,6 +343,8 @@ class Session:
             joined = await self._hub.join(self, hello)
         except ProtocolError as refusal:
             self._in_hub = False
+            if refusal.ref is None:  # the room refused it, without the frame at hand
+                refusal.ref = hello.ref
             self._refuse(refusal)
             return
         self._joined = hello
