@@ -164,6 +164,46 @@ async def test_store_evicts_released_rooms_only_once_committed(tmp_path: Path) -
         await store.aclose()
 
 
+async def limit_pages(store: SqliteHistoryStore, extra: int | None) -> None:
+    """Let the store's file grow by `extra` pages at most (None: no limit).
+
+    SQLite then fails writes with SQLITE_FULL, "database or disk is full",
+    exactly as on a full disk.
+    """
+
+    def apply() -> None:
+        db = store._db
+        if extra is None:
+            db.execute("PRAGMA max_page_count = 4294967294")
+        else:
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            db.execute(f"PRAGMA max_page_count = {pages + extra}")
+
+    await store._run(apply)
+
+
+async def test_a_failed_write_raises_its_real_cause_and_keeps_the_events(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    store = await SqliteHistoryStore.open(str(path), limit=100)
+    try:
+        window = await store.load("r")
+        store.install("r", window)
+        await limit_pages(store, 0)
+        for n in range(1, 41):
+            event = StoredEvent(n, b"x" * 2000)
+            window.append(event)
+            store.record("r", event)
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            await store.flush()
+        assert store.statistics().pending == 40
+        await limit_pages(store, None)  # room again
+        await store.flush()
+        assert store.statistics().pending == 0
+    finally:
+        await store.aclose()
+    assert stored_ids(path, "r") == list(range(1, 41))
+
+
 # -- any interleaving of events and reconnects ---------------------------------------
 
 # ("say", speaker), ("drop", listener), ("back", listener) or ("restart", 0)

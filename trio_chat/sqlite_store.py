@@ -20,6 +20,7 @@ everything before exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -252,7 +253,12 @@ def _write_batch(
         )
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite may already have rolled back by itself (a COMMIT or an
+        # insert failing with SQLITE_FULL or SQLITE_IOERR does): a ROLLBACK
+        # then fails too and would hide the real error.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
 
 
