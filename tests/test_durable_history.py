@@ -164,6 +164,51 @@ async def test_store_evicts_released_rooms_only_once_committed(tmp_path: Path) -
         await store.aclose()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    event_ids=st.sets(st.integers(min_value=1, max_value=30), max_size=20),
+    lost_at_end=st.integers(min_value=0, max_value=2),
+    limit=st.integers(min_value=1, max_value=8),
+    since=st.integers(min_value=0, max_value=35),
+)
+async def test_load_returns_the_contiguous_newest_run_of_what_is_on_disk(
+    event_ids: set[int], lost_at_end: int, limit: int, since: int
+) -> None:
+    """Rows with gaps (events dropped while writes failed) never replay wrongly."""
+    recorded = max(event_ids, default=0) + lost_at_end
+    store = await SqliteHistoryStore.open(":memory:", limit=limit)
+    try:
+
+        def fill() -> None:
+            db = store._db
+            db.executemany(
+                "INSERT INTO events (room, id, line) VALUES ('r', ?, ?)",
+                [(i, f"event {i}".encode()) for i in event_ids],
+            )
+            db.execute("INSERT INTO rooms (name, last_id) VALUES ('r', ?)", (recorded,))
+
+        await store._run(fill)
+        window = await store.load("r")
+    finally:
+        await store.aclose()
+    run: list[int] = []
+    while len(run) < limit and recorded - len(run) in event_ids:
+        run.insert(0, recorded - len(run))
+    assert [e.id for e in window.after(0)] == run
+    assert all(e.line == f"event {e.id}".encode() for e in window.after(0))
+    assert window.last_id == recorded
+    join = StoredEvent(recorded + 1, b"join")
+    window.append(join)
+    replay = window.replay_for_join(since, 50)
+    if since <= recorded:
+        missed = list(range(since + 1, recorded + 2))
+        retained = [*run, join.id][-limit:]
+        assert replay.recovered is ([e.id for e in replay.events] == missed)
+        assert replay.recovered is (set(missed) <= set(retained))
+    else:
+        assert replay.recovered is False
+
+
 async def limit_pages(store: SqliteHistoryStore, extra: int | None) -> None:
     """Let the store's file grow by `extra` pages at most (None: no limit).
 

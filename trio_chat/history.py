@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +45,28 @@ class RoomHistory:
     ) -> None:
         self._events: deque[StoredEvent] = deque(events or (), maxlen=limit)
         self.last_id = self._events[-1].id if self._events else last_id
+
+    @classmethod
+    def from_storage(cls, limit: int, stored: Sequence[StoredEvent], last_id: int) -> RoomHistory:
+        """The window for events read back from storage, where ids may have gaps.
+
+        `stored` is oldest first; `last_id` is the room's last assigned id as
+        storage recorded it (raised to the newest stored id if lower). Only
+        the newest run of contiguous ids that ends at `last_id` is kept, at
+        most `limit` events: an event before a gap can never be replayed
+        together with the ones lost in it, and this class numbers by position.
+        If the newest events themselves were lost, the window is empty and
+        keeps `last_id`, so the numbering still never repeats an id.
+        """
+        if stored:
+            last_id = max(last_id, stored[-1].id)
+        run: list[StoredEvent] = []
+        for event in reversed(stored):
+            if len(run) == limit or event.id != last_id - len(run):
+                break
+            run.append(event)
+        run.reverse()
+        return cls(limit, run, last_id=last_id)
 
     def append(self, event: StoredEvent) -> None:
         """Add the room's next event (its id must be `last_id + 1`)."""

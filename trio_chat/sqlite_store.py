@@ -106,10 +106,12 @@ class SqliteHistoryStore:
         return self._windows.get(room)
 
     async def load(self, room: str) -> RoomHistory:
-        last_id, rows = await self._run(_read_room, self._db, room, self._limit)
+        recorded, rows = await self._run(_read_room, self._db, room, self._limit)
         events = [StoredEvent(event_id, bytes(line)) for event_id, line in rows]
-        self._committed_id.setdefault(room, last_id)
-        return RoomHistory(self._limit, events, last_id=last_id)
+        # Ids on disk may have gaps (events dropped while writes failed).
+        history = RoomHistory.from_storage(self._limit, events, recorded)
+        self._committed_id.setdefault(room, history.last_id)
+        return history
 
     def install(self, room: str, history: RoomHistory) -> None:
         self._windows[room] = history
@@ -221,14 +223,13 @@ def _prepare(db: sqlite3.Connection) -> None:
 def _read_room(
     db: sqlite3.Connection, room: str, limit: int
 ) -> tuple[int, list[tuple[int, bytes]]]:
+    """The room's recorded last id and its newest `limit` stored events, oldest first."""
     found = db.execute("SELECT last_id FROM rooms WHERE name = ?", (room,)).fetchone()
-    if found is None:
-        return 0, []
     rows = db.execute(
         "SELECT id, line FROM events WHERE room = ? ORDER BY id DESC LIMIT ?", (room, limit)
     ).fetchall()
     rows.reverse()
-    return found[0], rows
+    return (0 if found is None else found[0]), rows
 
 
 def _write_batch(
