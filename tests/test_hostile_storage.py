@@ -15,8 +15,11 @@ virtual time, so an extra jump never fails a test.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import shutil
+import signal
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +29,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import RunningServer, StartServer
+from processes import serving
 from wsclient import RawClient
 
 from trio_chat.config import Settings
@@ -38,7 +42,9 @@ QUIET: dict[str, Any] = {"ping_period": 3600.0, "pong_wait": 3601.0, "handshake_
 
 
 @asynccontextmanager
-async def serving(store: HistoryStore, db: str, **overrides: Any) -> AsyncIterator[RunningServer]:
+async def serving_store(
+    store: HistoryStore, db: str, **overrides: Any
+) -> AsyncIterator[RunningServer]:
     """The server on `store` (which it closes), in a nursery of its own."""
     base = Settings(host="127.0.0.1", port=0, db=db, rate_limit=0, **QUIET)
     settings = dataclasses.replace(base, **overrides)
@@ -118,7 +124,7 @@ async def test_a_full_disk_is_logged_once_bounded_in_memory_and_survived(
     store = await SqliteHistoryStore.open(str(path), limit=1000, max_pending_bytes=BOUND)
     seen: dict[int, dict[str, Any]] = {}
     with trio.fail_after(3600):
-        async with serving(store, str(path)) as server:
+        async with serving_store(store, str(path)) as server:
             alice = await server.joined("alice")  # event 1
             await alice.say("before the disk filled")
             seen[2] = await alice.next_event()
@@ -171,3 +177,160 @@ async def test_a_full_disk_is_logged_once_bounded_in_memory_and_survived(
     carol = await again.client()
     welcome = await carol.hello("carol", since=ids[0] - 1)
     assert welcome["recovered"] is True
+
+
+# -- the history file deleted or replaced while serving --------------------------------
+
+
+async def say_and_see(client: RawClient, text: str) -> dict[str, Any]:
+    await client.say(text)
+    event = await client.next_event()
+    assert event["text"] == text
+    return event
+
+
+async def resume_from_start(server: RunningServer) -> list[dict[str, Any]]:
+    """A client resuming from event 1; asserts everything after it is there."""
+    client = await server.client()
+    welcome = await client.hello("bob", since=1)
+    assert welcome["recovered"] is True
+    replay = await replay_of(client, welcome)
+    assert [e["id"] for e in replay] == list(range(2, welcome["last_id"] + 1))
+    return replay
+
+
+async def test_a_deleted_history_file_is_restored_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The issue's scenario: `rm chat.db` while serving, then a restart."""
+    path = tmp_path / "chat.db"
+    async with contextlib.AsyncExitStack() as clients:
+        with trio.fail_after(30):
+            async with serving("--db", str(path), "--rate-limit", "0") as (process, port, output):
+                alice = await RawClient.connect(port)
+                clients.push_async_callback(alice.aclose)
+                await alice.hello("alice")
+                await alice.next_event()  # the replay: our own join, 1
+                for n in range(5):
+                    await say_and_see(alice, f"before {n}")
+                path.unlink()  # the journal beside it stays, as with `rm chat.db`
+                for n in range(5):  # each commit checks the file
+                    await say_and_see(alice, f"after {n}")
+                restored = b"restored the history database"
+                with trio.fail_after(5):  # long before the periodic check, 10 s after start
+                    while restored not in b"".join(output):  # noqa: ASYNC110 (polls its log)
+                        await trio.sleep(0.05)
+                process.send_signal(signal.SIGTERM)
+                assert (await alice.closed()).code == 1001
+                assert await process.wait() == 0
+            log = b"".join(output).decode()
+            assert log.count(" ERROR ") == 1, log
+            assert f"the history database {str(path)!r} is gone" in log
+
+            async with serving("--db", str(path)) as (process, port, _output):
+                bob = await RawClient.connect(port)
+                clients.push_async_callback(bob.aclose)
+                welcome = await bob.hello("bob", since=1)
+                assert (welcome["recovered"], welcome["last_id"]) == (True, 13)
+                replay = await replay_of(bob, welcome)
+                texts = [e.get("text") for e in replay if e["type"] == "message"]
+                expected = [f"before {n}" for n in range(5)] + [f"after {n}" for n in range(5)]
+                assert texts == expected
+                process.send_signal(signal.SIGTERM)
+                assert (await bob.closed()).code == 1001
+                assert await process.wait() == 0
+
+
+async def test_a_deleted_file_is_restored_while_idle_too(
+    start_server: StartServer,
+    tmp_path: Path,
+    clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "chat.db"
+    store = await SqliteHistoryStore.open(str(path), limit=1000)
+    with trio.fail_after(600):
+        async with serving_store(store, str(path)) as server:
+            alice = await server.joined("alice")
+            await say_and_see(alice, "kept")
+            await until(lambda: store.statistics().pending == 0)
+            for leftover in (path, path.with_name("chat.db-wal")):  # rm chat.db*
+                leftover.unlink()
+            await trio.sleep(11)  # no commit: the periodic check finds it
+            assert path.exists()
+            await say_and_see(alice, "written to the restored file")
+    records = store_records(caplog)
+    assert [r.levelname for r in records] == ["ERROR", "INFO"], caplog.text
+    assert "restored" in records[1].getMessage()
+
+    replay = await resume_from_start(await start_server(db=str(path), **QUIET))
+    assert [e.get("text") for e in replay[:2]] == ["kept", "written to the restored file"]
+
+
+async def test_restoring_into_a_missing_folder_is_retried(
+    start_server: StartServer,
+    tmp_path: Path,
+    clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "chat.db"
+    store = await SqliteHistoryStore.open(str(path), limit=1000)
+    with trio.fail_after(600):
+        async with serving_store(store, str(path)) as server:
+            alice = await server.joined("alice")
+            shutil.rmtree(folder)
+            start = trio.current_time()
+            for n in range(30):  # the chat goes on, history in the open file
+                await say_and_see(alice, f"{n}")
+                await trio.sleep(5)
+            minutes = (trio.current_time() - start) / 60
+            failures = [r for r in store_records(caplog) if "cannot restore" in r.getMessage()]
+            assert 2 <= len(failures) <= minutes + 1  # once, then once a minute
+            assert [r.levelname for r in failures[:2]] == ["ERROR", "WARNING"]
+            folder.mkdir()
+            await trio.sleep(11)
+            assert path.exists()
+    records = store_records(caplog)
+    assert [r.levelname for r in records if "cannot restore" not in r.getMessage()] == [
+        "ERROR",
+        "INFO",
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
+    replay = await resume_from_start(await start_server(db=str(path), **QUIET))
+    assert [e.get("text") for e in replay[:30]] == [f"{n}" for n in range(30)]
+
+
+def make_other_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('not a chat')")
+        db.commit()
+
+
+async def test_a_replaced_history_file_is_left_alone(
+    tmp_path: Path, clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "chat.db"
+    store = await SqliteHistoryStore.open(str(path), limit=1000)
+    with trio.fail_after(600):
+        async with serving_store(store, str(path)) as server:
+            alice = await server.joined("alice")
+            await say_and_see(alice, "before")
+            make_other_database(tmp_path / "other.db")
+            (tmp_path / "other.db").rename(path)  # `mv other.db chat.db`
+            start = trio.current_time()
+            for n in range(20):
+                await say_and_see(alice, f"{n}")
+                await trio.sleep(10)
+            minutes = (trio.current_time() - start) / 60
+    errors = [r for r in store_records(caplog) if r.levelno >= logging.ERROR]
+    assert 2 <= len(errors) <= minutes + 1  # repeated, but at most once a minute
+    assert all("replaced by another file" in r.getMessage() for r in errors)
+    # Nothing of ours went into it, not even through our journal beside it.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
+        assert db.execute("SELECT text FROM notes").fetchall() == [("not a chat",)]

@@ -31,6 +31,18 @@ loading keeps only the newest contiguous run (`RoomHistory.from_storage`), so
 a client resuming from before the gap gets `recovered: false`, never a wrong
 replay. A room that stays in use meanwhile keeps its whole window in memory
 and replays it in full until it empties.
+
+If the file is deleted while serving, the connection still has it open and
+every write would go to a file that no longer exists, lost at exit. The
+writer compares the path's device and inode with the file it opened, after
+each commit and every `FILE_CHECK_PERIOD` while idle. A missing file is
+logged once as an error and restored: the open database is copied to the
+path (`Connection.backup`, into a new file linked into place, so that it
+never replaces a file that appeared meanwhile) and the store switches to it,
+as `_connect` opens it. Until that succeeds (the folder is gone...), the
+store keeps serving from the open handle and retries at each check. A path
+that now holds a different file is never overwritten: that is logged as an
+error (at most once a minute), since history written meanwhile is not in it.
 """
 
 from __future__ import annotations
@@ -38,10 +50,14 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
+import os
 import sqlite3
+import tempfile
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import trio
@@ -78,6 +94,7 @@ _EVENT_OVERHEAD = 128  # bytes of a pending event beyond its line: tuple, int, b
 # be committed; past it, the least recently emptied is evicted regardless.
 UNSAVED_IDLE_ROOMS = 10_000
 REMIND_EVERY = 60.0  # seconds between warnings about a trouble that lasts
+FILE_CHECK_PERIOD = 10.0  # seconds between checks that the file is still at its path
 
 T = TypeVar("T")
 
@@ -94,6 +111,14 @@ class StoreStatistics:
     commits: int
     committed: int  # events committed since start
     rooms_in_memory: int
+
+
+class FileState(enum.Enum):
+    """What is at the database's path, compared with the file the store has open."""
+
+    SAME = "same"
+    MISSING = "missing"  # deleted (or its folder), or cannot be looked at
+    REPLACED = "replaced"  # another file
 
 
 class Report(enum.Enum):
@@ -219,11 +244,13 @@ class SqliteHistoryStore:
         path: str,
         limit: int,
         *,
+        files: FileIds | None = None,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         unsaved_idle_rooms: int = UNSAVED_IDLE_ROOMS,
     ) -> None:
         self._db = connection
         self._path = path
+        self._files = files  # what the connection has open; None: nothing to watch
         self._limit = limit
         self._serial = trio.CapacityLimiter(1)
         self._windows: dict[str, RoomHistory] = {}
@@ -246,6 +273,10 @@ class SqliteHistoryStore:
         self._unreported_drops = 0
         self._write_trouble = Lasting(REMIND_EVERY)
         self._drop_trouble = Lasting(REMIND_EVERY)
+        self._file_trouble = Lasting(REMIND_EVERY)
+        self._file_state = FileState.SAME
+        self._restore_trouble = Lasting(REMIND_EVERY)
+        self._next_restore = -math.inf  # a failed restore waits a check period
 
     @classmethod
     async def open(cls, path: str, limit: int, **options: int) -> SqliteHistoryStore:
@@ -258,11 +289,11 @@ class SqliteHistoryStore:
                 unreadable, locked by another process, from a newer version).
         """
         try:
-            connection = await trio.to_thread.run_sync(_connect, path)
-        except sqlite3.Error as exc:
+            connection, files = await trio.to_thread.run_sync(_open, path)
+        except (sqlite3.Error, OSError) as exc:
             reason = _reason(exc)
             raise HistoryError(f"cannot use the history database {path!r}: {reason}") from None
-        return cls(connection, path, limit, **options)
+        return cls(connection, path, limit, files=files, **options)
 
     # -- HistoryStore --------------------------------------------------------
 
@@ -307,14 +338,23 @@ class SqliteHistoryStore:
     async def serve_writer(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Commit recorded events until cancelled (then call `flush`).
 
-        Failures are logged here (see the module docstring) and retried.
+        Failures are logged here (see the module docstring) and retried. The
+        file is checked after each commit and every `FILE_CHECK_PERIOD`.
         """
         task_status.started()
+        next_check = trio.current_time() + FILE_CHECK_PERIOD
         while True:
-            await self._wakeup.wait()
-            await trio.sleep(BATCH_DELAY)
-            if not await self._write():
-                await trio.sleep(_RETRY_DELAY)
+            with trio.move_on_at(next_check):
+                await self._wakeup.wait()
+            wrote = False
+            if self._wakeup.is_set():
+                await trio.sleep(BATCH_DELAY)
+                wrote = await self._write()
+                if not wrote:
+                    await trio.sleep(_RETRY_DELAY)
+            if wrote or trio.current_time() >= next_check:
+                await self.check_file()
+                next_check = trio.current_time() + FILE_CHECK_PERIOD
 
     async def flush(self) -> None:
         """Commit everything recorded so far.
@@ -342,6 +382,64 @@ class SqliteHistoryStore:
                 if self._floor_id.get(room, 0) <= last_id:
                     self._floor_id.pop(room, None)
                 self._settle(room, last_id)
+
+    async def check_file(self) -> FileState:
+        """Make sure history goes to the file at the path; restore it if deleted.
+
+        Logs what it finds (see the module docstring) and returns what was at
+        the path before any restore.
+        """
+        if self._files is None:
+            return FileState.SAME
+        files = self._files
+        state, reason = await trio.to_thread.run_sync(_file_state, self._path, files)
+        now = trio.current_time()
+        if state is not self._file_state:
+            self._file_trouble.end(now)  # a new trouble is told at once
+            self._file_state = state
+        if state is FileState.SAME:
+            self._restore_trouble.end(now)
+            return state
+        report = self._file_trouble.note(now)
+        if state is FileState.REPLACED:
+            # Our write-ahead log beside it would be applied to the new file
+            # when it is next opened, as if it were its own: take it away.
+            await trio.to_thread.run_sync(_remove_journal, self._path, files)
+            if report is not None:
+                log.error(
+                    "the history database %r has been replaced by another file, which is left"
+                    " alone: history written from now on is not in it, and is lost at exit",
+                    self._path,
+                )
+            return state
+        if report is Report.FIRST:
+            log.error(
+                "the history database %r is gone (%s); restoring it from the open connection",
+                self._path,
+                reason,
+            )
+        if now < self._next_restore:
+            return state
+        try:
+            await self._run(self._restore)
+        except (OSError, sqlite3.Error) as exc:
+            self._next_restore = now + FILE_CHECK_PERIOD
+            report = self._restore_trouble.note(now)
+            if report is not None:
+                log.log(
+                    logging.ERROR if report is Report.FIRST else logging.WARNING,
+                    "cannot restore the history database %r: %s; history goes on in the"
+                    " deleted file, lost at exit unless restored (retrying every %g s)",
+                    self._path,
+                    _reason(exc),
+                    FILE_CHECK_PERIOD,
+                )
+            return state
+        self._file_state = FileState.SAME
+        self._file_trouble.end(now)
+        self._restore_trouble.end(now)
+        log.info("restored the history database %r from the open connection", self._path)
+        return state
 
     async def aclose(self) -> None:
         """Close the database (after a final `flush`, by the caller)."""
@@ -448,6 +546,11 @@ class SqliteHistoryStore:
         self._settled_id.pop(room, None)
         self._released.pop(room, None)
 
+    def _restore(self, old: sqlite3.Connection) -> None:
+        # In the worker thread, holding the limiter: no other call sees a
+        # connection that is being replaced.
+        self._db, self._files = _restore(old, self._path)
+
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(connection, *args)` in a worker thread, one call at a time."""
         return await trio.to_thread.run_sync(lambda: fn(self._db, *args), limiter=self._serial)
@@ -466,6 +569,90 @@ def _size(nbytes: int) -> str:
 
 
 # -- what runs in the worker thread ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileIds:
+    """(st_dev, st_ino) of the database file and of its write-ahead log.
+
+    `_connect` leaves the log open (WAL mode) for the life of the connection.
+    """
+
+    database: tuple[int, int]
+    journal: tuple[int, int] | None
+
+
+def _open(path: str) -> tuple[sqlite3.Connection, FileIds | None]:
+    """`_connect`, and which files it opened (None for a memory database)."""
+    db = _connect(path)
+    if path in ("", ":memory:"):
+        return db, None
+    try:
+        return db, _file_ids(path)
+    except BaseException:
+        db.close()
+        raise
+
+
+def _identity(path: str) -> tuple[int, int]:
+    found = Path(path).stat()
+    return found.st_dev, found.st_ino
+
+
+def _file_ids(path: str) -> FileIds:
+    try:
+        journal: tuple[int, int] | None = _identity(f"{path}-wal")
+    except FileNotFoundError:
+        journal = None
+    return FileIds(_identity(path), journal)
+
+
+def _file_state(path: str, files: FileIds) -> tuple[FileState, str]:
+    """What is at `path` compared with the database of `files`, and why if missing."""
+    try:
+        found = _identity(path)
+    except OSError as exc:
+        return FileState.MISSING, exc.strerror or type(exc).__name__
+    return (FileState.SAME if found == files.database else FileState.REPLACED), ""
+
+
+def _remove_journal(path: str, files: FileIds) -> None:
+    """Unlink `path`-wal if it is the log of our connection (which keeps it open)."""
+    journal = f"{path}-wal"
+    with contextlib.suppress(OSError):
+        if files.journal is not None and _identity(journal) == files.journal:
+            Path(journal).unlink()
+
+
+def _restore(old: sqlite3.Connection, path: str) -> tuple[sqlite3.Connection, FileIds]:
+    """Copy the database `old` still has open to `path`, where it was deleted.
+
+    The copy is made in a new file beside it, then linked into place, which,
+    unlike a rename, never replaces a file that appeared at `path` meanwhile
+    (FileExistsError). Returns the new file opened as `_connect` does, and its
+    files, and closes `old`; on any failure `old` stays open and usable.
+    """
+    target = Path(path)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        with contextlib.closing(sqlite3.connect(name)) as copy:
+            old.backup(copy)
+        target.hardlink_to(name)
+    finally:
+        for leftover in (name, f"{name}-wal", f"{name}-shm"):
+            Path(leftover).unlink(missing_ok=True)
+    # A journal left at the path belongs to the deleted file (its connection
+    # no longer writes through the path): the new file must not replay it.
+    for leftover in (f"{path}-wal", f"{path}-shm"):
+        Path(leftover).unlink(missing_ok=True)
+    try:
+        db = _connect(path)
+    except BaseException:
+        target.unlink()  # ours: the next check sees the file missing and retries
+        raise
+    old.close()
+    return db, _file_ids(path)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -545,7 +732,9 @@ def _write_batch(
         raise
 
 
-def _reason(exc: sqlite3.Error) -> str:
+def _reason(exc: sqlite3.Error | OSError) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror if exc.filename is None else f"{exc.strerror}: {exc.filename!r}"
     text = str(exc) or type(exc).__name__
     if "locked" in text:
         return f"{text} (is another trio-chat serving it?)"
