@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_chat.history import MemoryHistoryStore, RoomHistory, StoredEvent
+from trio_chat.history import MemoryHistoryStore, MemoryStoreStatistics, RoomHistory, StoredEvent
 
 
 def event(event_id: int) -> StoredEvent:
@@ -269,3 +269,47 @@ def test_memory_store_keeps_one_history_per_room() -> None:
         lobby.append(event(i))
     assert ids(store.acquire("lobby").after(0)) == [2, 3]
     assert store.acquire("other").last_id == 0
+
+
+def test_memory_store_keeps_the_most_recently_emptied_rooms_only() -> None:
+    store = MemoryHistoryStore(limit=5, max_idle_rooms=2)
+    busy = store.acquire("busy")  # in use throughout: never forgotten
+    busy.append(event(1))
+    for name in ("a", "b", "c"):
+        store.acquire(name).append(event(1))
+        store.release(name)
+    assert store.statistics() == MemoryStoreStatistics(rooms_in_memory=3, idle_rooms=2)
+    assert store.acquire("b").last_id == 1  # kept, and in use again
+    assert store.acquire("a").last_id == 0  # the least recently emptied was forgotten
+    store.release("a")
+    store.release("b")  # now the most recently emptied: "c" goes first
+    store.release("d")  # a room whose every hello was refused
+    assert store.statistics().idle_rooms == 2
+    assert store.acquire("c").last_id == 0
+    assert store.acquire("b").last_id == 1
+    assert store.acquire("busy") is busy
+
+
+@settings(max_examples=200)
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 9)), max_size=80),
+    max_idle=st.integers(0, 4),
+)
+def test_memory_store_never_forgets_a_room_in_use(
+    steps: list[tuple[bool, int]], max_idle: int
+) -> None:
+    store = MemoryHistoryStore(limit=3, max_idle_rooms=max_idle)
+    in_use: dict[str, RoomHistory] = {}
+    for join, n in steps:
+        room = f"r{n}"
+        if join and room not in in_use:
+            in_use[room] = store.acquire(room)
+            in_use[room].append(event(in_use[room].last_id + 1))
+        elif not join and room in in_use:
+            del in_use[room]
+            store.release(room)
+        for name, history in in_use.items():
+            assert store.acquire(name) is history
+        stats = store.statistics()
+        assert stats.idle_rooms <= max_idle
+        assert stats.rooms_in_memory <= len(in_use) + max_idle

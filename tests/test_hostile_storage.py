@@ -33,7 +33,7 @@ from processes import serving
 from wsclient import RawClient
 
 from trio_chat.config import Settings
-from trio_chat.history import HistoryStore
+from trio_chat.history import HistoryStore, MemoryHistoryStore
 from trio_chat.server import serve_chat
 from trio_chat.sqlite_store import SqliteHistoryStore
 
@@ -334,3 +334,43 @@ async def test_a_replaced_history_file_is_left_alone(
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
         assert db.execute("SELECT text FROM notes").fetchall() == [("not a chat",)]
+
+
+# -- rooms without end with --db :memory: ------------------------------------------
+
+
+async def test_memory_history_keeps_a_bounded_number_of_emptied_rooms() -> None:
+    store = MemoryHistoryStore(1000, max_idle_rooms=5)
+    with trio.fail_after(30):
+        async with serving_store(store, ":memory:") as server:
+            first = await server.joined("first", "busy")
+            await say_and_see(first, "before")
+            await first.aclose()  # "busy" is emptied once...
+            await until(lambda: store.statistics().idle_rooms == 1)
+            keeper = await server.joined("keeper", "busy")  # ...then in use all along
+            for n in range(40):  # an attacker creating room after room
+                client = await server.joined("mallory", f"room{n}")
+                await say_and_see(client, f"in room{n}")
+                await client.aclose()
+                stats = store.statistics()
+                assert stats.idle_rooms <= 5
+                # "busy", this room, and the last one if its leave is still on its way.
+                assert stats.rooms_in_memory <= 5 + 3
+            await say_and_see(keeper, "still here")
+
+            # A forgotten room starts again from id 1; a resume is not recovered.
+            forgotten = await server.client()
+            welcome = await forgotten.hello("back", "room0", since=2)
+            assert (welcome["last_id"], welcome["recovered"]) == (1, False)
+            # A recently emptied one kept its history: join, message, leave.
+            recent = await server.client()
+            welcome = await recent.hello("back", "room39", since=1)
+            assert (welcome["last_id"], welcome["recovered"]) == (4, True)
+            # The room in use lost nothing, even once emptied again.
+            await keeper.aclose()
+            late = await server.client()
+            welcome = await late.hello("late", "busy", since=0)
+            assert welcome["recovered"] is True
+            replay = await replay_of(late, welcome)
+            texts = [e.get("text") for e in replay if e["type"] == "message"]
+            assert texts == ["before", "still here"]

@@ -3,8 +3,9 @@
 Pure (no Trio). `RoomHistory` is the window of one room's most recent events
 that replay reads, kept in memory while a room is in use. `HistoryStore` is
 the seam to where histories live between uses: `MemoryHistoryStore` keeps
-every window for the life of the process; the durable SQLite store
-(sqlite_store.py) writes events behind and loads a room's window on demand.
+the windows in process memory, those of the `IDLE_ROOMS` most recently
+emptied rooms included; the durable SQLite store (sqlite_store.py) writes
+events behind and loads a room's window on demand.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+# Rooms without members whose history `MemoryHistoryStore` keeps. Anyone can
+# create rooms; without a bound, each emptied room would cost memory forever.
+IDLE_ROOMS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +144,30 @@ class HistoryStore(Protocol):
         ...
 
 
-class MemoryHistoryStore:
-    """History kept in process memory, bounded by `limit` events per room."""
+@dataclass(frozen=True, slots=True)
+class MemoryStoreStatistics:
+    rooms_in_memory: int  # rooms in use and idle rooms kept
+    idle_rooms: int  # rooms without members whose history is kept
 
-    def __init__(self, limit: int) -> None:
+
+class MemoryHistoryStore:
+    """History kept in process memory, bounded by `limit` events per room.
+
+    The history of a room in use is always kept. Of the rooms without
+    members, only the `max_idle_rooms` most recently emptied keep theirs; the
+    least recently emptied is forgotten first. A forgotten room starts again
+    from id 1 at its next join: a client resuming it with a `since` beyond
+    that gets `recovered: false`, as the protocol says of lost history.
+    """
+
+    def __init__(self, limit: int, *, max_idle_rooms: int = IDLE_ROOMS) -> None:
         self._limit = limit
+        self._max_idle_rooms = max_idle_rooms
         self._rooms: dict[str, RoomHistory] = {}
+        self._idle: dict[str, None] = {}  # least recently emptied first
 
     def acquire(self, room: str) -> RoomHistory:
+        self._idle.pop(room, None)
         history = self._rooms.get(room)
         if history is None:
             history = self._rooms[room] = RoomHistory(self._limit)
@@ -162,4 +183,13 @@ class MemoryHistoryStore:
         """Nothing to do: the window in memory is all the storage there is."""
 
     def release(self, room: str) -> None:
-        """Nothing to do: windows stay in memory for the life of the process."""
+        """Keep the room's window among the idle ones, forgetting the oldest past the bound."""
+        self._idle.pop(room, None)
+        self._idle[room] = None
+        while len(self._idle) > self._max_idle_rooms:
+            oldest = next(iter(self._idle))
+            del self._idle[oldest]
+            self._rooms.pop(oldest, None)
+
+    def statistics(self) -> MemoryStoreStatistics:
+        return MemoryStoreStatistics(rooms_in_memory=len(self._rooms), idle_rooms=len(self._idle))
