@@ -30,6 +30,7 @@ import pytest
 import trio
 from conftest import RunningServer, StartServer
 from processes import serving
+from test_durable_history import limit_pages, replay_of
 from wsclient import RawClient
 
 from trio_chat.config import Settings
@@ -81,27 +82,6 @@ def clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
 async def until(condition: Callable[[], bool]) -> None:
     while not condition():  # noqa: ASYNC110 (the store has no event for this: poll it)
         await trio.sleep(0.1)
-
-
-async def limit_pages(store: SqliteHistoryStore, extra: int | None) -> None:
-    """Let the store's file grow by `extra` pages at most (None: no limit)."""
-
-    def apply(db: sqlite3.Connection) -> None:
-        if extra is None:
-            db.execute("PRAGMA max_page_count = 4294967294")
-        else:
-            (pages,) = db.execute("PRAGMA page_count").fetchone()
-            db.execute(f"PRAGMA max_page_count = {pages + extra}")
-
-    await store._run(apply)
-
-
-async def replay_of(client: RawClient, welcome: dict[str, Any]) -> list[dict[str, Any]]:
-    """The history replay that follows a welcome (it ends with our own join)."""
-    events: list[dict[str, Any]] = []
-    while not events or events[-1]["id"] != welcome["last_id"]:
-        events.append(await client.next_event())
-    return events
 
 
 def store_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -23,14 +23,17 @@ When writes fail (disk full, I/O errors, a read-only file), clients notice
 nothing: events stay pending and the writer retries every second. The cause
 is logged once as an error, then a warning at most every minute while it
 lasts, and an info line when writes succeed again. What is pending is bounded
-by `MAX_PENDING_BYTES`: past it, the oldest pending events are dropped (and
-logged), so that a disk that stays full cannot exhaust memory. Their ids stay
-used: the room's numbering never repeats them, and its recorded last id
-covers them once writes resume. The file then has a gap in the room's ids;
-loading keeps only the newest contiguous run (`RoomHistory.from_storage`), so
-a client resuming from before the gap gets `recovered: false`, never a wrong
-replay. A room that stays in use meanwhile keeps its whole window in memory
-and replays it in full until it empties.
+by `MAX_PENDING_BYTES` (64 MiB): past it, the oldest pending events are
+dropped (and logged), so that a disk that stays full cannot exhaust memory.
+Their ids stay used: the room's numbering never repeats them, and its
+recorded last id covers them once writes resume. The file then has a gap in
+the room's ids; loading keeps only the newest contiguous run
+(`RoomHistory.from_storage`), so a client resuming from before the gap gets
+`recovered: false`, never a wrong replay. A room that stays in use meanwhile
+keeps its whole window in memory and replays it in full until it empties.
+Besides the bound, an outage holds the windows of at most
+`UNSAVED_IDLE_ROOMS` emptied rooms, and a last id per room whose events were
+dropped, until writes resume.
 
 If the file is deleted while serving, the connection still has it open and
 every write would go to a file that no longer exists, lost at exit. The
@@ -42,7 +45,9 @@ never replaces a file that appeared meanwhile) and the store switches to it,
 as `_connect` opens it. Until that succeeds (the folder is gone...), the
 store keeps serving from the open handle and retries at each check. A path
 that now holds a different file is never overwritten: that is logged as an
-error (at most once a minute), since history written meanwhile is not in it.
+error (at most once a minute), since history written meanwhile is not in it,
+and our write-ahead log beside it is removed, as SQLite would apply it to
+the new file when it is next opened.
 """
 
 from __future__ import annotations
@@ -119,6 +124,17 @@ class FileState(enum.Enum):
     SAME = "same"
     MISSING = "missing"  # deleted (or its folder), or cannot be looked at
     REPLACED = "replaced"  # another file
+
+
+@dataclass(frozen=True, slots=True)
+class FileIds:
+    """(st_dev, st_ino) of the database file and of its write-ahead log.
+
+    `_connect` leaves the log open (WAL mode) for the life of the connection.
+    """
+
+    database: tuple[int, int]
+    journal: tuple[int, int] | None
 
 
 class Report(enum.Enum):
@@ -353,7 +369,7 @@ class SqliteHistoryStore:
                 if not wrote:
                     await trio.sleep(_RETRY_DELAY)
             if wrote or trio.current_time() >= next_check:
-                await self.check_file()
+                await self._check_file()
                 next_check = trio.current_time() + FILE_CHECK_PERIOD
 
     async def flush(self) -> None:
@@ -383,14 +399,13 @@ class SqliteHistoryStore:
                     self._floor_id.pop(room, None)
                 self._settle(room, last_id)
 
-    async def check_file(self) -> FileState:
+    async def _check_file(self) -> None:
         """Make sure history goes to the file at the path; restore it if deleted.
 
-        Logs what it finds (see the module docstring) and returns what was at
-        the path before any restore.
+        Logs what it finds (see the module docstring).
         """
         if self._files is None:
-            return FileState.SAME
+            return
         files = self._files
         state, reason = await trio.to_thread.run_sync(_file_state, self._path, files)
         now = trio.current_time()
@@ -399,7 +414,7 @@ class SqliteHistoryStore:
             self._file_state = state
         if state is FileState.SAME:
             self._restore_trouble.end(now)
-            return state
+            return
         report = self._file_trouble.note(now)
         if state is FileState.REPLACED:
             # Our write-ahead log beside it would be applied to the new file
@@ -411,7 +426,7 @@ class SqliteHistoryStore:
                     " alone: history written from now on is not in it, and is lost at exit",
                     self._path,
                 )
-            return state
+            return
         if report is Report.FIRST:
             log.error(
                 "the history database %r is gone (%s); restoring it from the open connection",
@@ -419,7 +434,7 @@ class SqliteHistoryStore:
                 reason,
             )
         if now < self._next_restore:
-            return state
+            return
         try:
             await self._run(self._restore)
         except (OSError, sqlite3.Error) as exc:
@@ -434,12 +449,11 @@ class SqliteHistoryStore:
                     _reason(exc),
                     FILE_CHECK_PERIOD,
                 )
-            return state
+            return
         self._file_state = FileState.SAME
         self._file_trouble.end(now)
         self._restore_trouble.end(now)
         log.info("restored the history database %r from the open connection", self._path)
-        return state
 
     async def aclose(self) -> None:
         """Close the database (after a final `flush`, by the caller)."""
@@ -571,17 +585,6 @@ def _size(nbytes: int) -> str:
 # -- what runs in the worker thread ------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FileIds:
-    """(st_dev, st_ino) of the database file and of its write-ahead log.
-
-    `_connect` leaves the log open (WAL mode) for the life of the connection.
-    """
-
-    database: tuple[int, int]
-    journal: tuple[int, int] | None
-
-
 def _open(path: str) -> tuple[sqlite3.Connection, FileIds | None]:
     """`_connect`, and which files it opened (None for a memory database)."""
     db = _connect(path)
@@ -649,7 +652,7 @@ def _restore(old: sqlite3.Connection, path: str) -> tuple[sqlite3.Connection, Fi
     try:
         db = _connect(path)
     except BaseException:
-        target.unlink()  # ours: the next check sees the file missing and retries
+        target.unlink(missing_ok=True)  # ours: the next check finds it missing, retries
         raise
     old.close()
     return db, _file_ids(path)
