@@ -409,14 +409,17 @@ async def test_an_unexpected_write_error_gets_one_traceback(
         window = await store.load("r")
         store.install("r", window)
         fill_window(store, "r", window, 1)
+        start = trio.current_time()
         await trio.sleep(150)
+        minutes = (trio.current_time() - start) / 60
         nursery.cancel_scope.cancel()
     await store.aclose()
-    records = [r for r in caplog.records if r.name == "trio_chat.sqlite_store"]
-    assert [r.levelname for r in records] == ["ERROR", "WARNING", "WARNING"]
-    assert all("injected" in r.getMessage() for r in records)
-    assert records[0].exc_info is not None  # a bug: where it happened matters
-    assert [r for r in records if r.exc_info] == records[:1]
+    first, *reminders = [r for r in caplog.records if r.name == "trio_chat.sqlite_store"]
+    assert first.levelname == "ERROR"
+    assert first.exc_info is not None  # a bug: where it happened matters
+    assert 1 <= len(reminders) <= minutes  # once a minute, not once a second
+    assert all(r.levelname == "WARNING" and not r.exc_info for r in reminders)
+    assert all("injected" in r.getMessage() for r in [first, *reminders])
 
 
 # -- any interleaving of events and reconnects ---------------------------------------

@@ -162,6 +162,10 @@ async def test_a_full_disk_is_logged_once_bounded_in_memory_and_survived(
 # -- the history file deleted or replaced while serving --------------------------------
 
 
+def restored(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("restored the history database" in r.getMessage() for r in store_records(caplog))
+
+
 async def say_and_see(client: RawClient, text: str) -> dict[str, Any]:
     await client.say(text)
     event = await client.next_event()
@@ -237,7 +241,8 @@ async def test_a_deleted_file_is_restored_while_idle_too(
             await until(lambda: store.statistics().pending == 0)
             for leftover in (path, path.with_name("chat.db-wal")):  # rm chat.db*
                 leftover.unlink()
-            await trio.sleep(11)  # no commit: the periodic check finds it
+            with trio.fail_after(30):  # no commit: the periodic check finds it
+                await until(lambda: restored(caplog))
             assert path.exists()
             await say_and_see(alice, "written to the restored file")
     records = store_records(caplog)
@@ -272,7 +277,8 @@ async def test_restoring_into_a_missing_folder_is_retried(
             assert 2 <= len(failures) <= minutes + 1  # once, then once a minute
             assert [r.levelname for r in failures[:2]] == ["ERROR", "WARNING"]
             folder.mkdir()
-            await trio.sleep(11)
+            with trio.fail_after(30):  # the next periodic check
+                await until(lambda: restored(caplog))
             assert path.exists()
     records = store_records(caplog)
     assert [r.levelname for r in records if "cannot restore" not in r.getMessage()] == [
