@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from processes import TRIO_CHAT, clean_env, serving
 from wsclient import RawClient
 
-from trio_chat.history import StoredEvent
-from trio_chat.sqlite_store import SqliteHistoryStore
+from trio_chat import sqlite_store
+from trio_chat.history import RoomHistory, StoredEvent
+from trio_chat.sqlite_store import Lasting, PendingEvents, Report, SqliteHistoryStore
 
 
 async def replay_of(client: RawClient, welcome: dict[str, Any]) -> list[dict[str, Any]]:
@@ -162,6 +163,263 @@ async def test_store_evicts_released_rooms_only_once_committed(tmp_path: Path) -
         assert store.statistics().committed == 5
     finally:
         await store.aclose()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    event_ids=st.sets(st.integers(min_value=1, max_value=30), max_size=20),
+    lost_at_end=st.integers(min_value=0, max_value=2),
+    limit=st.integers(min_value=1, max_value=8),
+    since=st.integers(min_value=0, max_value=35),
+)
+async def test_load_returns_the_contiguous_newest_run_of_what_is_on_disk(
+    event_ids: set[int], lost_at_end: int, limit: int, since: int
+) -> None:
+    """Rows with gaps (events dropped while writes failed) never replay wrongly."""
+    recorded = max(event_ids, default=0) + lost_at_end
+    store = await SqliteHistoryStore.open(":memory:", limit=limit)
+    try:
+
+        def fill(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO events (room, id, line) VALUES ('r', ?, ?)",
+                [(i, f"event {i}".encode()) for i in event_ids],
+            )
+            db.execute("INSERT INTO rooms (name, last_id) VALUES ('r', ?)", (recorded,))
+
+        await store._run(fill)
+        window = await store.load("r")
+    finally:
+        await store.aclose()
+    run: list[int] = []
+    while len(run) < limit and recorded - len(run) in event_ids:
+        run.insert(0, recorded - len(run))
+    assert [e.id for e in window.after(0)] == run
+    assert all(e.line == f"event {e.id}".encode() for e in window.after(0))
+    assert window.last_id == recorded
+    join = StoredEvent(recorded + 1, b"join")
+    window.append(join)
+    replay = window.replay_for_join(since, 50)
+    if since <= recorded:
+        missed = list(range(since + 1, recorded + 2))
+        retained = [*run, join.id][-limit:]
+        assert replay.recovered is ([e.id for e in replay.events] == missed)
+        assert replay.recovered is (set(missed) <= set(retained))
+    else:
+        assert replay.recovered is False
+
+
+async def limit_pages(store: SqliteHistoryStore, extra: int | None) -> None:
+    """Let the store's file grow by `extra` pages at most (None: no limit).
+
+    SQLite then fails writes with SQLITE_FULL, "database or disk is full",
+    exactly as on a full disk.
+    """
+
+    def apply(db: sqlite3.Connection) -> None:
+        if extra is None:
+            db.execute("PRAGMA max_page_count = 4294967294")
+        else:
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            db.execute(f"PRAGMA max_page_count = {pages + extra}")
+
+    await store._run(apply)
+
+
+async def test_a_failed_write_raises_its_real_cause_and_keeps_the_events(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    store = await SqliteHistoryStore.open(str(path), limit=100)
+    try:
+        window = await store.load("r")
+        store.install("r", window)
+        await limit_pages(store, 0)
+        for n in range(1, 41):
+            event = StoredEvent(n, b"x" * 2000)
+            window.append(event)
+            store.record("r", event)
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            await store.flush()
+        assert store.statistics().pending == 40
+        await limit_pages(store, None)  # room again
+        await store.flush()
+        assert store.statistics().pending == 0
+    finally:
+        await store.aclose()
+    assert stored_ids(path, "r") == list(range(1, 41))
+
+
+# -- bookkeeping of failing writes ------------------------------------------------
+
+
+def test_lasting_speaks_at_once_then_at_most_every_period() -> None:
+    trouble = Lasting(60)
+    assert trouble.end(0) is None  # nothing was going on
+    said = [trouble.note(t) for t in (10, 11, 69, 70, 100, 131, 200)]
+    assert said == [Report.FIRST, None, None, Report.AGAIN, None, Report.AGAIN, Report.AGAIN]
+    assert trouble.lasted(250) == 240
+    assert trouble.end(250) == 240
+    assert trouble.note(251) is Report.FIRST  # a new trouble is told at once
+
+
+def pending_cost(room: str, line: bytes) -> int:
+    return len(room) + len(line) + sqlite_store._EVENT_OVERHEAD
+
+
+# ("add", size), ("take", 0), ("done", 0) or ("fail", 0)
+Op = tuple[str, int]
+
+
+@settings(max_examples=300)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.integers(0, 300)),
+            st.tuples(st.sampled_from(["take", "done", "fail"]), st.just(0)),
+        ),
+        max_size=60,
+    )
+)
+def test_pending_events_stay_bounded_and_drop_only_the_oldest(ops: list[Op]) -> None:
+    bound = 4000
+    pending = PendingEvents(bound)
+    model: list[tuple[str, int, bytes]] = []  # what waits, oldest first
+    batch: list[tuple[str, int, bytes]] | None = None
+    next_id = 0
+    accounted: list[int] = []  # ids committed or dropped, in that order per kind
+    dropped_ids: list[int] = []
+    committed_ids: list[int] = []
+
+    def drop(dropped: Sequence[tuple[str, int]]) -> None:
+        for room, event_id in dropped:
+            oldest = model.pop(0)  # always the oldest waiting event
+            assert (room, event_id) == oldest[:2]
+            dropped_ids.append(event_id)
+
+    for op, size in ops:
+        if op == "add":
+            next_id += 1
+            model.append(("r", next_id, b"x" * size))
+            drop(pending.add("r", next_id, b"x" * size))
+        elif op == "take" and batch is None:
+            batch = pending.take()
+            assert batch == model[: len(batch)]
+            assert bool(batch) == bool(model)
+            del model[: len(batch)]
+        elif op == "done" and batch is not None:
+            pending.done()
+            committed_ids.extend(e[1] for e in batch)
+            batch = None
+        elif op == "fail" and batch is not None:
+            model[:0] = batch
+            drop(pending.put_back(batch))
+            batch = None
+        kept = model + (batch or [])
+        assert pending.nbytes == sum(pending_cost(r, line) for r, _i, line in kept)
+        assert len(pending) == len(kept)
+        assert pending.waiting == len(model)
+        assert pending.nbytes <= bound or not model  # only a batch being written exceeds
+    accounted = sorted(committed_ids + dropped_ids + [e[1] for e in model + (batch or [])])
+    assert accounted == list(range(1, next_id + 1))  # nothing lost unreported, nothing twice
+
+
+def fill_window(store: SqliteHistoryStore, room: str, window: RoomHistory, count: int) -> None:
+    for _ in range(count):
+        event = StoredEvent(window.last_id + 1, b"x" * 1000)
+        window.append(event)
+        store.record(room, event)
+
+
+async def test_ids_of_dropped_events_are_never_numbered_again(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    store = await SqliteHistoryStore.open(str(path), limit=100, max_pending_bytes=8000)
+    try:
+        window = await store.load("r")
+        store.install("r", window)
+        fill_window(store, "r", window, 3)
+        await store.flush()
+        await limit_pages(store, 0)
+        fill_window(store, "r", window, 40)  # far past the bound: the oldest are dropped
+        stats = store.statistics()
+        assert stats.dropped > 0
+        assert stats.pending == 40 - stats.dropped
+        with pytest.raises(sqlite3.OperationalError):
+            await store.flush()
+        store.release("r")
+        assert store.acquire("r") is window  # its newest events are still pending
+        store.release("r")
+        # The disk still says 3, but the room must go on from 43.
+        await limit_pages(store, None)
+        await store.flush()
+        assert store.acquire("r") is None  # settled: evicted
+        reloaded = await store.load("r")
+        assert reloaded.last_id == 43
+        assert [e.id for e in reloaded.after(0)] == list(range(44 - stats.pending, 44))
+    finally:
+        await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT last_id FROM rooms").fetchall() == [(43,)]
+
+
+async def test_emptied_rooms_waiting_on_a_failing_disk_are_bounded(tmp_path: Path) -> None:
+    store = await SqliteHistoryStore.open(str(tmp_path / "h.db"), limit=100, unsaved_idle_rooms=3)
+    try:
+        await limit_pages(store, 0)
+        for n in range(10):
+            room = f"r{n}"
+            window = await store.load(room)
+            store.install(room, window)
+            fill_window(store, room, window, 2)
+            store.release(room)
+            assert store.statistics().rooms_in_memory <= 3
+        assert store.acquire("r9") is not None  # the most recently emptied stay
+        assert store.acquire("r0") is None
+        # An evicted room's numbering goes on after its unsaved events.
+        assert (await store.load("r0")).last_id == 2
+        await limit_pages(store, None)
+        await store.flush()
+        assert store.statistics().pending == 0
+        assert [e.id for e in (await store.load("r1")).after(0)] == [1, 2]
+    finally:
+        await store.aclose()
+
+
+async def test_an_unexpected_write_error_gets_one_traceback(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mock_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Jump only once Trio has been idle a little: the store's thread work
+    # looks idle to Trio, and the clock must not race ahead of it. If a
+    # thread is slow anyway, the ticker keeps the next deadline near.
+    mock_clock.autojump_threshold = 0.005
+
+    async def tick() -> None:
+        while True:  # noqa: ASYNC110 (no event to wait for: a deadline is the point)
+            await trio.sleep(1)
+
+    def broken(*args: object) -> None:
+        raise sqlite3.IntegrityError("injected")
+
+    store = await SqliteHistoryStore.open(str(tmp_path / "h.db"), limit=10)
+    monkeypatch.setattr(sqlite_store, "_write_batch", broken)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        await nursery.start(store.serve_writer)
+        window = await store.load("r")
+        store.install("r", window)
+        fill_window(store, "r", window, 1)
+        start = trio.current_time()
+        await trio.sleep(150)
+        minutes = (trio.current_time() - start) / 60
+        nursery.cancel_scope.cancel()
+    await store.aclose()
+    first, *reminders = [r for r in caplog.records if r.name == "trio_chat.sqlite_store"]
+    assert first.levelname == "ERROR"
+    assert first.exc_info is not None  # a bug: where it happened matters
+    assert 1 <= len(reminders) <= minutes  # once a minute, not once a second
+    assert all(r.levelname == "WARNING" and not r.exc_info for r in reminders)
+    assert all("injected" in r.getMessage() for r in [first, *reminders])
 
 
 # -- any interleaving of events and reconnects ---------------------------------------

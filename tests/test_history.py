@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_chat.history import MemoryHistoryStore, RoomHistory, StoredEvent
+from trio_chat.history import MemoryHistoryStore, MemoryStoreStatistics, RoomHistory, StoredEvent
 
 
 def event(event_id: int) -> StoredEvent:
@@ -75,6 +75,74 @@ def test_constructor_keeps_the_newest_of_given_events() -> None:
     assert (history.first_id, history.last_id, len(history)) == (6, 8, 3)
     history.append(event(9))
     assert ids(history.after(0)) == [7, 8, 9]
+
+
+# --------------------------------------------------------------------------
+# Windows read back from storage, where ids may have gaps
+
+
+def stored(*event_ids: int) -> list[StoredEvent]:
+    return [event(i) for i in event_ids]
+
+
+@pytest.mark.parametrize(
+    ("event_ids", "recorded", "limit", "window", "last_id"),
+    [
+        ((), 0, 5, [], 0),  # a new room
+        ((), 7, 5, [], 7),  # every event lost: the numbering goes on
+        ((1, 2, 3), 3, 5, [1, 2, 3], 3),
+        ((1, 2, 3), 3, 2, [2, 3], 3),  # no more than the limit
+        ((1, 2, 5, 6), 6, 5, [5, 6], 6),  # only after the gap
+        ((1, 2, 5, 6), 8, 5, [], 8),  # the newest were lost
+        ((1, 2, 5, 6), 0, 5, [5, 6], 6),  # never below what is stored
+        ((4, 6, 8), 8, 5, [8], 8),
+    ],
+)
+def test_from_storage_keeps_the_contiguous_newest_run(
+    event_ids: tuple[int, ...], recorded: int, limit: int, window: list[int], last_id: int
+) -> None:
+    history = RoomHistory.from_storage(limit, stored(*event_ids), recorded)
+    assert ids(history.after(0)) == window
+    assert history.last_id == last_id
+    history.append(event(last_id + 1))  # numbering continues after the real last id
+    assert ids(history.after(0))[-1] == last_id + 1
+
+
+@settings(max_examples=500)
+@given(
+    event_ids=st.sets(st.integers(min_value=1, max_value=40)),
+    lost_at_end=st.integers(min_value=0, max_value=3),
+    limit=st.integers(min_value=1, max_value=12),
+    replay_limit=st.integers(min_value=0, max_value=15),
+    since=st.none() | st.integers(min_value=0, max_value=50),
+)
+def test_replay_after_a_gap_is_never_wrong(
+    event_ids: set[int], lost_at_end: int, limit: int, replay_limit: int, since: int | None
+) -> None:
+    """Whatever ids storage lost, a join replays only events that really follow `since`."""
+    recorded = max(event_ids, default=0) + lost_at_end
+    history = RoomHistory.from_storage(limit, stored(*sorted(event_ids)), recorded)
+
+    run: list[int] = []  # the model: the newest contiguous ids ending at `recorded`
+    while len(run) < limit and recorded - len(run) in event_ids:
+        run.insert(0, recorded - len(run))
+    assert ids(history.after(0)) == run
+    assert history.last_id == recorded
+
+    own_join = recorded + 1
+    history.append(event(own_join))
+    retained = [*run, own_join][-limit:]
+    replay = history.replay_for_join(since, replay_limit)
+    replayed = ids(replay.events)
+    assert_lines_match_ids(replay.events)
+    assert replayed == list(range(replayed[0], own_join + 1))  # contiguous, ends with the join
+    if since is None or since >= own_join:
+        assert replayed == retained[-max(replay_limit, 1) :]
+        assert replay.recovered is (None if since is None else False)
+    else:
+        assert replayed == [i for i in retained if i > since]
+        # Recovered exactly when nothing after `since` is missing.
+        assert replay.recovered is (replayed == list(range(since + 1, own_join + 1)))
 
 
 # --------------------------------------------------------------------------
@@ -201,3 +269,47 @@ def test_memory_store_keeps_one_history_per_room() -> None:
         lobby.append(event(i))
     assert ids(store.acquire("lobby").after(0)) == [2, 3]
     assert store.acquire("other").last_id == 0
+
+
+def test_memory_store_keeps_the_most_recently_emptied_rooms_only() -> None:
+    store = MemoryHistoryStore(limit=5, max_idle_rooms=2)
+    busy = store.acquire("busy")  # in use throughout: never forgotten
+    busy.append(event(1))
+    for name in ("a", "b", "c"):
+        store.acquire(name).append(event(1))
+        store.release(name)
+    assert store.statistics() == MemoryStoreStatistics(rooms_in_memory=3, idle_rooms=2)
+    assert store.acquire("b").last_id == 1  # kept, and in use again
+    assert store.acquire("a").last_id == 0  # the least recently emptied was forgotten
+    store.release("a")
+    store.release("b")  # now the most recently emptied: "c" goes first
+    store.release("d")  # a room whose every hello was refused
+    assert store.statistics().idle_rooms == 2
+    assert store.acquire("c").last_id == 0
+    assert store.acquire("b").last_id == 1
+    assert store.acquire("busy") is busy
+
+
+@settings(max_examples=200)
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 9)), max_size=80),
+    max_idle=st.integers(0, 4),
+)
+def test_memory_store_never_forgets_a_room_in_use(
+    steps: list[tuple[bool, int]], max_idle: int
+) -> None:
+    store = MemoryHistoryStore(limit=3, max_idle_rooms=max_idle)
+    in_use: dict[str, RoomHistory] = {}
+    for join, n in steps:
+        room = f"r{n}"
+        if join and room not in in_use:
+            in_use[room] = store.acquire(room)
+            in_use[room].append(event(in_use[room].last_id + 1))
+        elif not join and room in in_use:
+            del in_use[room]
+            store.release(room)
+        for name, history in in_use.items():
+            assert store.acquire(name) is history
+        stats = store.statistics()
+        assert stats.idle_rooms <= max_idle
+        assert stats.rooms_in_memory <= len(in_use) + max_idle

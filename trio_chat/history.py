@@ -3,16 +3,22 @@
 Pure (no Trio). `RoomHistory` is the window of one room's most recent events
 that replay reads, kept in memory while a room is in use. `HistoryStore` is
 the seam to where histories live between uses: `MemoryHistoryStore` keeps
-every window for the life of the process; the durable SQLite store
-(sqlite_store.py) writes events behind and loads a room's window on demand.
+the windows in process memory, those of the `IDLE_ROOMS` most recently
+emptied rooms included; the durable SQLite store (sqlite_store.py) writes
+events behind and loads a room's window on demand.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+# Rooms without members whose history `MemoryHistoryStore` keeps. Anyone can
+# create rooms; without a bound, each emptied room would cost memory forever.
+IDLE_ROOMS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,28 @@ class RoomHistory:
     ) -> None:
         self._events: deque[StoredEvent] = deque(events or (), maxlen=limit)
         self.last_id = self._events[-1].id if self._events else last_id
+
+    @classmethod
+    def from_storage(cls, limit: int, stored: Sequence[StoredEvent], last_id: int) -> RoomHistory:
+        """The window for events read back from storage, where ids may have gaps.
+
+        `stored` is oldest first; `last_id` is the room's last assigned id as
+        storage recorded it (raised to the newest stored id if lower). Only
+        the newest run of contiguous ids that ends at `last_id` is kept, at
+        most `limit` events: an event before a gap can never be replayed
+        together with the ones lost in it, and this class numbers by position.
+        If the newest events themselves were lost, the window is empty and
+        keeps `last_id`, so the numbering still never repeats an id.
+        """
+        if stored:
+            last_id = max(last_id, stored[-1].id)
+        run: list[StoredEvent] = []
+        for event in reversed(stored):
+            if len(run) == limit or event.id != last_id - len(run):
+                break
+            run.append(event)
+        run.reverse()
+        return cls(limit, run, last_id=last_id)
 
     def append(self, event: StoredEvent) -> None:
         """Add the room's next event (its id must be `last_id + 1`)."""
@@ -116,14 +144,30 @@ class HistoryStore(Protocol):
         ...
 
 
-class MemoryHistoryStore:
-    """History kept in process memory, bounded by `limit` events per room."""
+@dataclass(frozen=True, slots=True)
+class MemoryStoreStatistics:
+    rooms_in_memory: int  # rooms in use and idle rooms kept
+    idle_rooms: int  # rooms without members whose history is kept
 
-    def __init__(self, limit: int) -> None:
+
+class MemoryHistoryStore:
+    """History kept in process memory, bounded by `limit` events per room.
+
+    The history of a room in use is always kept. Of the rooms without
+    members, only the `max_idle_rooms` most recently emptied keep theirs; the
+    least recently emptied is forgotten first. A forgotten room starts again
+    from id 1 at its next join: a client resuming it with a `since` beyond
+    that gets `recovered: false`, as the protocol says of lost history.
+    """
+
+    def __init__(self, limit: int, *, max_idle_rooms: int = IDLE_ROOMS) -> None:
         self._limit = limit
+        self._max_idle_rooms = max_idle_rooms
         self._rooms: dict[str, RoomHistory] = {}
+        self._idle: dict[str, None] = {}  # least recently emptied first
 
     def acquire(self, room: str) -> RoomHistory:
+        self._idle.pop(room, None)
         history = self._rooms.get(room)
         if history is None:
             history = self._rooms[room] = RoomHistory(self._limit)
@@ -139,4 +183,13 @@ class MemoryHistoryStore:
         """Nothing to do: the window in memory is all the storage there is."""
 
     def release(self, room: str) -> None:
-        """Nothing to do: windows stay in memory for the life of the process."""
+        """Keep the room's window among the idle ones, forgetting the oldest past the bound."""
+        self._idle.pop(room, None)
+        self._idle[room] = None
+        while len(self._idle) > self._max_idle_rooms:
+            oldest = next(iter(self._idle))
+            del self._idle[oldest]
+            self._rooms.pop(oldest, None)
+
+    def statistics(self) -> MemoryStoreStatistics:
+        return MemoryStoreStatistics(rooms_in_memory=len(self._rooms), idle_rooms=len(self._idle))
