@@ -275,19 +275,25 @@ def test_memory_store_keeps_the_most_recently_emptied_rooms_only() -> None:
     store = MemoryHistoryStore(limit=5, max_idle_rooms=2)
     busy = store.acquire("busy")  # in use throughout: never forgotten
     busy.append(event(1))
-    for name in ("a", "b", "c"):
-        store.acquire(name).append(event(1))
+    for name, count in (("a", 3), ("b", 1), ("c", 2)):
+        room = store.acquire(name)
+        for i in range(1, count + 1):
+            room.append(event(i))
         store.release(name)
     assert store.statistics() == MemoryStoreStatistics(rooms_in_memory=3, idle_rooms=2)
-    assert store.acquire("b").last_id == 1  # kept, and in use again
-    assert store.acquire("a").last_id == 0  # the least recently emptied was forgotten
+    assert ids(store.acquire("b").after(0)) == [1]  # kept, and in use again
+    # The least recently emptied was forgotten; its ids are not handed out again.
+    forgotten = store.acquire("a")
+    assert (len(forgotten), forgotten.last_id) == (0, 3)
     store.release("a")
     store.release("b")  # now the most recently emptied: "c" goes first
     store.release("d")  # a room whose every hello was refused
     assert store.statistics().idle_rooms == 2
-    assert store.acquire("c").last_id == 0
-    assert store.acquire("b").last_id == 1
+    assert len(store.acquire("c")) == 0
+    assert ids(store.acquire("b").after(0)) == [1]
     assert store.acquire("busy") is busy
+    # A room new to the store numbers on from the highest forgotten id too.
+    assert store.acquire("new").last_id == 3
 
 
 @settings(max_examples=200)

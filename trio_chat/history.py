@@ -155,9 +155,12 @@ class MemoryHistoryStore:
 
     The history of a room in use is always kept. Of the rooms without
     members, only the `max_idle_rooms` most recently emptied keep theirs; the
-    least recently emptied is forgotten first. A forgotten room starts again
-    from id 1 at its next join: a client resuming it with a `since` beyond
-    that gets `recovered: false`, as the protocol says of lost history.
+    least recently emptied is forgotten first. Ids are never handed out twice
+    for a room, though: once a room has been forgotten, every room created
+    afterwards numbers on from the highest id any forgotten room reached. So
+    a client resuming a forgotten room with the `since` it last saw gets
+    `recovered: false` (or, when nothing happened in between, exactly what
+    followed), never a replay of a different room's events under old ids.
     """
 
     def __init__(self, limit: int, *, max_idle_rooms: int = IDLE_ROOMS) -> None:
@@ -165,12 +168,13 @@ class MemoryHistoryStore:
         self._max_idle_rooms = max_idle_rooms
         self._rooms: dict[str, RoomHistory] = {}
         self._idle: dict[str, None] = {}  # least recently emptied first
+        self._floor = 0  # the highest last id of any forgotten room
 
     def acquire(self, room: str) -> RoomHistory:
         self._idle.pop(room, None)
         history = self._rooms.get(room)
         if history is None:
-            history = self._rooms[room] = RoomHistory(self._limit)
+            history = self._rooms[room] = RoomHistory(self._limit, last_id=self._floor)
         return history
 
     async def load(self, room: str) -> RoomHistory:
@@ -189,7 +193,9 @@ class MemoryHistoryStore:
         while len(self._idle) > self._max_idle_rooms:
             oldest = next(iter(self._idle))
             del self._idle[oldest]
-            self._rooms.pop(oldest, None)
+            forgotten = self._rooms.pop(oldest, None)
+            if forgotten is not None:
+                self._floor = max(self._floor, forgotten.last_id)
 
     def statistics(self) -> MemoryStoreStatistics:
         return MemoryStoreStatistics(rooms_in_memory=len(self._rooms), idle_rooms=len(self._idle))

@@ -495,6 +495,9 @@ async def _writing(store: HistoryStore, path: str) -> AsyncIterator[None]:
         with trio.CancelScope(shield=True):
             try:
                 await store.flush()
+            except sqlite3.OperationalError as error:  # the disk, not a bug: no traceback
+                pending = store.statistics().pending
+                log.error("could not write the last %d events to %r: %s", pending, path, error)
             except sqlite3.Error:
                 log.exception("could not write the last history to %r", path)
             await store.aclose()
