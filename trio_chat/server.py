@@ -493,13 +493,16 @@ async def _writing(store: HistoryStore, path: str) -> AsyncIterator[None]:
             writer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            failure: sqlite3.OperationalError | None = None
             try:
                 await store.flush()
             except sqlite3.OperationalError as error:  # the disk, not a bug: no traceback
-                pending = store.statistics().pending
-                log.error("could not write the last %d events to %r: %s", pending, path, error)
+                failure = error
             except sqlite3.Error:
                 log.exception("could not write the last history to %r", path)
+            if failure is not None:
+                pending = store.statistics().pending
+                log.error("could not write the last %d events to %r: %s", pending, path, failure)
             await store.aclose()
 
 
