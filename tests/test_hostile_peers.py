@@ -186,6 +186,21 @@ async def test_a_room_that_stalls_at_once_is_dropped_and_others_go_on(
     assert not errors(caplog), caplog.text
 
 
+async def test_a_member_dropped_for_a_slow_write_counts_as_a_slow_drop(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A queue too long to overflow: the write wait is what drops this member.
+    server = await start_server(send_queue_size=100_000, write_wait=5.0, rate_limit=0)
+    talker = await server.joined("talker")
+    await server.joined("stalled", receive_buffer=4096)
+    await talker.next_of("join")
+    for _ in range(60):  # far more than the socket buffers hold
+        await talker.say(BIG)
+    leave = await talker.next_of("leave")
+    assert (leave["name"], leave["reason"]) == ("stalled", "slow")
+    assert await metric(server.port, "trio_chat_slow_drops_total") == 1
+
+
 # -- 4: a client that vanishes right after a say ------------------------------
 
 

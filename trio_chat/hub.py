@@ -114,7 +114,7 @@ class HubStatistics:
     members: int
     events: int  # stored events numbered since start
     deliveries: int  # live events put into outboxes
-    slow_drops: int  # members dropped because their outbox was full
+    slow_drops: int  # members dropped as too slow: a full outbox, or a write timed out
     inbox: int  # commands waiting for the hub task
 
 
@@ -272,6 +272,7 @@ class Hub:
             delivery = self._chat.leave(message.peer, message.reason, ts)
             if delivery is not None:
                 self._events += 1
+                self._slow_drops += message.reason is LeaveReason.SLOW  # a write timed out
                 self._queue.append(delivery)
             else:
                 self._forget_waiting(message.peer)

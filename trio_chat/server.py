@@ -129,7 +129,9 @@ class _ChatCollector(Collector):
             "trio_chat_deliveries", "Live events queued to clients.", stats.deliveries
         )
         yield CounterMetricFamily(
-            "trio_chat_slow_drops", "Clients dropped for a full send queue.", stats.slow_drops
+            "trio_chat_slow_drops",
+            "Members dropped as too slow (a full send queue, or a write over WRITE_WAIT).",
+            stats.slow_drops,
         )
         yield CounterMetricFamily(
             "trio_chat_refused_upgrades",
