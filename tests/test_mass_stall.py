@@ -64,7 +64,12 @@ def peak_rss_mib(pid: int) -> float:
 
 
 async def test_a_room_of_1500_that_stalls_at_once(capsys: pytest.CaptureFixture[str]) -> None:
-    async with serving(TRIO_CHAT_RATE_LIMIT="0") as (process, port, output):
+    # Defaults but two: no rate limit for the talker, and pings far apart,
+    # because these members discard what they read (pings included) and a
+    # large room takes longer than a pong wait to fill.
+    settings = {"TRIO_CHAT_RATE_LIMIT": "0", "TRIO_CHAT_PONG_WAIT": "1h"}
+    settings["TRIO_CHAT_PING_PERIOD"] = "50m"
+    async with serving(**settings) as (process, port, output):
         with trio.fail_after(120 + MEMBERS / 10):
             talker = await RawClient.connect(port)
             await talker.hello("talker", "big")
