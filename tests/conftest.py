@@ -50,6 +50,14 @@ class RunningServer:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
+async def wait_until(done: Callable[[], bool], period: float = 0.01) -> None:
+    """Poll `done` (state that reader tasks fill in) until it holds."""
+    while True:
+        if done():
+            return
+        await trio.sleep(period)
+
+
 @asynccontextmanager
 async def server_starter() -> AsyncIterator[StartServer]:
     """A function that starts servers (settings overridden by keyword) in a

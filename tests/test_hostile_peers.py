@@ -12,16 +12,15 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from conftest import RunningServer, StartServer
+from conftest import RunningServer, StartServer, wait_until
 from test_hub import RecordingPeer
-from wsclient import Closed, RawClient, Rejected, http_request
+from wsclient import Closed, RawClient, Rejected, metric
 from wsproto.events import CloseConnection, Message
 from wsproto.frame_protocol import FrameProtocol
 
@@ -40,14 +39,6 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-async def metric(port: int, name: str) -> float:
-    body = (await http_request(port, "/metrics")).body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 def reset(client: RawClient) -> None:
     """Make closing the socket send a TCP reset instead of a FIN."""
     client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -64,14 +55,6 @@ def assert_gap_free(events: list[dict[str, object]]) -> list[int]:
 def count(events: list[dict[str, Any]], **match: object) -> int:
     """How many of `events` have every field of `match`."""
     return sum(all(e.get(k) == v for k, v in match.items()) for e in events)
-
-
-async def wait_until(done: Callable[[], bool]) -> None:
-    """Poll `done` (state filled in by reader tasks) until it holds."""
-    while True:
-        if done():
-            return
-        await trio.sleep(0.01)
 
 
 # -- 1, 2: a whole room that stops reading at once ------------------------------

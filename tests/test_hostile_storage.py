@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import RunningServer, StartServer
+from conftest import RunningServer, StartServer, wait_until
 from processes import serving
 from test_durable_history import limit_pages, replay_of
 from wsclient import RawClient
@@ -80,8 +80,7 @@ def clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    while not condition():  # noqa: ASYNC110 (the store has no event for this: poll it)
-        await trio.sleep(0.1)
+    await wait_until(condition, 0.1)  # the store has no event for this: poll it
 
 
 def store_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

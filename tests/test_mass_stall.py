@@ -14,14 +14,14 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
+from conftest import wait_until
 from processes import serving
-from wsclient import RawClient, http_request
+from wsclient import RawClient, metric
 
 from trio_chat.cli import SHUTDOWN_DEADLINE
 
@@ -38,21 +38,6 @@ def enough_file_descriptors() -> None:
     needed = MEMBERS + 256
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-
-
-async def metric(port: int, name: str) -> float:
-    body = (await http_request(port, "/metrics")).body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
-async def until(done: Callable[[], bool], period: float) -> None:
-    while True:
-        if done():
-            return
-        await trio.sleep(period)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -90,7 +75,7 @@ async def test_a_room_of_1500_that_stalls_at_once(capsys: pytest.CaptureFixture[
                     for _ in range(20):
                         await talker.say("m" * 1000)
                         said += 1
-                    await until(partial(lambda n: count("message") >= n, said), 0.001)
+                    await wait_until(partial(lambda n: count("message") >= n, said), 0.001)
 
             async def chat_elsewhere() -> None:
                 n = 0
@@ -118,7 +103,7 @@ async def test_a_room_of_1500_that_stalls_at_once(capsys: pytest.CaptureFixture[
                         await client.hello(f"member{n}", "big")
                         stalled.append(client)
                         reading.start_soon(drain, client)
-                    await until(lambda: count("join") >= MEMBERS, 0.01)
+                    await wait_until(lambda: count("join") >= MEMBERS, 0.01)
                     await trio.sleep(0.5)  # ...until every join reached every member,
                     reading.cancel_scope.cancel()  # then all stop at the same moment.
                 assert await metric(port, "trio_chat_slow_drops_total") == 0

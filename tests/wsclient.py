@@ -240,3 +240,12 @@ async def http_request(
                 body += event.data
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 return Response(status, response_headers, body)
+
+
+async def metric(port: int, name: str) -> float:
+    """The value of one sample of the server's `/metrics` (e.g. a `_total`)."""
+    body = (await http_request(port, "/metrics")).body.decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
