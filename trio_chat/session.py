@@ -49,10 +49,9 @@ _MIN_READ = 16384
 _TYPING_INTERVAL = 1.0
 # Every fragment of a message but the last counts this many bytes toward the
 # maximum message size on top of its payload: a message cut into tiny or empty
-# fragments
-# costs the server a Python object and a parse per fragment, so without it
-# a peer could hold megabytes and CPU under a 64 KiB limit. At the defaults
-# a message may have up to 256 fragments.
+# fragments costs the server a Python object and a parse per fragment, so
+# without it a peer could hold megabytes and CPU under a 64 KiB limit. At the
+# defaults a message may have up to 256 fragments.
 FRAME_COST = 256
 # How long a closing session waits for the client's answering close frame,
 # so that the socket is not reset under an unread close frame: a client that
@@ -409,8 +408,7 @@ class Session:
         assert self._ending is not None
         code = self._ending[0]
         assert code is not None
-        write_wait = self._settings.write_wait
-        with trio.move_on_after(write_wait):
+        with trio.move_on_after(self._settings.write_wait):
             try:
                 frame = self._ws.send(CloseConnection(code, self._close_text or None))
             except LocalProtocolError:
