@@ -53,6 +53,8 @@ _TYPING_INTERVAL = 1.0
 # without it a peer could hold megabytes and CPU under a 64 KiB limit. At the
 # defaults a message may have up to 256 fragments.
 FRAME_COST = 256
+# Frames parsed from one read before the reader lets other tasks run.
+_EVENTS_PER_TURN = 64
 # How long a closing session waits for the client's answering close frame,
 # so that the socket is not reset under an unread close frame: a client that
 # answers at all answers in milliseconds.
@@ -255,10 +257,14 @@ class Session:
         while True:
             # Events first: frames that came in the same packet as the
             # upgrade request (a `hello` right behind it) are already parsed.
-            for event in self._ws.events():
+            for count, event in enumerate(self._ws.events(), 1):
                 await self._on_event(event)
                 if self._ending is not None:
                     return
+                if count % _EVENTS_PER_TURN == 0:
+                    # A read full of tiny frames is a lot of parsing: let
+                    # other clients run between slices of it.
+                    await trio.sleep(0)  # noqa: ASYNC115 (trio.lowlevel: debug module only)
             with trio.move_on_at(self._next_timer()) as timer:
                 data = await self._stream.receive_some(read_size)
             if timer.cancelled_caught:
