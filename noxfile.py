@@ -26,7 +26,7 @@ def tests(session: nox.Session) -> None:
 def stall(session: nox.Session) -> None:
     """The hostile mass stall at full scale: 1,500 members stop reading at once."""
     session.install(".", *group("test"))
-    session.run("pytest", "-m", "scale", *session.posargs)
+    session.run("pytest", "tests/test_mass_stall.py", "-m", "scale", *session.posargs)
 
 
 @nox.session
