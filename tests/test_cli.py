@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -55,6 +56,21 @@ def test_bad_setting_is_one_line_and_exit_2(
     assert lines[0].startswith("trio-chat")
     assert named in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("command", "loads"), [("serve", False), ("connect", True)])
+def test_serve_loads_no_client_code(command: str, loads: bool) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "trio_chat", command, "--help"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert ("trio_chat.terminal" in imported) is loads
+    assert ("trio_chat.bench" in imported) is False
 
 
 def test_version_and_help() -> None:

@@ -1,4 +1,9 @@
-"""The `trio-chat` command line: `serve`, `connect` and `bench`."""
+"""The `trio-chat` command line: `serve`, `connect` and `bench`.
+
+The clients (`connect`, the terminal client; `bench`, the load generator)
+are imported only when their command runs, so that `serve` loads no client
+code: a server process holds only what serving needs.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,9 @@ from typing import NoReturn
 import trio
 
 from . import __version__
-from .bench import add_bench_arguments, run_bench
 from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server import open_listeners, open_store, serve_chat
 from .sqlite_store import HistoryError
-from .terminal import add_connect_arguments, run_connect
 
 log = logging.getLogger("trio_chat")
 
@@ -37,7 +40,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the arguments of `connect` and `bench` are added only when
+    `command` names them (their modules are imported for it)."""
     parser = _Parser(
         prog="trio-chat",
         description="A real-time chat server and browser client on Trio.",
@@ -65,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
             "at the end of input (once every line sent is confirmed) or on Ctrl-C."
         ),
     )
-    add_connect_arguments(connect)
+    if command == "connect":
+        from .terminal import add_connect_arguments  # noqa: PLC0415 (see the module docstring)
+
+        add_connect_arguments(connect)
     bench = commands.add_parser(
         "bench",
         help="a load generator: measure a running server",
@@ -76,16 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
             "server memory per connection)."
         ),
     )
-    add_bench_arguments(bench)
+    if command == "bench":
+        from .bench import add_bench_arguments  # noqa: PLC0415 (see the module docstring)
+
+        add_bench_arguments(bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     if args.command == "bench":
+        from .bench import run_bench  # noqa: PLC0415 (see the module docstring)
+
         return run_bench(args)
     if args.command == "connect":
+        from .terminal import run_connect  # noqa: PLC0415 (see the module docstring)
+
         try:
             return trio.run(run_connect, args, sys.stdin.buffer, sys.stdout, sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C before run_connect took SIGINT over
@@ -103,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 (a bug, logged with its traceback where it happened)
         log.critical("stopped by an internal error: %s", _summary(error))
         return EXIT_INTERNAL_ERROR
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (the first argument that is not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _summary(error: BaseException) -> str:

@@ -352,7 +352,11 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
     "pong-wait": ("DURATION", "time allowed for a client's pong"),
     "ping-period": ("DURATION", "interval between pings; must be below the pong wait"),
     "read-buffer-size": ("BYTES", "bytes read from a socket at a time (a minimum)"),
-    "write-buffer-size": ("BYTES", "bytes of outgoing frames gathered before a write (a minimum)"),
+    "write-buffer-size": (
+        "BYTES",
+        "checked and accepted for compatibility, with no effect: everything queued for a "
+        "client is always gathered into one write",
+    ),
     "max-message-size": ("BYTES", "largest message accepted from a client"),
     "send-queue-size": ("N", "events queued for one client before it counts as too slow"),
     "handshake-timeout": ("DURATION", "time for the HTTP upgrade plus the hello"),
