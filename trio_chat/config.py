@@ -5,7 +5,8 @@ Theory of operation: argparse only collects raw strings (every flag defaults to
 first source that has it -- the flag, ``TRIO_CHAT_<NAME>``, the bare alias, the
 default -- and parses and checks it here, so that a bad value, wherever it came
 from, yields the same one-line :class:`SettingError` naming the setting, where it
-came from and the value. The contract is ``cli.md``. Pure Python: no Trio.
+came from and the value. The README's settings table documents them. Pure
+Python: no Trio.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MAX_COUNT = 2**31 - 1  # sizes and counts: anything larger is a mistake, not a p
 MAX_RATE = 1e6  # messages per second; use 0 to turn the limit off instead
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-# Also read without the prefix, the names the original Go design's documentation uses.
+# Also read without the prefix: the names of the Go chat this project re-imagines.
 _BARE_ALIASES = frozenset(
     {"port", "write-wait", "pong-wait", "ping-period", "read-buffer-size", "write-buffer-size"}
     | {"debug"}

@@ -1,7 +1,8 @@
 """The hub: one Trio task that applies every client command to the chat state.
 
 Sessions reach the hub through three memory channels, `register`,
-`unregister` and `broadcast`, as in the Go design. Trio has no `select`, so
+`unregister` and `broadcast`, as in the Go chat it re-imagines (README). Trio
+has no `select`, so
 the three are send channels onto one FIFO inbox read by one task: a client's
 commands are applied in the order it sent them whatever their kind, which is
 what keeps a `say` sent right after `hello` from overtaking its own `join`,
