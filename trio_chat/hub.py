@@ -2,11 +2,11 @@
 
 Sessions reach the hub through three memory channels, `register`,
 `unregister` and `broadcast`, as in the Go chat it re-imagines (README). Trio
-has no `select`, so
-the three are send channels onto one FIFO inbox read by one task: a client's
-commands are applied in the order it sent them whatever their kind, which is
-what keeps a `say` sent right after `hello` from overtaking its own `join`,
-and a last `say` from arriving after its sender's `leave`.
+has no `select`, so the three are send channels onto one FIFO inbox read by
+one task: a client's commands are applied in the order it sent them whatever
+their kind, which is what keeps a `say` sent right after `hello` from
+overtaking its own `join`, and a last `say` from arriving after its sender's
+`leave`.
 
 The hub task never blocks on a client. It asks the pure `Chat` (rooms.py)
 what an event is and who receives it, then appends the event's bytes, encoded
