@@ -10,7 +10,7 @@ import pytest
 import trio_chat
 
 PACKAGE = Path(trio_chat.__file__).parent
-PURE_MODULES = ["protocol", "rooms", "history", "limits", "websocket"]
+PURE_MODULES = ["protocol", "rooms", "history", "limits", "websocket", "errors"]
 FORBIDDEN = {
     "trio",
     "trio_websocket",

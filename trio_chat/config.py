@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from .errors import TrioChatError
 from .websocket import normalize_allowed_host, normalize_origin
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def _env(setting: str) -> str:
     return ENV_PREFIX + setting.upper().replace("-", "_")
 
 
-class SettingError(Exception):
+class SettingError(TrioChatError):
     """A bad setting value, found at start-up before anything is bound.
 
     ``str(exc)`` is one line fit for stderr. It names the source of the value

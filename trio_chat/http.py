@@ -25,6 +25,7 @@ import h11
 import trio
 
 from . import __version__
+from .errors import TrioChatError
 
 MAX_HEAD_SIZE = 16 * 1024  # request line and headers, the blank line included
 SERVER_HEADER = f"trio-chat/{__version__}"
@@ -41,7 +42,7 @@ class Request:
         return self.method == "HEAD"
 
 
-class BadRequest(Exception):
+class BadRequest(TrioChatError):
     """The client sent something we do not serve; answer `status` and close.
 
     `status` is h11's error_status_hint where h11 found the fault: 400 for

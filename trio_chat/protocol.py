@@ -25,6 +25,8 @@ from typing import Any, Final
 
 from glyphguard import skeleton
 
+from .errors import TrioChatError
+
 PROTOCOL_VERSION: Final = 1
 
 DEFAULT_ROOM: Final = "lobby"
@@ -95,7 +97,7 @@ class LeaveReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
 
 
-class ProtocolError(Exception):
+class ProtocolError(TrioChatError):
     """A client frame the server refuses with an `error` event.
 
     Like wsproto's `event_hint`, it carries what the session needs to answer:

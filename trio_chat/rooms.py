@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from . import protocol
+from .errors import TrioChatError
 from .history import HistoryStore, RoomHistory, StoredEvent
 from .protocol import ErrorCode, Hello, LeaveReason, ProtocolError, Say
 
@@ -55,7 +56,7 @@ class Joined(Generic[H]):
     join_id: int
 
 
-class RoomNotLoaded(Exception):
+class RoomNotLoaded(TrioChatError):
     """A join needs the room's history, which the store has not loaded yet."""
 
     def __init__(self, room: str) -> None:

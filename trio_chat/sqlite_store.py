@@ -67,6 +67,7 @@ from typing import TypeVar
 
 import trio
 
+from .errors import TrioChatError
 from .history import RoomHistory, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ FILE_CHECK_PERIOD = 10.0  # seconds between checks that the file is still at its
 T = TypeVar("T")
 
 
-class HistoryError(Exception):
+class HistoryError(TrioChatError):
     """The history database cannot be used; the message is one line."""
 
 

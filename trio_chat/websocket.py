@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from wsproto.utilities import generate_accept_token
 
+from .errors import TrioChatError
+
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -30,7 +32,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 UPGRADE_REQUIRED: Final = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
 
 
-class UpgradeRefused(Exception):
+class UpgradeRefused(TrioChatError):
     """The request asked for /ws but is not a WebSocket upgrade we accept.
 
     Attributes:
