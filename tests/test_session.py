@@ -431,7 +431,9 @@ async def test_answering_pings_keeps_a_quiet_client(
 async def test_slow_consumer_is_closed_with_1013(start_server: StartServer) -> None:
     server = await start_server(send_queue_size=8, rate_limit=0, write_wait=600.0)
     sender = await server.joined("sender")
-    slow = await server.joined("slow")
+    # A small receive buffer: the kernel's share fills in a few messages,
+    # however large the machine's loopback buffers may grow.
+    slow = await server.joined("slow", receive_buffer=4096)
     await sender.next_of("join")
     text = "x" * 4000
     # Enough to fill the kernel's socket buffers, then the send queue. The

@@ -13,6 +13,11 @@ as its one child task.
   only other writes, made only while the writer task is parked or not yet
   started), and sends the close frame when the session ends.
 
+Every byte goes through the session's `SocketWriter` (socket_writer.py),
+which checks in code that a direct write never overlaps the writer's
+`send_all` and reports a broken connection as Trio's stream errors: a reset
+found by the hub's direct write ends the session (leave reason `quit`).
+
 Whoever decides the session is over (either task, the hub dropping a slow
 client, the server shutting down) calls `_end` once: the first reason wins.
 With a close code, the reader stops and the writer sends the close frame,
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -40,6 +44,7 @@ from .hub import Hub
 from .limits import ErrorBudget, Throttle, TokenBucket
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from .socket_writer import SocketWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,6 @@ class Session:
         "_close_text",
         "_ending",
         "_errors",
-        "_fd",
         "_hello_deadline",
         "_hub",
         "_in_hub",
@@ -99,6 +103,7 @@ class Session:
         "_stream",
         "_tasks",
         "_typing",
+        "_writes",
         "_ws",
     )
 
@@ -115,7 +120,7 @@ class Session:
     ) -> None:
         self._stream = stream
         # Raw writes are only for plain TCP (never, say, a TLS stream).
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._writes = SocketWriter(stream)
         self._ws = ws
         self._hub = hub
         self._settings = settings
@@ -157,28 +162,31 @@ class Session:
         socket (which trio keeps non-blocking); whatever the kernel does not
         take is handed to the writer task, which waits for the socket. Any
         other case (a write in progress, closing, a non-socket stream) simply
-        wakes the writer.
+        wakes the writer. A broken connection ends the session at once.
         """
         outbox = self._outbox
-        if not outbox.parked or self._ending is not None or self._fd < 0:
+        if not outbox.parked or self._ending is not None or not self._writes.direct:
             outbox.wake()
             return
-        self._write_now()
+        if not self._write_now():
+            self._end(None, LeaveReason.QUIT)
 
-    def _write_now(self) -> None:
-        """Write what is queued straight to the socket; hand the rest to the
-        writer task. Only while that task is not writing (parked, or not yet
-        started)."""
+    def _write_now(self) -> bool:
+        """Write what is queued straight to the socket and hand the rest to
+        the writer task; False if the connection is broken. Only while that
+        task is not writing (parked, or not yet started): `SocketWriter`
+        raises otherwise."""
         outbox = self._outbox
         data = outbox.take_wire()
         if not data:
-            return
+            return True
         try:
-            written = os.write(self._fd, data)
-        except OSError:  # EAGAIN, or a broken connection the writer will meet
-            written = 0
+            written = self._writes.send_nowait(data)
+        except trio.BrokenResourceError:
+            return False
         if written < len(data):
             outbox.put_raw(data[written:])
+        return True
 
     def drop(self, code: CloseCode, reason: LeaveReason) -> None:
         """End the session with close `code` (also used for shutdown)."""
@@ -191,8 +199,10 @@ class Session:
     async def run(self) -> None:
         """Serve the client until the session ends; never raises (but Cancelled)."""
         try:
-            if self._fd >= 0:
-                self._write_now()  # the 101, before the writer starts: no task switch
+            # The 101, before the writer starts: no task switch.
+            if self._writes.direct and not self._write_now():
+                self._ending = (None, LeaveReason.QUIT)  # gone before it started
+                return
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery.cancel_scope
                 nursery.start_soon(self._writer)
@@ -205,7 +215,7 @@ class Session:
                 # Before the descriptor is closed, and so before the kernel
                 # can reuse its number for another client: no raw write
                 # (`flush_nowait`) may use it after this.
-                self._fd = -1
+                self._writes.close_nowait()
                 await trio.aclose_forcefully(self._stream)
                 reason = self._ending[1] if self._ending else LeaveReason.SHUTDOWN
                 if self._in_hub:
@@ -393,7 +403,7 @@ class Session:
             # A scope only while writing, so an idle client holds none; most
             # batches do not come this way anyway (see `flush_nowait`).
             with trio.move_on_after(write_wait) as timer:
-                await self._stream.send_all(data)
+                await self._writes.send_all(data)
             if timer.cancelled_caught:
                 log.info("%s: write took over the write wait, dropping", self._label)
                 self._end(None, LeaveReason.SLOW)
@@ -424,7 +434,7 @@ class Session:
                 frame = self._outbox.take()[0] + frame
             else:
                 frame = self._outbox.take_wire() + frame
-            await self._stream.send_all(frame)
+            await self._writes.send_all(frame)
             if not self._reader_finished:
                 self._reader_done = trio.Event()
                 await self._reader_done.wait()
