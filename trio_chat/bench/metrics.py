@@ -1,0 +1,147 @@
+"""What the generator learns about the server: its `/metrics` text parsed into a
+`ServerSample`, its CPU, memory and scheduler wait read from `/proc`, and the
+Trio probe that fetches both over HTTP.
+
+The parsing and `/proc` reads are plain functions; only `http_get` and
+`sample_server` do network I/O, from the coordinator, where nothing is hot.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import h11
+import trio
+
+from .plan import BenchError, Target
+
+# -- server metrics ------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format: the value of every unlabelled sample by name."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(" ")
+        if "{" in name:
+            continue
+        try:
+            values[name] = float(rest.split()[0])
+        except (IndexError, ValueError):
+            continue
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSample:
+    """The server's counters at one instant; None where no source had them."""
+
+    cpu_seconds: float | None = None
+    rss_bytes: float | None = None
+    deliveries: float | None = None  # trio_chat_deliveries: events queued to clients
+    slow_drops: float | None = None
+    connections: float | None = None
+    wait_seconds: float | None = None  # runnable, waiting for a CPU (--server-pid only)
+
+
+def sample_from_metrics(metrics: Mapping[str, float]) -> ServerSample:
+    def first(*names: str) -> float | None:
+        return next((metrics[name] for name in names if name in metrics), None)
+
+    return ServerSample(
+        cpu_seconds=first("process_cpu_seconds_total"),
+        rss_bytes=first("process_resident_memory_bytes"),
+        deliveries=first("trio_chat_deliveries_total", "trio_chat_deliveries"),
+        slow_drops=first("trio_chat_slow_drops_total", "trio_chat_slow_drops"),
+        connections=first("trio_chat_connections"),
+    )
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_bytes(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS for process {pid}")
+
+
+def proc_wait_seconds(pid: int | str = "self") -> float | None:
+    """Time the process's main thread spent runnable but waiting for a CPU
+    (/proc/PID/schedstat); None where Linux does not say."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _delta(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+# -- the server probe ----------------------------------------------------------
+
+
+async def http_get(target: Target, path: str) -> tuple[int, bytes]:
+    """One GET on its own connection: the status and the body."""
+    stream = await trio.open_tcp_stream(target.host, target.port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET",
+            target=path,
+            headers=[("Host", target.authority), ("Connection", "close")],
+        )
+        await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+        status, body = 0, []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(65536)))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, b"".join(body)
+
+
+async def sample_server(target: Target, pid: int | None) -> ServerSample:
+    """The server's counters: CPU and memory from /proc when `pid` is given,
+    else from `/metrics`; the trio_chat_* counters from `/metrics` if it answers.
+
+    Raises:
+        BenchError: the server cannot be reached at all.
+    """
+    try:
+        status, body = await http_get(target, "/metrics")
+    except OSError as error:
+        raise BenchError(f"cannot reach the server at {target.authority}: {error}") from None
+    except (h11.RemoteProtocolError, trio.BrokenResourceError):
+        status, body = 0, b""
+    sample = sample_from_metrics(parse_metrics(body.decode("utf-8", "replace")))
+    if status != 200:
+        sample = ServerSample()
+    if pid is not None:
+        try:
+            cpu, rss = proc_cpu_seconds(pid), proc_rss_bytes(pid)
+        except (OSError, IndexError, ValueError) as error:
+            raise BenchError(f"cannot read process {pid} (--server-pid): {error}") from None
+        sample = ServerSample(
+            cpu,
+            rss,
+            sample.deliveries,
+            sample.slow_drops,
+            sample.connections,
+            proc_wait_seconds(pid),
+        )
+    return sample

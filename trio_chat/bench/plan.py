@@ -1,0 +1,117 @@
+"""The plan of a run: the server's address, which connections to open in which
+rooms, and the pacing schedule that says when each sender sends what.
+
+Pure arithmetic, no I/O: the schedule puts message m at `start + m / R`, and
+sender k of S sends the messages m with `m % S == k`, so the aggregate is
+paced, not bursty. `BenchError` lives here, at the bottom of the package,
+so that every layer above can raise it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class BenchError(Exception):
+    """The benchmark cannot run, or its measurement is void; one line for stderr."""
+
+
+# -- the plan ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the server listens: the WebSocket path, and `/metrics` beside it."""
+
+    host: str
+    port: int
+    path: str = "/ws"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}{self.path}"
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_target(url: str) -> Target:
+    """`ws://HOST:PORT/ws` or `http://HOST:PORT/` (the `/ws` path is implied)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("wss", "https"):
+        raise BenchError(
+            f"{url!r}: TLS is not supported; point the generator at the server's own "
+            "port (ws:// or http://)"
+        )
+    if scheme not in ("ws", "http"):
+        raise BenchError(f"{url!r} is not a ws:// or http:// URL")
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise BenchError(f"{url!r}: {error}") from None
+    if not parts.hostname:
+        raise BenchError(f"{url!r} names no host")
+    path = parts.path if parts.path not in ("", "/") else "/ws"
+    return Target(parts.hostname, port or 80, path)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnSpec:
+    """One connection to open: its name is `c<index>`."""
+
+    index: int
+    room: str
+    sender: int | None  # its place among the senders, or None for a pure receiver
+
+    @property
+    def name(self) -> str:
+        return f"c{self.index}"
+
+
+def plan_connections(
+    connections: int, *, rooms: int, senders: int, procs: int, room_prefix: str
+) -> list[list[ConnSpec]]:
+    """Connection i joins room `i % rooms`, sends if `i < senders`, and lives in
+    process `i % procs`: senders and rooms spread over the processes evenly."""
+    plan: list[list[ConnSpec]] = [[] for _ in range(procs)]
+    for i in range(connections):
+        spec = ConnSpec(i, f"{room_prefix}{i % rooms}", i if i < senders else None)
+        plan[i % procs].append(spec)
+    return plan
+
+
+# -- the pacing schedule -------------------------------------------------------
+
+
+def total_messages(rate: float, duration: float) -> int:
+    """Messages in a step: message m is due at `m / rate`, for every m with
+    `m / rate < duration`."""
+    return max(0, math.ceil(rate * duration - 1e-9))
+
+
+def messages_due(elapsed: float, rate: float, total: int) -> int:
+    """How many messages of the global schedule are due `elapsed` s after the start."""
+    if elapsed < 0:
+        return 0
+    return min(total, math.floor(elapsed * rate + 1e-9) + 1)
+
+
+def sender_share(count: int, sender: int, senders: int) -> int:
+    """How many of the first `count` messages are sender's: m with `m % senders == sender`."""
+    return (count - sender + senders - 1) // senders if count > sender else 0
+
+
+def send_offset(sender: int, n: int, senders: int, rate: float) -> float:
+    """When sender's n-th message (from 0) is due, in seconds after the start."""
+    return (sender + n * senders) / rate
+
+
+def sweep_rates(start: float, factor: float, steps: int) -> list[float]:
+    """`start`, then multiplied by `factor` each step (rounded to 3 significant digits)."""
+    return [float(f"{start * factor**k:.3g}") if k else start for k in range(steps)]
