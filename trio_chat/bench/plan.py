@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..errors import TrioChatError
 
-class BenchError(Exception):
+
+class BenchError(TrioChatError):
     """The benchmark cannot run, or its measurement is void; one line for stderr."""
 
 

@@ -13,6 +13,7 @@ import hashlib
 import random
 from typing import Final
 
+from ..errors import TrioChatError
 from .plan import Target
 
 # -- WebSocket, client side ----------------------------------------------------
@@ -27,7 +28,7 @@ _ACCEPT_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD: Final = 65536
 
 
-class ConnectFailure(Exception):
+class ConnectFailure(TrioChatError):
     """A connection could not be opened or joined; `reason` is what the report counts."""
 
     def __init__(self, reason: str) -> None:
@@ -35,7 +36,7 @@ class ConnectFailure(Exception):
         self.reason = reason
 
 
-class FramingError(Exception):
+class FramingError(TrioChatError):
     """The server's bytes break RFC 6455 framing."""
 
 
