@@ -21,7 +21,7 @@ from processes import TRIO_CHAT, clean_env, serving
 from wsclient import RawClient
 
 from trio_chat import sqlite_store
-from trio_chat.history import RoomHistory, StoredEvent
+from trio_chat.core.history import RoomHistory, StoredEvent
 from trio_chat.sqlite_store import Lasting, PendingEvents, Report, SqliteHistoryStore
 
 

@@ -7,7 +7,7 @@ import inspect
 import pkgutil
 
 import trio_chat
-from trio_chat.errors import TrioChatError
+from trio_chat.core.errors import TrioChatError
 
 
 def test_every_exception_of_the_package_derives_from_trio_chat_error() -> None:

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_chat.history import MemoryHistoryStore, MemoryStoreStatistics, RoomHistory, StoredEvent
+from trio_chat.core.history import (
+    MemoryHistoryStore,
+    MemoryStoreStatistics,
+    RoomHistory,
+    StoredEvent,
+)
 
 
 def event(event_id: int) -> StoredEvent:

@@ -25,11 +25,11 @@ from wsproto.events import CloseConnection, Message
 from wsproto.frame_protocol import FrameProtocol
 
 from trio_chat.config import Settings
-from trio_chat.history import MemoryHistoryStore
+from trio_chat.core.history import MemoryHistoryStore
+from trio_chat.core.protocol import CloseCode, Hello, LeaveReason, Say
+from trio_chat.core.rooms import Chat
 from trio_chat.hub import open_hub
 from trio_chat.outbox import Outbox
-from trio_chat.protocol import CloseCode, Hello, LeaveReason, Say
-from trio_chat.rooms import Chat
 from trio_chat.server import serve_chat
 
 BIG = "x" * 4000

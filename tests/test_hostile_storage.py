@@ -34,7 +34,7 @@ from test_durable_history import limit_pages, replay_of
 from wsclient import RawClient
 
 from trio_chat.config import Settings
-from trio_chat.history import HistoryStore, MemoryHistoryStore
+from trio_chat.core.history import HistoryStore, MemoryHistoryStore
 from trio_chat.server import serve_chat
 from trio_chat.sqlite_store import SqliteHistoryStore
 

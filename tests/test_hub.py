@@ -17,10 +17,10 @@ import trio.lowlevel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_chat.history import MemoryHistoryStore
+from trio_chat.core.history import MemoryHistoryStore
+from trio_chat.core.protocol import CloseCode, Hello, LeaveReason, Say, Typing
 from trio_chat.hub import Hub, open_hub
 from trio_chat.outbox import Outbox
-from trio_chat.protocol import CloseCode, Hello, LeaveReason, Say, Typing
 
 ROOMS = ("a", "b")
 

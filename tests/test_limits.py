@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_chat.limits import ErrorBudget, Throttle, TokenBucket
+from trio_chat.core.limits import ErrorBudget, Throttle, TokenBucket
 
 
 def takes(bucket: TokenBucket, now: float, count: int) -> list[bool]:

@@ -13,7 +13,7 @@ from glyphguard import ucd
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from trio_chat.protocol import (
+from trio_chat.core.protocol import (
     DEFAULT_ROOM,
     Command,
     ErrorCode,

@@ -11,8 +11,8 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from trio_chat.history import MemoryHistoryStore
-from trio_chat.protocol import (
+from trio_chat.core.history import MemoryHistoryStore
+from trio_chat.core.protocol import (
     ErrorCode,
     Hello,
     LeaveReason,
@@ -21,7 +21,7 @@ from trio_chat.protocol import (
     name_keys,
     normalize_name,
 )
-from trio_chat.rooms import Chat, ChatStatistics, Delivery
+from trio_chat.core.rooms import Chat, ChatStatistics, Delivery
 
 Handle = int | str
 

@@ -12,7 +12,7 @@ from conftest import RunningServer, StartServer
 from wsclient import RawClient
 from wsproto.events import BytesMessage, CloseConnection, Message
 
-from trio_chat import protocol
+from trio_chat.core import protocol
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from trio_chat.websocket import (
+from trio_chat.core.websocket import (
     HostPolicy,
     UpgradeRefused,
     accept_upgrade,

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from .errors import TrioChatError
-from .websocket import normalize_allowed_host, normalize_origin
+from .core.errors import TrioChatError
+from .core.websocket import normalize_allowed_host, normalize_origin
 
 if TYPE_CHECKING:
     import argparse

@@ -25,7 +25,7 @@ import h11
 import trio
 
 from . import __version__
-from .errors import TrioChatError
+from .core.errors import TrioChatError
 
 MAX_HEAD_SIZE = 16 * 1024  # request line and headers, the blank line included
 SERVER_HEADER = f"trio-chat/{__version__}"

@@ -8,7 +8,7 @@ their kind, which is what keeps a `say` sent right after `hello` from
 overtaking its own `join`, and a last `say` from arriving after its sender's
 `leave`.
 
-The hub task never blocks on a client. It asks the pure `Chat` (rooms.py)
+The hub task never blocks on a client. It asks the pure `Chat` (core/rooms.py)
 what an event is and who receives it, then appends the event's bytes, encoded
 once, to each recipient's bounded outbox. A recipient whose outbox is full is
 dropped at once (leave reason `slow`, close code 1013).
@@ -44,10 +44,10 @@ from typing import Protocol
 
 import trio
 
-from . import protocol
-from .history import HistoryStore, RoomHistory
-from .protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from .rooms import Chat, Delivery, Joined, RoomNotLoaded
+from .core import protocol
+from .core.history import HistoryStore, RoomHistory
+from .core.protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from .core.rooms import Chat, Delivery, Joined, RoomNotLoaded
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .config import Settings
-from .history import HistoryStore, MemoryHistoryStore
-from .http import BadRequest, HttpConnection, Request
-from .hub import Hub, open_hub
-from .protocol import CloseCode, LeaveReason
-from .session import Session
-from .sqlite_store import SqliteHistoryStore
-from .websocket import (
+from .core.history import HistoryStore, MemoryHistoryStore
+from .core.protocol import CloseCode, LeaveReason
+from .core.websocket import (
     HostPolicy,
     UpgradeRefused,
     accept_upgrade,
@@ -48,6 +44,10 @@ from .websocket import (
     origin_allowed,
     upgrade_required,
 )
+from .http import BadRequest, HttpConnection, Request
+from .hub import Hub, open_hub
+from .session import Session
+from .sqlite_store import SqliteHistoryStore
 
 if sys.platform != "win32":
     import resource

@@ -4,7 +4,7 @@ Each session runs in a nursery of its own: the reader as its body, the writer
 as its one child task.
 
 * the reader turns bytes into WebSocket events (wsproto) and client frames
-  into commands (protocol.py), answers errors, enforces the size and rate
+  into commands (core/protocol.py), answers errors, enforces the size and rate
   limits, and forwards commands to the hub; its read timeout also keeps the
   session's time: the hello deadline, the pong deadline, and when to ping;
 * the writer sends whatever the outbox holds (pings, pongs, then the events
@@ -38,12 +38,12 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
-from . import protocol
 from .config import Settings
+from .core import protocol
+from .core.limits import ErrorBudget, Throttle, TokenBucket
+from .core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
 from .hub import Hub
-from .limits import ErrorBudget, Throttle, TokenBucket
 from .outbox import Outbox
-from .protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
 from .socket_writer import SocketWriter
 
 log = logging.getLogger(__name__)

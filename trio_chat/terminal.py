@@ -58,7 +58,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from .protocol import DEFAULT_ROOM, MAX_TEXT_LENGTH
+from .core.protocol import DEFAULT_ROOM, MAX_TEXT_LENGTH
 
 _T = TypeVar("_T")
 

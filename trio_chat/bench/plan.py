@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import TrioChatError
+from ..core.errors import TrioChatError
 
 
 class BenchError(TrioChatError):

@@ -13,7 +13,7 @@ import hashlib
 import random
 from typing import Final
 
-from ..errors import TrioChatError
+from ..core.errors import TrioChatError
 from .plan import Target
 
 # -- WebSocket, client side ----------------------------------------------------
