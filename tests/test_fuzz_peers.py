@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import struct
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ import trio.lowlevel
 from conftest import RunningServer, server_starter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsclient import Closed, RawClient
+from wsclient import Closed, RawClient, reset_on_close
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import FrameProtocol
 
@@ -95,9 +93,7 @@ async def run_hostile(
         if ending == "close":
             await client.send_raw(bytes(client.ws.send(CloseConnection(code=1000))))
         elif ending == "reset":
-            client.stream.socket.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
+            reset_on_close(client.stream)
             await client.aclose()
         elif ending == "fin":
             await client.aclose()

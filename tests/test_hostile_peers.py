@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import struct
 from functools import partial
 from typing import Any
 
@@ -20,7 +18,7 @@ import trio
 import trio.testing
 from conftest import RunningServer, StartServer, wait_until
 from test_hub import RecordingPeer
-from wsclient import Closed, RawClient, Rejected, metric
+from wsclient import Closed, RawClient, Rejected, metric, reset_on_close
 from wsproto.events import CloseConnection, Message
 from wsproto.frame_protocol import FrameProtocol
 
@@ -37,11 +35,6 @@ BIG = "x" * 4000
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.levelno >= logging.ERROR]
-
-
-def reset(client: RawClient) -> None:
-    """Make closing the socket send a TCP reset instead of a FIN."""
-    client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def assert_gap_free(events: list[dict[str, object]]) -> list[int]:
@@ -206,7 +199,7 @@ async def test_vanishing_right_after_a_say_logs_no_error(
     async def say_and_vanish(n: int) -> None:
         client = await server.joined(f"v{n}")
         if how == "reset":
-            reset(client)
+            reset_on_close(client.stream)
         await client.say("bye")
         await client.aclose()
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import struct
-
 import pytest
 import trio
 from conftest import RunningServer, wait_until
-from wsclient import RawClient
+from wsclient import RawClient, reset_on_close
 
 from trio_chat.socket_writer import SocketWriter
 
@@ -44,7 +41,7 @@ async def test_a_direct_write_while_send_all_is_in_progress_is_refused() -> None
 async def test_a_reset_connection_is_a_broken_stream_not_a_full_one() -> None:
     peer, stream = await connected_pair()
     writer = SocketWriter(stream)
-    peer.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset_on_close(peer)
     await peer.aclose()  # a TCP reset
     with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):  # noqa: PT012
         while True:  # the first write may still be accepted before the reset lands
@@ -70,7 +67,7 @@ async def test_a_reset_found_by_the_hubs_write_ends_the_member_with_quit(
     witness = await server.joined("witness")
     gone = await server.joined("gone")
     await witness.next_of("join")
-    gone.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset_on_close(gone.stream)
     await gone.aclose()
     with trio.fail_after(10):
         for n in range(20):  # the hub writes to it directly until it notices

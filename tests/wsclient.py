@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,6 +242,11 @@ async def http_request(
                 body += event.data
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 return Response(status, response_headers, body)
+
+
+def reset_on_close(stream: trio.SocketStream) -> None:
+    """Make closing `stream` send a TCP reset instead of a FIN."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def metric(port: int, name: str) -> float:
