@@ -26,7 +26,7 @@ from trio_chat.config import Settings
 from trio_chat.core.history import MemoryHistoryStore
 from trio_chat.core.protocol import CloseCode, Hello, LeaveReason, Say
 from trio_chat.core.rooms import Chat
-from trio_chat.hub import open_hub
+from trio_chat.hub import Broadcast, open_hub
 from trio_chat.outbox import Outbox
 from trio_chat.server import serve_chat
 
@@ -94,6 +94,30 @@ async def test_a_cascade_of_slow_drops_longer_than_the_stack_is_iterative(
     ids = assert_gap_free(live)
     assert ids[-1] == 3000 + 1 + 1 + 3000  # joins, the message, the leaves
     assert len([e for e in live if e["type"] == "leave"]) == 3000
+
+
+async def test_a_burst_applies_every_command_it_takes_from_the_inbox() -> None:
+    # Commands that deliver nothing (a stranger's says) leave the burst's
+    # budget whole, so the hub takes a burst's worth of them in one go; the
+    # last one it takes must be applied, not dropped with the burst's end.
+    member = RecordingPeer("member", Outbox(16))
+    stranger = RecordingPeer("stranger", Outbox(16))  # never joins
+    with trio.fail_after(10):
+        async with (
+            open_hub(MemoryHistoryStore(100), replay_limit=0, send_queue_size=16) as hub,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(member.consume, [False])
+            await hub.join(member, Hello("member", "r"))
+            for burst_position in range(1, 9):  # whatever the position in a burst
+                for n in range(burst_position):
+                    hub.broadcast.send_nowait(Broadcast(stranger, Say(f"ignored {n}")))
+                hub.broadcast.send_nowait(Broadcast(member, Say(f"said {burst_position}")))
+                await wait_until(lambda: count(member.received, type="message") >= 1)
+                [said] = [e["text"] for e in member.received if e["type"] == "message"]
+                assert said == f"said {burst_position}"
+                member.received.clear()
+            member.done.set()
 
 
 def test_leave_all_addresses_only_those_who_remain() -> None:

@@ -232,7 +232,12 @@ class Hub:
         ts = protocol.format_timestamp(time.time())
         message: HubMessage = first
         budget = self._burst
-        for _ in range(self._burst):
+        for applied in range(self._burst):
+            if applied:  # take the next command only when it will be applied
+                try:
+                    message = inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break  # on EndOfChannel, the `async for` ends next
             self._apply(message, ts)
             while self._queue:
                 if budget <= 0:
@@ -246,10 +251,6 @@ class Hub:
             self._gone.clear()
             if budget <= 0:
                 break
-            try:
-                message = inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break  # on EndOfChannel, the `async for` ends next
         self._flush()
 
     def _flush(self) -> None:
