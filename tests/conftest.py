@@ -14,7 +14,7 @@ import trio
 from wsclient import RawClient
 
 from trio_chat.config import Settings
-from trio_chat.server import serve_chat
+from trio_chat.server.app import serve_chat
 
 
 @dataclass

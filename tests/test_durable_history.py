@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from processes import TRIO_CHAT, clean_env, serving
 from wsclient import RawClient
 
-from trio_chat import sqlite_store
 from trio_chat.core.history import RoomHistory, StoredEvent
-from trio_chat.sqlite_store import Lasting, PendingEvents, Report, SqliteHistoryStore
+from trio_chat.stores import sqlite as sqlite_store
+from trio_chat.stores.sqlite import Lasting, PendingEvents, Report, SqliteHistoryStore
 
 
 async def replay_of(client: RawClient, welcome: dict[str, Any]) -> list[dict[str, Any]]:
@@ -414,7 +414,7 @@ async def test_an_unexpected_write_error_gets_one_traceback(
         minutes = (trio.current_time() - start) / 60
         nursery.cancel_scope.cancel()
     await store.aclose()
-    first, *reminders = [r for r in caplog.records if r.name == "trio_chat.sqlite_store"]
+    first, *reminders = [r for r in caplog.records if r.name == "trio_chat.stores.sqlite"]
     assert first.levelname == "ERROR"
     assert first.exc_info is not None  # a bug: where it happened matters
     assert 1 <= len(reminders) <= minutes  # once a minute, not once a second

@@ -22,8 +22,8 @@ import trio.testing
 from conftest import RunningServer, StartServer
 from wsclient import Rejected, http_request
 
-from trio_chat.http import MAX_HEAD_SIZE
-from trio_chat.server import serve_connections
+from trio_chat.server.app import serve_connections
+from trio_chat.server.http import MAX_HEAD_SIZE
 
 if sys.platform != "win32":
     import resource
@@ -293,7 +293,7 @@ async def test_emfile_is_a_rate_limited_warning_then_recovery(
         await accepted.wait()
         nursery.cancel_scope.cancel()
 
-    records = [r for r in caplog.records if r.name == "trio_chat.server"]
+    records = [r for r in caplog.records if r.name == "trio_chat.server.app"]
     assert all(r.exc_info is None for r in records)  # no traceback
     levels = [r.levelno for r in records]
     assert levels == [logging.WARNING] * 3 + [logging.INFO]  # at 0 s, ~10 s, ~20 s; at 25 s
@@ -336,12 +336,12 @@ async def test_a_real_emfile_is_ridden_out(monkeypatch: pytest.MonkeyPatch) -> N
     with_open_file_limit(monkeypatch, 40, 40)
     async with processes.serving("--handshake-timeout", "60s") as (_, port, output):
         # The limit cannot be raised: the server says so at start.
-        await wait_for(output, b"WARNING trio_chat.server: --max-connections is 10000 but")
+        await wait_for(output, b"WARNING trio_chat.server.app: --max-connections is 10000 but")
         clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(60)]
-        await wait_for(output, b"WARNING trio_chat.server: cannot accept connections: EMFILE")
+        await wait_for(output, b"WARNING trio_chat.server.app: cannot accept connections: EMFILE")
         for client in clients:
             await client.aclose()
-        await wait_for(output, b"INFO trio_chat.server: accepting connections again")
+        await wait_for(output, b"INFO trio_chat.server.app: accepting connections again")
         response = await http_request(port, "/healthz")
         assert response.status == 200
     text = b"".join(output).decode()

@@ -26,9 +26,9 @@ from trio_chat.config import Settings
 from trio_chat.core.history import MemoryHistoryStore
 from trio_chat.core.protocol import CloseCode, Hello, LeaveReason, Say
 from trio_chat.core.rooms import Chat
-from trio_chat.hub import Broadcast, open_hub
-from trio_chat.outbox import Outbox
-from trio_chat.server import serve_chat
+from trio_chat.server.app import serve_chat
+from trio_chat.server.hub import Broadcast, open_hub
+from trio_chat.server.outbox import Outbox
 
 BIG = "x" * 4000
 

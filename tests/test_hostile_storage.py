@@ -35,8 +35,8 @@ from wsclient import RawClient
 
 from trio_chat.config import Settings
 from trio_chat.core.history import HistoryStore, MemoryHistoryStore
-from trio_chat.server import serve_chat
-from trio_chat.sqlite_store import SqliteHistoryStore
+from trio_chat.server.app import serve_chat
+from trio_chat.stores.sqlite import SqliteHistoryStore
 
 # Timers that must not fire while the clock jumps: only the store's matter here.
 QUIET: dict[str, Any] = {"ping_period": 3600.0, "pong_wait": 3601.0, "handshake_timeout": 3600.0}
@@ -84,7 +84,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def store_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "trio_chat.sqlite_store"]
+    return [r for r in caplog.records if r.name == "trio_chat.stores.sqlite"]
 
 
 # -- a full disk -------------------------------------------------------------------

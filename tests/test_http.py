@@ -10,7 +10,7 @@ import trio.testing
 from conftest import RunningServer, StartServer
 from wsclient import Rejected, http_request
 
-from trio_chat.http import MAX_HEAD_SIZE, BadRequest, HttpConnection
+from trio_chat.server.http import MAX_HEAD_SIZE, BadRequest, HttpConnection
 
 
 async def test_index_page_with_security_headers(server: RunningServer) -> None:

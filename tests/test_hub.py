@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from trio_chat.core.history import MemoryHistoryStore
 from trio_chat.core.protocol import CloseCode, Hello, LeaveReason, Say, Typing
-from trio_chat.hub import Hub, open_hub
-from trio_chat.outbox import Outbox
+from trio_chat.server.hub import Hub, open_hub
+from trio_chat.server.outbox import Outbox
 
 ROOMS = ("a", "b")
 

@@ -7,7 +7,7 @@ import trio
 from conftest import RunningServer, wait_until
 from wsclient import RawClient, reset_on_close
 
-from trio_chat.socket_writer import SocketWriter
+from trio_chat.server.socket_writer import SocketWriter
 
 
 async def connected_pair() -> tuple[trio.SocketStream, trio.SocketStream]:

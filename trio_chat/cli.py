@@ -19,8 +19,8 @@ import trio
 
 from . import __version__
 from .config import SettingError, Settings, add_serve_arguments, load_settings
-from .server import open_listeners, open_store, serve_chat
-from .sqlite_store import HistoryError
+from .server.app import open_listeners, open_store, serve_chat
+from .stores.sqlite import HistoryError
 
 log = logging.getLogger("trio_chat")
 

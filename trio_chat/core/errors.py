@@ -5,7 +5,7 @@ embedding the server can tell "trio-chat refused or failed this" from a bug
 anywhere else with one `except`. Each subclass carries what its handler needs
 to answer, next to where it is raised: `ProtocolError` its error code
 (protocol.py), `UpgradeRefused` and `BadRequest` their HTTP status
-(websocket.py, http.py), `SettingError` the setting and where its value came
+(`core.websocket`, `server.http`), `SettingError` the setting and where its value came
 from (config.py). Pure: no imports.
 """
 

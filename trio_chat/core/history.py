@@ -4,7 +4,7 @@ Pure (no Trio). `RoomHistory` is the window of one room's most recent events
 that replay reads, kept in memory while a room is in use. `HistoryStore` is
 the seam to where histories live between uses: `MemoryHistoryStore` keeps
 the windows in process memory, those of the `IDLE_ROOMS` most recently
-emptied rooms included; the durable SQLite store (sqlite_store.py) writes
+emptied rooms included; the durable SQLite store (`trio_chat.stores.sqlite`) writes
 events behind and loads a room's window on demand.
 """
 

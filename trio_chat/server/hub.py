@@ -44,10 +44,10 @@ from typing import Protocol
 
 import trio
 
-from .core import protocol
-from .core.history import HistoryStore, RoomHistory
-from .core.protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from .core.rooms import Chat, Delivery, Joined, RoomNotLoaded
+from ..core import protocol
+from ..core.history import HistoryStore, RoomHistory
+from ..core.protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from ..core.rooms import Chat, Delivery, Joined, RoomNotLoaded
 
 log = logging.getLogger(__name__)
 

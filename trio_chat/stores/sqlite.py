@@ -67,8 +67,8 @@ from typing import TypeVar
 
 import trio
 
-from .core.errors import TrioChatError
-from .core.history import RoomHistory, StoredEvent
+from ..core.errors import TrioChatError
+from ..core.history import RoomHistory, StoredEvent
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from http import HTTPStatus
 import h11
 import trio
 
-from . import __version__
-from .core.errors import TrioChatError
+from .. import __version__
+from ..core.errors import TrioChatError
 
 MAX_HEAD_SIZE = 16 * 1024  # request line and headers, the blank line included
 SERVER_HEADER = f"trio-chat/{__version__}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import trio
 
-from .core.websocket import encode_text_frame
+from ..core.websocket import encode_text_frame
 
 
 class Outbox:

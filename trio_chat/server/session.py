@@ -38,10 +38,10 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
-from .config import Settings
-from .core import protocol
-from .core.limits import ErrorBudget, Throttle, TokenBucket
-from .core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from ..config import Settings
+from ..core import protocol
+from ..core.limits import ErrorBudget, Throttle, TokenBucket
+from ..core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
 from .hub import Hub
 from .outbox import Outbox
 from .socket_writer import SocketWriter

@@ -33,10 +33,10 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .config import Settings
-from .core.history import HistoryStore, MemoryHistoryStore
-from .core.protocol import CloseCode, LeaveReason
-from .core.websocket import (
+from ..config import Settings
+from ..core.history import HistoryStore, MemoryHistoryStore
+from ..core.protocol import CloseCode, LeaveReason
+from ..core.websocket import (
     HostPolicy,
     UpgradeRefused,
     accept_upgrade,
@@ -44,10 +44,10 @@ from .core.websocket import (
     origin_allowed,
     upgrade_required,
 )
+from ..stores.sqlite import SqliteHistoryStore
 from .http import BadRequest, HttpConnection, Request
 from .hub import Hub, open_hub
 from .session import Session
-from .sqlite_store import SqliteHistoryStore
 
 if sys.platform != "win32":
     import resource

@@ -1,0 +1,17 @@
+"""The Trio server: sockets, tasks, timeouts and signals around the pure core.
+
+* `app` -- the listener and the one port: routes each HTTP request to the
+  web client, `/healthz`, `/metrics` or a WebSocket session, and runs the
+  shutdown sequence;
+* `http` -- the small h11 front that reads one request and answers it;
+* `hub` -- the one task that orders the whole chat: it applies register,
+  unregister and broadcast commands to `core.rooms.Chat` in FIFO order;
+* `session` -- one WebSocket client: its reader and writer tasks, in one
+  sub-nursery, speaking wsproto;
+* `outbox` -- a client's bounded send queue of encoded frames;
+* `socket_writer` -- where bytes hit the socket: the direct write and the
+  writer task's `send_all`.
+
+It imports from `trio_chat.core` and `trio_chat.stores`, never from the
+clients (`trio_chat.terminal`, `trio_chat.bench`).
+"""
