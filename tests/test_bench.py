@@ -1,7 +1,7 @@
 """`trio-chat bench`: the load generator's arithmetic, and its counts against real servers.
 
-The pure parts (plan, pacing, histogram, id checks, scanning received frames,
-loss accounting, client framing, report arithmetic) are tested directly,
+The pure parts (plan, pacing, histogram, scanning received frames, loss
+accounting, report arithmetic) are tested directly,
 the scanner against deliberately bad input. `measure` then coordinates from
 the test's own Trio loop (its workers are spawned processes) against the
 real server of conftest.py (or a child process, where the server's memory
@@ -30,23 +30,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from processes import TRIO_CHAT, clean_env, serving
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
-from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from trio_chat import bench
 from trio_chat.bench import (
     BenchConfig,
     BenchError,
     Bounds,
-    ConnectFailure,
-    FrameReader,
-    FramingError,
     SendReport,
-    SequenceCheck,
     ServerSample,
     StepResult,
     StepStats,
-    Target,
 )
+from trio_chat.client.transcript import Transcript
+from trio_chat.client.url import ServerUrl
+from trio_chat.client.websocket import ConnectFailure
 
 # The keys of `--json`, as README "Measuring" documents them.
 REPORT_KEYS = {
@@ -82,7 +79,7 @@ def small(port: int, **overrides: Any) -> BenchConfig:
         "drain_quiet": PATIENCE,
     }
     settings.update(overrides)
-    return BenchConfig(target=Target("127.0.0.1", port), **settings)
+    return BenchConfig(target=ServerUrl("127.0.0.1", port), **settings)
 
 
 # -- the plan ------------------------------------------------------------------
@@ -91,14 +88,15 @@ def small(port: int, **overrides: Any) -> BenchConfig:
 @pytest.mark.parametrize(
     ("url", "target"),
     [
-        ("ws://127.0.0.1:8080/ws", Target("127.0.0.1", 8080, "/ws")),
-        ("http://localhost:9000/", Target("localhost", 9000, "/ws")),
-        ("ws://chat.example:81", Target("chat.example", 81, "/ws")),
-        ("ws://[::1]:8080/chat", Target("::1", 8080, "/chat")),
-        ("http://example.org", Target("example.org", 80, "/ws")),
+        ("ws://127.0.0.1:8080/ws", ServerUrl("127.0.0.1", 8080, "/ws")),
+        ("http://localhost:9000/", ServerUrl("localhost", 9000, "/ws")),
+        ("ws://chat.example:81", ServerUrl("chat.example", 81, "/ws")),
+        ("ws://[::1]:8080/chat", ServerUrl("::1", 8080, "/chat")),
+        ("http://example.org", ServerUrl("example.org", 80, "/ws")),
+        ("127.0.0.1:8080", ServerUrl("127.0.0.1", 8080, "/ws")),  # as `connect` takes it
     ],
 )
-def test_parse_target(url: str, target: Target) -> None:
+def test_parse_target(url: str, target: ServerUrl) -> None:
     assert bench.parse_target(url) == target
 
 
@@ -107,8 +105,7 @@ def test_parse_target(url: str, target: Target) -> None:
     [
         ("wss://a:1/ws", "TLS"),
         ("https://a/", "TLS"),
-        ("ftp://a/", "not a ws://"),
-        ("127.0.0.1:8080", "not a ws://"),
+        ("ftp://a/", "use a ws://"),
         ("ws://:8080/ws", "no host"),
         ("ws://a:99999/ws", "(?i)port"),
     ],
@@ -116,13 +113,6 @@ def test_parse_target(url: str, target: Target) -> None:
 def test_parse_target_refuses(url: str, says: str) -> None:
     with pytest.raises(BenchError, match=says):
         bench.parse_target(url)
-
-
-def test_ipv6_target_is_bracketed() -> None:
-    assert Target("::1", 8080).url == "ws://[::1]:8080/ws"
-    assert bench.handshake_request(Target("::1", 8080), b"k").startswith(
-        b"GET /ws HTTP/1.1\r\nHost: [::1]:8080\r\n"
-    )
 
 
 @pytest.mark.parametrize(
@@ -228,44 +218,6 @@ def test_percentiles() -> None:
 
 def test_histograms_merge() -> None:
     assert bench.merge_histograms([{1: 2, 300: 1}, {1: 1}, {}]) == {1: 3, 300: 1}
-
-
-# -- id order ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ids", "fresh", "duplicates", "violations", "missing"),
-    [
-        ([11, 12, 13], [True] * 3, 0, 0, 0),
-        ([11, 11, 12], [True, False, True], 1, 0, 0),
-        ([11, 13, 14], [True] * 3, 0, 1, 1),  # 12 skipped: a gap
-        ([11, 13, 12, 14], [True] * 4, 0, 2, 0),  # 12 late: the gap, then out of order
-        ([11, 13, 12, 12], [True, True, True, False], 1, 2, 0),
-        ([9, 10], [False, False], 2, 0, 0),  # at or before the join: seen already
-    ],
-)
-def test_sequence_check(
-    ids: list[int], fresh: list[bool], duplicates: int, violations: int, missing: int
-) -> None:
-    check = SequenceCheck(10)
-    assert [check.observe(i) for i in ids] == fresh
-    assert (check.duplicates, check.order_violations, check.skipped) == (
-        duplicates,
-        violations,
-        missing,
-    )
-
-
-@given(st.lists(st.integers(1, 30), max_size=60))
-def test_sequence_check_properties(ids: list[int]) -> None:
-    check = SequenceCheck(0)
-    fresh = [check.observe(i) for i in ids]
-    first_seen = [i not in ids[:k] for k, i in enumerate(ids)]
-    assert fresh == first_seen  # new exactly on first sight
-    assert check.duplicates == len(ids) - len(set(ids))
-    in_order = [i for i, new in zip(ids, fresh, strict=True) if new]
-    assert (check.order_violations == 0) == (in_order == list(range(1, len(in_order) + 1)))
-    assert check.skipped == (max(ids, default=0) - len(set(ids)))
 
 
 # -- loss accounting -----------------------------------------------------------
@@ -405,8 +357,8 @@ def stamped(ident: int, sent_ns: int = START_NS + 1_000_000) -> bytes:
     return message_line(ident, f"{sent_ns:019d}xxxx")
 
 
-def scan(frames: list[bytes], *, last: int = 10) -> tuple[int, SequenceCheck, StepStats]:
-    check, stats = SequenceCheck(last), StepStats(START_NS)
+def scan(frames: list[bytes], *, last: int = 10) -> tuple[int, Transcript, StepStats]:
+    check, stats = Transcript(last), StepStats(START_NS)
     counted = sum(bench.scan_live(f, check, stats, "r-0", START_NS + 3_000_000) for f in frames)
     return counted, check, stats
 
@@ -471,7 +423,7 @@ def test_the_fast_scan_agrees_with_the_line_by_line_scan(frames: list[list[bytes
     members receiving the same frames (the second finds them parsed)."""
     results = []
     for scanner in (bench.scan_live, bench.scan_lines):
-        checks, stats = [SequenceCheck(0), SequenceCheck(0)], StepStats(START_NS)
+        checks, stats = [Transcript(0), Transcript(0)], StepStats(START_NS)
         counted = [
             scanner(b"\n".join(f), check, stats, "r-0", START_NS + 10)
             for f in frames
@@ -490,13 +442,13 @@ def test_the_fast_scan_agrees_with_the_line_by_line_scan(frames: list[list[bytes
 
 def test_a_frame_is_parsed_once_for_every_member() -> None:
     frame = b"\n".join(stamped(i) for i in (11, 12, 13))
-    checks, stats = [SequenceCheck(10) for _ in range(3)], StepStats(START_NS)
+    checks, stats = [Transcript(10) for _ in range(3)], StepStats(START_NS)
     for check in checks:
         assert bench.scan_live(bytes(frame), check, stats, "r-0", START_NS + 3_000_000) == 3
     assert list(stats.parsed) == [frame]
     assert stats.received == 9
     assert [c.last for c in checks] == [13, 13, 13]
-    late = SequenceCheck(11)  # already has 11: a duplicate, found line by line
+    late = Transcript(11)  # already has 11: a duplicate, found line by line
     assert bench.scan_live(frame, late, stats, "r-0", START_NS) == 2
     assert (late.last, late.duplicates) == (13, 1)
 
@@ -512,92 +464,6 @@ def test_joining_waits_for_its_own_join() -> None:
     assert bench.Joining().feed(welcome + b"\n" + own_join) == b""
     with pytest.raises(ConnectFailure, match="error name_taken while joining"):
         bench.Joining().feed(b'{"type":"error","code":"name_taken","message":"m"}')
-
-
-# -- WebSocket framing ---------------------------------------------------------
-
-
-def server_frame(opcode: int, payload: bytes, *, final: bool = True) -> bytes:
-    """A frame as a server sends it: unmasked."""
-    first = (0x80 if final else 0) | opcode
-    if len(payload) < 126:
-        head = bytes((first, len(payload)))
-    elif len(payload) < 65536:
-        head = bytes((first, 126)) + len(payload).to_bytes(2, "big")
-    else:
-        head = bytes((first, 127)) + len(payload).to_bytes(8, "big")
-    return head + payload
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
-def test_client_frames_are_masked_and_decode(size: int) -> None:
-    payload = bytes(97 + i % 26 for i in range(size))
-    data = bench.encode_frame(bench.OP_TEXT, payload)
-    assert data[1] & 0x80  # the mask bit
-    decoder = FrameProtocol(client=False, extensions=[])  # wsproto, as the server uses it
-    decoder.receive_bytes(data)
-    frames = list(decoder.received_frames())
-    assert len(frames) == 1
-    assert frames[0].opcode is Opcode.TEXT
-    assert frames[0].payload == payload.decode("ascii")
-
-
-@pytest.mark.parametrize("chunk", [1, 3, 7, 1000, 10**6])
-def test_frame_reader_splits_and_reassembles(chunk: int) -> None:
-    big = b"x" * 70_000
-    stream = (
-        server_frame(bench.OP_TEXT, b"one")
-        + server_frame(bench.OP_TEXT, b"tw", final=False)
-        + server_frame(bench.OP_PING, b"p")  # a control frame between fragments
-        + server_frame(bench.OP_CONTINUATION, b"o")
-        + server_frame(bench.OP_TEXT, big)
-        + server_frame(bench.OP_TEXT, b"")
-        + server_frame(bench.OP_CLOSE, (1013).to_bytes(2, "big") + b"slow")
-    )
-    reader = FrameReader()
-    out: list[tuple[int, bytes]] = []
-    for at in range(0, len(stream), chunk):
-        out.extend(reader.feed(stream[at : at + chunk]))
-    assert out == [
-        (bench.OP_TEXT, b"one"),
-        (bench.OP_PING, b"p"),
-        (bench.OP_TEXT, b"two"),
-        (bench.OP_TEXT, big),
-        (bench.OP_TEXT, b""),
-        (bench.OP_CLOSE, (1013).to_bytes(2, "big") + b"slow"),
-    ]
-    assert bench.close_code(out[-1][1]) == 1013
-    assert bench.close_code(b"") == 1005
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        bench.encode_frame(bench.OP_TEXT, b"masked"),
-        bytes((0x81 | 0x40, 1)) + b"x",  # RSV1 without an extension
-        server_frame(bench.OP_CONTINUATION, b"x"),
-        server_frame(bench.OP_TEXT, b"a", final=False) + server_frame(bench.OP_TEXT, b"b"),
-    ],
-)
-def test_frame_reader_refuses_broken_framing(data: bytes) -> None:
-    with pytest.raises(FramingError):
-        FrameReader().feed(data)
-
-
-def test_handshake_checks() -> None:
-    key = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
-    assert bench.accept_token(key) == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-    bench.check_handshake(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-        b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
-        key,
-    )
-    with pytest.raises(ConnectFailure, match="HTTP 503"):
-        bench.check_handshake(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0", key)
-    with pytest.raises(ConnectFailure, match="Accept"):
-        bench.check_handshake(b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: nope", key)
-    with pytest.raises(ConnectFailure, match="not an HTTP response"):
-        bench.check_handshake(b"SSH-2.0-OpenSSH", key)
 
 
 def test_parse_metrics() -> None:

@@ -1,7 +1,10 @@
-"""The pure core imports no I/O or concurrency library (house style: a pure core).
+"""The pure folders import no I/O or concurrency library, and no layer imports
+from one above it (house style: a pure core inside a thin Trio shell).
 
-The core is a folder, `trio_chat/core/`: every module in it is checked, so a
-new one cannot be forgotten in a list.
+The pure code is two folders, `trio_chat/core/` (the chat) and
+`trio_chat/client/` (what every client shares): every module in them is
+checked, so a new one cannot be forgotten in a list. The layers are checked
+for every module of the package.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import pytest
 
 import trio_chat
 
-CORE = Path(trio_chat.__file__).parent / "core"
+PACKAGE = Path(trio_chat.__file__).parent
+CORE = PACKAGE / "core"
 PURE_MODULES = sorted(path.stem for path in CORE.glob("*.py") if path.stem != "__init__")
+CLIENT = PACKAGE / "client"
+PURE_CLIENT_MODULES = sorted(path.stem for path in CLIENT.glob("*.py"))
 FORBIDDEN = {
     "trio",
     "trio_websocket",
@@ -90,6 +96,82 @@ def test_pure_module_imports_only_pure_siblings(module: str) -> None:
 
 def test_the_core_folder_holds_the_core() -> None:
     assert {"protocol", "rooms", "history", "limits", "websocket", "errors"} <= set(PURE_MODULES)
+
+
+@pytest.mark.parametrize("module", PURE_CLIENT_MODULES)
+def test_pure_client_module_imports_no_io(module: str) -> None:
+    source = (CLIENT / f"{module}.py").read_text(encoding="utf-8")
+    assert forbidden_imports(source) == set()
+    assert sleeps(source) == []
+
+
+def test_the_client_folder_holds_the_client_core() -> None:
+    assert {"url", "websocket", "events", "transcript"} <= set(PURE_CLIENT_MODULES)
+
+
+# -- layers ----------------------------------------------------------------------
+
+# What each layer may import from the package, besides itself. `cli` is the
+# top: it wires everything (and loads the clients only for their commands).
+LAYERS: dict[str, set[str]] = {
+    "core": set(),
+    "client": {"core"},
+    "stores": {"core"},
+    "config": {"core"},
+    "server": {"core", "stores", "config", "__init__"},
+    "terminal": {"core", "client", "config", "__init__"},
+    "bench": {"core", "client", "config", "__init__"},
+    "cli": {"core", "config", "server", "stores", "terminal", "bench", "__init__"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def layer_of(path: Path) -> str:
+    """The layer of a module: its folder under the package, or its own name."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def package_imports(path: Path) -> set[str]:
+    """The layers of `trio_chat` that the module at `path` imports."""
+    here = ("trio_chat", *path.relative_to(PACKAGE).parent.parts)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = list(here[: len(here) - node.level + 1]) if node.level else []
+            module = [*base, *(node.module or "").split(".")] if node.module else base
+            names = (
+                [".".join(module)]
+                if node.module
+                else [".".join([*module, alias.name]) for alias in node.names]
+            )
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "trio_chat":
+                top = parts[1] if len(parts) > 1 else "__init__"
+                is_module = (PACKAGE / top).is_dir() or (PACKAGE / f"{top}.py").is_file()
+                found.add(top if is_module else "__init__")  # e.g. `__version__`
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_no_module_imports_from_a_layer_above_it(path: Path) -> None:
+    layer = layer_of(path)
+    assert layer in LAYERS, f"{layer}: a new layer; say what it may import in LAYERS"
+    assert package_imports(path) - {layer} <= LAYERS[layer]
+
+
+def test_the_layer_scanner_resolves_relative_imports() -> None:
+    server = PACKAGE / "server" / "session.py"
+    assert {"core", "server", "config"} <= package_imports(server)
+    assert package_imports(PACKAGE / "cli.py") >= {"server", "stores", "config"}
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 `RawClient` is a WebSocket client on wsproto with full control over what it
 sends and when it reads (binary frames, fragments, silence, no pongs), which
-hostile-input and timing tests need. `http_get` is a one-shot HTTP/1.1 client.
+hostile-input and timing tests need; it splits frames into events with the
+client core's `split_frame`, as every trio-chat client does. `http_request`
+is a one-shot HTTP/1.1 request to the local server (the load generator's).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -30,6 +31,11 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+
+from trio_chat.bench.metrics import HttpResponse, parse_metrics
+from trio_chat.bench.metrics import http_request as _http_request
+from trio_chat.client.events import split_frame
+from trio_chat.client.url import ServerUrl
 
 Event = dict[str, Any]
 
@@ -190,7 +196,9 @@ class RawClient:
                 if event.message_finished:
                     self.frames += 1
                     frame, self._parts = "".join(self._parts), []
-                    self._pending.extend(json.loads(line) for line in frame.split("\n"))
+                    events, bad = split_frame(frame)
+                    assert not bad, f"not a JSON object: {bad[0]!r}"
+                    self._pending.extend(events)
             elif isinstance(event, BytesMessage):
                 raise TypeError("the server sent a binary frame")
             elif isinstance(event, Ping):
@@ -212,36 +220,13 @@ class RawClient:
         await trio.aclose_forcefully(self.stream)
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
 async def http_request(
     port: int, target: str, *, method: str = "GET", headers: list[tuple[str, str]] | None = None
-) -> Response:
-    """Send one request and read the whole response (connection closed after)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        all_headers = [("Host", f"127.0.0.1:{port}"), ("Connection", "close"), *(headers or [])]
-        data = conn.send(h11.Request(method=method, target=target, headers=all_headers))
-        data += conn.send(h11.EndOfMessage())
-        await stream.send_all(data)
-        status, response_headers, body = 0, {}, b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return Response(status, response_headers, body)
+) -> HttpResponse:
+    """Send one request to the local server and read the whole response."""
+    return await _http_request(
+        ServerUrl("127.0.0.1", port), target, method=method, headers=headers or ()
+    )
 
 
 def reset_on_close(stream: trio.SocketStream) -> None:
@@ -250,9 +235,8 @@ def reset_on_close(stream: trio.SocketStream) -> None:
 
 
 async def metric(port: int, name: str) -> float:
-    """The value of one sample of the server's `/metrics` (e.g. a `_total`)."""
+    """The value of one unlabelled sample of the server's `/metrics` (e.g. a `_total`)."""
     body = (await http_request(port, "/metrics")).body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+    values = parse_metrics(body)
+    assert name in values, f"{name} not in /metrics"
+    return values[name]

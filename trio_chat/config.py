@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from .core.errors import TrioChatError
-from .core.websocket import normalize_allowed_host, normalize_origin
+from .core.websocket import DEFAULT_PORT, normalize_allowed_host, normalize_origin
 
 if TYPE_CHECKING:
     import argparse
@@ -94,7 +94,7 @@ class Settings:
     """
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = DEFAULT_PORT
     write_wait: float = 10.0
     pong_wait: float = 60.0
     ping_period: float = 54.0
@@ -224,7 +224,6 @@ _ORIGIN = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*)://"
     r"(?P<host>[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
 )
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _origin(text: str) -> str:
@@ -237,7 +236,7 @@ def _origin(text: str) -> str:
             raise ValueError("an origin has no path, query or fragment (drop any trailing '/')")
         raise ValueError("not an origin (use * or scheme://host[:port])")
     scheme, port = match["scheme"], match["port"]
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in ("http", "https"):
         raise ValueError("the scheme must be http or https")
     if port is not None and not 1 <= int(port) <= 65535:
         raise ValueError("the port must be between 1 and 65535")

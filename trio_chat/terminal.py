@@ -1,7 +1,7 @@
 """`trio-chat connect`: the terminal client.
 
 Theory of operation: one `_Client` per run holds everything that outlives a
-connection: the highest event id shown (`_Transcript`), the message being
+connection: the highest event id shown (a `Transcript`), the message being
 delivered (`_Outgoing`) and the queue of lines still to send. Each connection
 says `hello` (with `since` = the highest id seen, once there is one), prints
 the replay up to its own `join`, then runs two tasks in a nursery of its own:
@@ -46,7 +46,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final, Protocol, TextIO, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import trio
 from trio_websocket import (
@@ -58,11 +57,13 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from .client.events import split_frame
+from .client.transcript import Transcript
+from .client.url import ServerUrlError, parse_server_url
 from .core.protocol import DEFAULT_ROOM, MAX_TEXT_LENGTH
 
 _T = TypeVar("_T")
 
-DEFAULT_PORT: Final = 8080  # `trio-chat serve`'s default, for a URL without a scheme
 JOIN_WAIT: Final = 10.0  # seconds for the TCP + HTTP upgrade, and again for the welcome
 DRAIN_WAIT: Final = 10.0  # after end of input: seconds allowed between two confirmations
 CLOSE_WAIT: Final = 3.0  # seconds for the server to answer our close frame
@@ -96,7 +97,6 @@ _CLOSE_NAMES: Final = {
 # C0 controls but tab and newline, DEL, C1 controls: escape sequences and
 # carriage returns that would let a message redraw someone's terminal.
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 # --------------------------------------------------------------------------
@@ -132,43 +132,16 @@ def add_connect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _websocket_url(text: str) -> str:
-    """Turn what a user may type for the server into its WebSocket URL.
-
-    `ws://` and `wss://` URLs are kept (an empty path becomes `/ws`);
-    `http://` and `https://` become `ws://` and `wss://` with `/ws` appended
-    to the path unless it already ends with it; `HOST:PORT` and `HOST` are
-    taken as `ws://` (port 8080 when none is given).
+    """The WebSocket URL of what a user typed for the server
+    (`trio_chat.client.url` has the rules).
 
     Raises:
-        argparse.ArgumentTypeError: for anything else.
+        argparse.ArgumentTypeError: for anything that names no server.
     """
-    text = text.strip()
-    if not text:
-        raise argparse.ArgumentTypeError("the URL is empty")
-    bare = _SCHEME.match(text) is None
-    parts = urlsplit(f"ws://{text}" if bare else text)
-    scheme = parts.scheme.lower()
-    secure = {"ws": False, "http": False, "wss": True, "https": True}.get(scheme)
-    if secure is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use a ws://, wss://, http:// or https:// URL, or HOST:PORT"
-        )
     try:
-        port = parts.port
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a valid port") from None
-    host = parts.hostname or "127.0.0.1"
-    if port is None and bare:
-        port = DEFAULT_PORT
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    path = parts.path
-    if scheme in ("ws", "wss") and not bare:
-        path = path if path not in ("", "/") else "/ws"
-    elif not path.endswith("/ws"):
-        path = path.rstrip("/") + "/ws"
-    return urlunsplit(("wss" if secure else "ws", netloc, path, parts.query, ""))
+        return parse_server_url(text).url
+    except ServerUrlError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _event_id(text: str) -> int:
@@ -218,30 +191,6 @@ def _local_time(ts: object) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone().strftime("%H:%M:%S")
-
-
-class _Transcript:
-    """The highest event id shown: repeats are dropped, renumbering restarts it."""
-
-    def __init__(self, last_id: int | None) -> None:
-        self.last_id = last_id
-
-    def is_new(self, event: dict[str, Any]) -> bool:
-        """Whether to show `event`; records its id if so."""
-        event_id = event.get("id")
-        if type(event_id) is not int:
-            return True  # unnumbered (typing, errors): never a repeat
-        if self.last_id is not None and event_id <= self.last_id:
-            return False
-        self.last_id = event_id
-        return True
-
-    def renumbered(self, join_id: object) -> bool:
-        """Whether a welcome whose own join is `join_id` restarts the numbering."""
-        if type(join_id) is not int or self.last_id is None or join_id > self.last_id:
-            return False
-        self.last_id = None
-        return True
 
 
 def _backoff(failures: int, uniform: Callable[[float, float], float]) -> float:
@@ -359,13 +308,7 @@ class _EventReader:
             frame = await self._ws.get_message()
             if isinstance(frame, bytes):
                 continue  # the protocol has none; nothing to show
-            for line in frame.split("\n"):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    self._pending.append(event)
+            self._pending.extend(split_frame(frame)[0])
         return self._pending.popleft()
 
 
@@ -410,7 +353,7 @@ class _Client:
         self._room: str = args.room
         self._stdout = stdout
         self._stderr = stderr
-        self._transcript = _Transcript(args.since)
+        self._transcript = Transcript(args.since)
         self._me: str | None = None  # our name as the server spells it
         self._lines_in, self._lines_out = trio.open_memory_channel[str](_LINE_QUEUE)
         self._current: _Outgoing | None = None
@@ -583,8 +526,8 @@ class _Client:
     async def _session(self, ws: WebSocketConnection) -> _Outcome:
         events = _EventReader(ws)
         hello: dict[str, Any] = {"type": "hello", "name": self._name, "room": self._room}
-        if self._transcript.last_id is not None:
-            hello["since"] = self._transcript.last_id
+        if self._transcript.since is not None:
+            hello["since"] = self._transcript.since
         try:
             # ASCII: a name from a badly encoded argv (lone surrogates) then
             # reaches the server, which refuses it, instead of crashing the encoder.
@@ -701,7 +644,7 @@ class _Client:
             self._on_error(event)
             return
         line = _format_event(event)
-        if line is None or not self._transcript.is_new(event):
+        if line is None or not self._transcript.observe_event(event):
             return  # typing, unknown types and repeats are not shown
         message = self._current
         if (

@@ -16,11 +16,12 @@ The parent coordinates the workers in phases over pipes, all of them at once:
    (or nothing at all arrived for `DRAIN_QUIET`), then reports its counts;
 4. close.
 
-The modules, each importing only those listed before it (`plan`, `wire`,
-`counting` and `report` do no I/O):
+The modules, each importing only those listed before it (`plan`,
+`counting` and `report` do no I/O), and the pure client core
+(`trio_chat.client`: the server's URL, client-side WebSocket framing, the
+event-id transcript):
 
 - `plan`: the target, the connections and rooms, the pacing schedule;
-- `wire`: client-side WebSocket framing;
 - `counting`: what arrives, counted and checked: the latency histogram and
   percentiles, id order, loss accounting, scanning received frames (how
   receivers measure is explained there);
@@ -44,7 +45,6 @@ from .coordinator import BenchConfig, measure
 from .counting import (
     HISTOGRAM_SIZE,
     Joining,
-    SequenceCheck,
     StepStats,
     bucket_ceiling,
     expected_deliveries,
@@ -57,7 +57,6 @@ from .counting import (
 from .metrics import ServerSample, parse_metrics, sample_from_metrics
 from .plan import (
     BenchError,
-    Target,
     messages_due,
     parse_target,
     plan_connections,
@@ -76,54 +75,26 @@ from .report import (
     memory_per_connection_kb,
     summarize_step,
 )
-from .wire import (
-    OP_CLOSE,
-    OP_CONTINUATION,
-    OP_PING,
-    OP_TEXT,
-    ConnectFailure,
-    FrameReader,
-    FramingError,
-    accept_token,
-    check_handshake,
-    close_code,
-    encode_frame,
-    handshake_request,
-)
 from .workers import raise_open_file_limit
 
 __all__ = [
     "HISTOGRAM_SIZE",
-    "OP_CLOSE",
-    "OP_CONTINUATION",
-    "OP_PING",
-    "OP_TEXT",
     "BenchConfig",
     "BenchError",
     "Bounds",
-    "ConnectFailure",
-    "FrameReader",
-    "FramingError",
     "Joining",
     "ProgressLine",
     "SendReport",
-    "SequenceCheck",
     "ServerSample",
     "StepReport",
     "StepResult",
     "StepStats",
-    "Target",
-    "accept_token",
     "add_bench_arguments",
     "bucket_ceiling",
-    "check_handshake",
-    "close_code",
     "config_from_args",
-    "encode_frame",
     "expected_deliveries",
     "first_reachable",
     "format_report",
-    "handshake_request",
     "latency_bucket",
     "main",
     "measure",

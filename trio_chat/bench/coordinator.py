@@ -15,8 +15,9 @@ from typing import Final
 
 import trio
 
+from ..client.url import ServerUrl
 from .metrics import ServerSample, _delta, sample_server
-from .plan import BenchError, Target, plan_connections, sweep_rates
+from .plan import BenchError, plan_connections, sweep_rates
 from .reactor import (
     CLOSE_WAIT,
     CloseCommand,
@@ -54,7 +55,7 @@ IDLE_SETTLE: Final = 1.0  # seconds after the last join before reading the serve
 class BenchConfig:
     """What to measure; `config_from_args` builds it from the command line."""
 
-    target: Target
+    target: ServerUrl
     connections: int = 100
     senders: int = 10
     rooms: int = 1

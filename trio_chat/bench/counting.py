@@ -24,7 +24,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from .wire import ConnectFailure
+from ..client.transcript import Transcript
+from ..client.websocket import ConnectFailure
 
 STAMP_DIGITS: Final = 19  # time.time_ns() until the year 2286
 
@@ -76,53 +77,6 @@ def merge_histograms(histograms: Iterable[Mapping[int, int]]) -> dict[int, int]:
     for histogram in histograms:
         merged.update(histogram)
     return dict(merged)
-
-
-# -- id order ------------------------------------------------------------------
-
-_MISSING_LIMIT: Final = 100_000  # remember at most this many skipped ids per connection
-
-
-class SequenceCheck:
-    """The ids one connection receives must rise by exactly 1 from its join.
-
-    `observe` returns whether the id is new. An id above `last + 1` skips ids
-    (an order violation; they are remembered as missing); a missing id that
-    arrives later is out of order (another violation); any other id at or
-    below `last` is a duplicate.
-    """
-
-    __slots__ = ("duplicates", "last", "missing", "order_violations", "skipped")
-
-    def __init__(self, last: int) -> None:
-        self.last = last
-        self.missing: set[int] = set()
-        self.skipped = 0  # ids skipped, late arrivals not deducted
-        self.duplicates = 0
-        self.order_violations = 0
-
-    def observe(self, ident: int) -> bool:
-        if ident == self.last + 1:
-            self.last = ident
-            return True
-        return self.irregular(ident)
-
-    def irregular(self, ident: int) -> bool:
-        """`observe` for an id that is not `last + 1` (the hot path inlines the rest)."""
-        if ident > self.last + 1:
-            self.order_violations += 1
-            self.skipped += ident - self.last - 1
-            if len(self.missing) + ident - self.last - 1 <= _MISSING_LIMIT:
-                self.missing.update(range(self.last + 1, ident))
-            self.last = ident
-            return True
-        if ident in self.missing:
-            self.missing.discard(ident)
-            self.skipped -= 1
-            self.order_violations += 1
-            return True
-        self.duplicates += 1
-        return False
 
 
 # -- loss accounting -----------------------------------------------------------
@@ -208,9 +162,7 @@ def parse_messages(payload: bytes) -> tuple[int, int, list[int]] | None:
     return first, first + len(found) - 1, [int(stamp) for _, stamp in found]
 
 
-def scan_live(
-    payload: bytes, check: SequenceCheck, stats: StepStats, room: str, now_ns: int
-) -> int:
+def scan_live(payload: bytes, check: Transcript, stats: StepStats, room: str, now_ns: int) -> int:
     """The hot path: count, check and time the events of one text frame of a
     joined connection, received at `now_ns`; returns the messages counted.
 
@@ -258,9 +210,7 @@ def scan_live(
     return received
 
 
-def scan_lines(
-    payload: bytes, check: SequenceCheck, stats: StepStats, room: str, now_ns: int
-) -> int:
+def scan_lines(payload: bytes, check: Transcript, stats: StepStats, room: str, now_ns: int) -> int:
     """`scan_live` for any frame, line by line.
 
     A `message`, `join` or `leave` line is recognised by its prefix and its id
@@ -318,7 +268,7 @@ def scan_lines(
     return received
 
 
-def scan_other(line: bytes, check: SequenceCheck, stats: StepStats, room: str, now_ns: int) -> int:
+def scan_other(line: bytes, check: Transcript, stats: StepStats, room: str, now_ns: int) -> int:
     """Any other line, decoded in full; returns 1 for a counted message.
 
     A `rate_limited` error is counted against `room`, the room of the

@@ -1,22 +1,24 @@
 """What the generator learns about the server: its `/metrics` text parsed into a
 `ServerSample`, its CPU, memory and scheduler wait read from `/proc`, and the
-Trio probe that fetches both over HTTP.
+Trio probe that fetches both over HTTP (`http_request`, which the test suite
+uses too).
 
-The parsing and `/proc` reads are plain functions; only `http_get` and
+The parsing and `/proc` reads are plain functions; only `http_request` and
 `sample_server` do network I/O, from the coordinator, where nothing is hot.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h11
 import trio
 
-from .plan import BenchError, Target
+from ..client.url import ServerUrl
+from .plan import BenchError
 
 # -- server metrics ------------------------------------------------------------
 
@@ -91,31 +93,56 @@ def _delta(after: float | None, before: float | None) -> float | None:
 # -- the server probe ----------------------------------------------------------
 
 
-async def http_get(target: Target, path: str) -> tuple[int, bytes]:
-    """One GET on its own connection: the status and the body."""
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A whole HTTP response; header names in lower case."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def http_request(
+    target: ServerUrl,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Sequence[tuple[str, str]] = (),
+) -> HttpResponse:
+    """One request on its own connection, and the whole response.
+
+    Raises:
+        OSError: the server cannot be reached.
+        h11.RemoteProtocolError: the answer is not HTTP/1.1.
+        trio.BrokenResourceError: the connection broke.
+    """
     stream = await trio.open_tcp_stream(target.host, target.port)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         request = h11.Request(
-            method="GET",
+            method=method,
             target=path,
-            headers=[("Host", target.authority), ("Connection", "close")],
+            headers=[("Host", target.authority), ("Connection", "close"), *headers],
         )
         await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
-        status, body = 0, []
+        status, response_headers, body = 0, {}, []
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 conn.receive_data(bytes(await stream.receive_some(65536)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
+                response_headers = {
+                    name.decode("latin-1"): value.decode("latin-1")
+                    for name, value in event.headers
+                }
             elif isinstance(event, h11.Data):
                 body.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return status, b"".join(body)
+                return HttpResponse(status, response_headers, b"".join(body))
 
 
-async def sample_server(target: Target, pid: int | None) -> ServerSample:
+async def sample_server(target: ServerUrl, pid: int | None) -> ServerSample:
     """The server's counters: CPU and memory from /proc when `pid` is given,
     else from `/metrics`; the trio_chat_* counters from `/metrics` if it answers.
 
@@ -123,7 +150,8 @@ async def sample_server(target: Target, pid: int | None) -> ServerSample:
         BenchError: the server cannot be reached at all.
     """
     try:
-        status, body = await http_get(target, "/metrics")
+        response = await http_request(target, "/metrics")
+        status, body = response.status, response.body
     except OSError as error:
         raise BenchError(f"cannot reach the server at {target.authority}: {error}") from None
     except (h11.RemoteProtocolError, trio.BrokenResourceError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from ..client.url import ServerUrl, ServerUrlError, parse_server_url
 from ..core.errors import TrioChatError
 
 
@@ -23,44 +23,23 @@ class BenchError(TrioChatError):
 # -- the plan ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where the server listens: the WebSocket path, and `/metrics` beside it."""
+def parse_target(url: str) -> ServerUrl:
+    """The server to measure: a URL as `trio-chat connect` takes it
+    (`trio_chat.client.url`), on the server's own port (no TLS).
 
-    host: str
-    port: int
-    path: str = "/ws"
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}{self.path}"
-
-    @property
-    def authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_target(url: str) -> Target:
-    """`ws://HOST:PORT/ws` or `http://HOST:PORT/` (the `/ws` path is implied)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme in ("wss", "https"):
+    Raises:
+        BenchError: for anything `parse_server_url` refuses, and TLS.
+    """
+    try:
+        target = parse_server_url(url)
+    except ServerUrlError as error:
+        raise BenchError(str(error)) from None
+    if target.secure:
         raise BenchError(
             f"{url!r}: TLS is not supported; point the generator at the server's own "
             "port (ws:// or http://)"
         )
-    if scheme not in ("ws", "http"):
-        raise BenchError(f"{url!r} is not a ws:// or http:// URL")
-    try:
-        port = parts.port
-    except ValueError as error:
-        raise BenchError(f"{url!r}: {error}") from None
-    if not parts.hostname:
-        raise BenchError(f"{url!r} names no host")
-    path = parts.path if parts.path not in ("", "/") else "/ws"
-    return Target(parts.hostname, port or 80, path)
+    return target
 
 
 @dataclass(frozen=True, slots=True)

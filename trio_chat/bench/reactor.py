@@ -37,20 +37,10 @@ from enum import Enum
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
-from .counting import STAMP_DIGITS, Joining, SequenceCheck, StepStats, scan_live
-from .metrics import _delta, proc_wait_seconds
-from .plan import (
-    BenchError,
-    ConnSpec,
-    Target,
-    messages_due,
-    send_offset,
-    sender_share,
-    total_messages,
-)
-from .report import ConnectReport, SendReport, StepResult
-from .wire import (
-    _MAX_HEAD,
+from ..client.transcript import Transcript
+from ..client.url import ServerUrl
+from ..client.websocket import (
+    MAX_RESPONSE_HEAD,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -63,6 +53,17 @@ from .wire import (
     encode_frame,
     handshake_request,
 )
+from .counting import STAMP_DIGITS, Joining, StepStats, scan_live
+from .metrics import _delta, proc_wait_seconds
+from .plan import (
+    BenchError,
+    ConnSpec,
+    messages_due,
+    send_offset,
+    sender_share,
+    total_messages,
+)
+from .report import ConnectReport, SendReport, StepResult
 
 DRAIN_POLL: Final = 0.02
 SEND_TICK: Final = 0.001  # a sender sleeps at least this long: what is due is sent at once
@@ -129,7 +130,7 @@ class _Conn:
         self.head = b""  # the HTTP response, until its blank line
         self.joining: Joining | None = None
         self.reader = FrameReader()
-        self.check = SequenceCheck(0)
+        self.check = Transcript(0)
         self.received = 0  # messages counted in the current step
         self.out = bytearray()  # what the socket would not take yet
 
@@ -369,7 +370,7 @@ class Reactor:
     def _on_joined(self, conn: _Conn, last_id: int) -> None:
         conn.state = ConnState.OPEN
         conn.joining = None
-        conn.check = SequenceCheck(last_id)
+        conn.check = Transcript(last_id)
         self._joined.append(conn)
         self._open += 1
         self._in_flight -= 1
@@ -457,7 +458,7 @@ class Reactor:
         if conn.state is ConnState.UPGRADING:
             head = conn.head + data
             if b"\r\n\r\n" not in head:
-                if len(head) > _MAX_HEAD:
+                if len(head) > MAX_RESPONSE_HEAD:
                     self._fail(conn, "HTTP response head too large")
                 else:
                     conn.head = head
@@ -776,7 +777,7 @@ Command = ConnectCommand | StepCommand | DrainCommand | CloseCommand
 
 @dataclass(frozen=True, slots=True)
 class WorkerPlan:
-    target: Target
+    target: ServerUrl
     specs: list[ConnSpec]
     size: int
     slot: int

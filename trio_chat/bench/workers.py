@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from .plan import BenchError, ConnSpec, Target
+from ..client.url import ServerUrl
+from .plan import BenchError, ConnSpec
 from .reactor import CLOSE_WAIT, Command, FleetStatistics, Reactor, WorkerPlan
 
 # -- workers: spawned processes, each running a reactor ---------------------------
@@ -92,7 +93,7 @@ def _worker_main(plan: WorkerPlan, conn: Connection, counters: Any) -> None:
 
 @asynccontextmanager
 async def open_workers(
-    target: Target, plan: Sequence[list[ConnSpec]], *, size: int
+    target: ServerUrl, plan: Sequence[list[ConnSpec]], *, size: int
 ) -> AsyncIterator[list[Worker]]:
     """One spawned worker process per entry of `plan` (terminated on exit if
     they have not finished by then)."""

@@ -24,7 +24,9 @@ from wsproto.utilities import generate_accept_token
 
 from .errors import TrioChatError
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+DEFAULT_PORT: Final = 8080  # what `trio-chat serve` listens on unless told otherwise
+# The port a URL of each scheme means when it names none:
+DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 # RFC 9110 15.5.22: a 426 names the protocol to upgrade to, and (7.8) whoever
@@ -111,7 +113,7 @@ def normalize_origin(origin: str) -> str | None:
         return None
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
+    if port is None or port == DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
 

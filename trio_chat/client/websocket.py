@@ -2,19 +2,21 @@
 and its check, frame encoding (masked, as a client must) and an incremental
 `FrameReader` over received bytes.
 
-The reactor owns the sockets and feeds bytes through these; keeping them pure
-lets the tests check the framing without a server.
+For clients that own their sockets and want every byte's cost in view (the
+load generator's epoll reactor): they feed bytes through these. The terminal
+client speaks through trio-websocket instead, and the tests' raw client
+through wsproto, which can also send what a server must refuse.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import random
 from typing import Final
 
+from wsproto.utilities import generate_accept_token
+
 from ..core.errors import TrioChatError
-from .plan import Target
+from .url import ServerUrl
 
 # -- WebSocket, client side ----------------------------------------------------
 
@@ -24,12 +26,12 @@ OP_BINARY: Final = 0x2
 OP_CLOSE: Final = 0x8
 OP_PING: Final = 0x9
 OP_PONG: Final = 0xA
-_ACCEPT_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_HEAD: Final = 65536
+MAX_RESPONSE_HEAD: Final = 65536  # bytes of the handshake's response head
 
 
 class ConnectFailure(TrioChatError):
-    """A connection could not be opened or joined; `reason` is what the report counts."""
+    """A connection could not be opened or joined; `reason` says why in a few
+    words (the load generator counts failures by it)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -40,16 +42,12 @@ class FramingError(TrioChatError):
     """The server's bytes break RFC 6455 framing."""
 
 
-def handshake_request(target: Target, key: bytes) -> bytes:
+def handshake_request(target: ServerUrl, key: bytes) -> bytes:
     return (
-        f"GET {target.path} HTTP/1.1\r\nHost: {target.authority}\r\n"
+        f"GET {target.resource} HTTP/1.1\r\nHost: {target.authority}\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key.decode('ascii')}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode("ascii")
-
-
-def accept_token(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())  # noqa: S324 (RFC 6455)
 
 
 def check_handshake(head: bytes, key: bytes) -> None:
@@ -69,7 +67,7 @@ def check_handshake(head: bytes, key: bytes) -> None:
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
-    if headers.get(b"sec-websocket-accept") != accept_token(key):
+    if headers.get(b"sec-websocket-accept") != generate_accept_token(key):
         raise ConnectFailure("bad Sec-WebSocket-Accept")
 
 
