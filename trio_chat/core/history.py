@@ -120,15 +120,12 @@ class HistoryStore(Protocol):
     member (`acquire`), records every event it appends (`record`), and
     releases the room when its last member leaves (`release`). A store whose
     windows are not all in memory returns None from `acquire` until the shell
-    has awaited `load` and handed the result to `install`.
+    has read the window (off the hub task: the hub's `load`, which a durable
+    store provides) and handed it to `install`.
     """
 
     def acquire(self, room: str) -> RoomHistory | None:
         """The window of `room`, now in use; None if it must be loaded first."""
-        ...
-
-    async def load(self, room: str) -> RoomHistory:
-        """Read `room`'s window from storage (the caller then `install`s it)."""
         ...
 
     def install(self, room: str, history: RoomHistory) -> None:
@@ -176,9 +173,6 @@ class MemoryHistoryStore:
         if history is None:
             history = self._rooms[room] = RoomHistory(self._limit, last_id=self._floor)
         return history
-
-    async def load(self, room: str) -> RoomHistory:
-        return self.acquire(room)  # never needed: `acquire` always has it
 
     def install(self, room: str, history: RoomHistory) -> None:
         self._rooms[room] = history

@@ -547,7 +547,10 @@ async def _serve(
 ) -> None:
     port = listeners[0].socket.getsockname()[1]
     async with open_hub(
-        store, replay_limit=settings.history_replay, send_queue_size=settings.send_queue_size
+        store,
+        load=store.load if isinstance(store, SqliteHistoryStore) else None,
+        replay_limit=settings.history_replay,
+        send_queue_size=settings.send_queue_size,
     ) as hub:
         server = ChatServer(settings, hub)
         raise_open_file_limit(settings.max_connections)

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -107,6 +107,8 @@ class RoomLoaded:
 
 
 HubMessage = Registration | Unregistration | Broadcast | RoomLoaded
+# Reads a room's window from durable storage (off the hub task):
+RoomLoader = Callable[[str], Awaitable[RoomHistory]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +131,11 @@ class Hub:
         inbox: trio.MemorySendChannel[HubMessage],
         loaders: trio.Nursery,
         *,
+        load: RoomLoader | None,
         burst: int,
     ) -> None:
         self._store = store
+        self._load_room = load
         self._chat = chat
         self._loaders = loaders
         self._loading: dict[str, list[Registration]] = {}  # room -> hellos waiting for it
@@ -154,7 +158,8 @@ class Hub:
 
         Raises:
             ProtocolError: the hello was refused (e.g. `name_taken`).
-            HistoryError: the room's history could not be read.
+            Exception: whatever the store's `load` raised: the room's
+                history could not be read.
             trio.ClosedResourceError: the hub has shut down.
         """
         registration = Registration(peer, hello)
@@ -306,11 +311,15 @@ class Hub:
     async def _load(self, room: str) -> None:
         """Read a room's history off the hub task, then hand it back in order."""
         history: RoomHistory | Exception
-        try:
-            history = await self._store.load(room)
-        except Exception as exc:  # reported to each waiting session, which closes 1011
-            log.exception("cannot load the history of room %r", room)
-            history = exc
+        if self._load_room is None:  # a bug: the store needs a loader it was not given
+            log.error("the store has no window for room %r and no way to load one", room)
+            history = RuntimeError(f"no history loader for room {room!r}")
+        else:
+            try:
+                history = await self._load_room(room)
+            except Exception as exc:  # reported to each waiting session, which closes 1011
+                log.exception("cannot load the history of room %r", room)
+                history = exc
         with contextlib.suppress(trio.ClosedResourceError):
             await self.register.send(RoomLoaded(room, history))
 
@@ -361,9 +370,16 @@ class Hub:
 
 @asynccontextmanager
 async def open_hub(
-    store: HistoryStore, *, replay_limit: int, send_queue_size: int
+    store: HistoryStore,
+    *,
+    load: RoomLoader | None = None,
+    replay_limit: int,
+    send_queue_size: int,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the `async with` block.
+
+    `load` reads a room's window when `store.acquire` has none in memory (a
+    durable store's `load`); it runs in a task of its own, off the hub task.
 
     `send_queue_size` is the clients' outbox limit: the hub applies at most a
     quarter of it in one go before letting writers run.
@@ -374,7 +390,7 @@ async def open_hub(
     send, receive = trio.open_memory_channel[HubMessage](INBOX_SIZE)
     async with trio.open_nursery() as nursery:
         chat: Chat[Peer] = Chat(store, replay_limit)
-        hub = Hub(store, chat, send, nursery, burst=max(send_queue_size // 4, 1))
+        hub = Hub(store, chat, send, nursery, load=load, burst=max(send_queue_size // 4, 1))
         send.close()  # only the three clones stay open
         nursery.start_soon(hub.serve, receive)
         try:
