@@ -256,6 +256,31 @@ def test_a_room_that_started_over_resets_the_transcript(
         assert (transcript.since, transcript.missing) == (since, {11})
 
 
+@pytest.mark.parametrize(
+    ("epoch", "room_last_id", "renumbered"),
+    [
+        ("e1", 13, False),  # the same numbering, carrying on
+        ("e2", 13, True),  # a new numbering, whatever its ids
+        ("e1", 12, True),  # no newer than what we saw: started over
+        (None, 13, False),  # a server that sends no epoch
+        (7, 13, False),  # not an epoch: ignored
+    ],
+)
+def test_a_new_epoch_is_a_new_numbering(
+    epoch: object, room_last_id: int, renumbered: bool
+) -> None:
+    transcript = Transcript(12, "e1")
+    assert transcript.renumbered(room_last_id, epoch) is renumbered
+    assert transcript.since == (None if renumbered else 12)
+    assert transcript.epoch == (epoch if isinstance(epoch, str) else "e1")
+
+
+def test_the_first_welcome_names_the_epoch() -> None:
+    transcript = Transcript()
+    assert not transcript.renumbered(5, "e9")
+    assert transcript.epoch == "e9"
+
+
 def test_a_transcript_before_any_event_is_never_renumbered() -> None:
     transcript = Transcript()
     assert not transcript.renumbered(1)

@@ -70,6 +70,60 @@ async def test_history_and_ids_survive_a_restart(
     assert (await bob.next_event())["id"] == 7  # numbering continues, never reused
 
 
+async def test_the_epoch_outlives_a_restart_and_a_new_file_is_a_new_one(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "chat.db"
+    first = await start_server(db=str(db), rate_limit=0)
+    alice = await first.client()
+    epoch = (await alice.hello("alice"))["epoch"]
+    assert isinstance(epoch, str)
+    assert epoch
+    await alice.say("one")
+    await alice.next_event()
+    await alice.next_event()
+    await first.stop()
+
+    second = await start_server(db=str(db), rate_limit=0)
+    bob = await second.client()
+    welcome = await bob.hello("bob", since=2, epoch=epoch)
+    assert (welcome["epoch"], welcome["recovered"]) == (epoch, True)
+    assert [e["type"] for e in await replay_of(bob, welcome)] == ["leave", "join"]
+    await second.stop()
+
+    db.unlink()  # the history is gone: numbering starts over in a new epoch
+    third = await start_server(db=str(db), rate_limit=0)
+    carol = await third.client()
+    await (await third.joined("dave")).say("in the new epoch")
+    welcome = await carol.hello("carol", since=1, epoch=epoch)
+    # since=1 exists in the new numbering too, but belongs to the old one:
+    # the normal replay, not "everything after 1".
+    assert welcome["epoch"] != epoch
+    assert welcome["recovered"] is False
+    assert [e["id"] for e in await replay_of(carol, welcome)] == [1, 2, 3]
+
+
+async def test_a_file_from_before_epochs_gets_one_and_stays_readable(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:  # a file as the first schema made it
+        db.execute("CREATE TABLE rooms (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE events (room TEXT, id INTEGER, line BLOB, PRIMARY KEY (room, id))"
+        )
+        db.execute("INSERT INTO rooms VALUES ('r', 7)")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    store = await SqliteHistoryStore.open(str(path), 10)
+    epoch = store.epoch
+    assert (await store.load("r")).last_id == 7
+    await store.aclose()
+    again = await SqliteHistoryStore.open(str(path), 10)
+    assert again.epoch == epoch
+    await again.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # older servers still open it
+
+
 async def test_a_room_is_read_back_after_it_emptied(
     start_server: StartServer, tmp_path: Path
 ) -> None:

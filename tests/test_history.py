@@ -232,20 +232,29 @@ def test_replay_with_since_beyond_history_is_like_no_since_unrecovered(
     assert replay.recovered is False
 
 
+@pytest.mark.parametrize("since", [0, 5, 19])
+def test_replay_with_since_from_another_epoch_is_like_no_since_unrecovered(since: int) -> None:
+    replay = filled(10, 20).replay_for_join(since, 3, same_epoch=False)
+    assert ids(replay.events) == [18, 19, 20]
+    assert replay.recovered is False
+    assert filled(10, 20).replay_for_join(None, 3, same_epoch=False).recovered is None
+
+
 @settings(max_examples=300)
 @given(
     limit=st.integers(min_value=1, max_value=12),
     count=st.integers(min_value=1, max_value=40),
     replay_limit=st.integers(min_value=0, max_value=15),
     since=st.none() | st.integers(min_value=0, max_value=45),
+    same_epoch=st.booleans(),
 )
 def test_replay_matches_a_model(
-    limit: int, count: int, replay_limit: int, since: int | None
+    limit: int, count: int, replay_limit: int, since: int | None, same_epoch: bool
 ) -> None:
     everything = list(range(1, count + 1))  # every id the room ever had
     own_join = everything[-1]
     retained = everything[-limit:]
-    if since is None or since > own_join - 1:
+    if since is None or not same_epoch or since > own_join - 1:
         expected = retained[-max(replay_limit, 1) :]
         recovered = None if since is None else False
     else:
@@ -253,7 +262,7 @@ def test_replay_matches_a_model(
         expected = [i for i in retained if i > since]
         recovered = expected == missed
 
-    replay = filled(limit, count).replay_for_join(since, replay_limit)
+    replay = filled(limit, count).replay_for_join(since, replay_limit, same_epoch=same_epoch)
 
     assert ids(replay.events) == expected
     assert replay.recovered is recovered

@@ -149,6 +149,10 @@ BAD_HELLO = [
     pytest.param({"name": "alice", "since": 1.5}, id="since-float"),
     pytest.param({"name": "alice", "since": "3"}, id="since-string"),
     pytest.param({"name": "alice", "since": [3]}, id="since-list"),
+    pytest.param({"name": "alice", "epoch": 5}, id="number-epoch"),
+    pytest.param({"name": "alice", "epoch": ""}, id="empty-epoch"),
+    pytest.param({"name": "alice", "epoch": "e" * 65}, id="long-epoch"),
+    pytest.param({"name": "alice", "epoch": ["e"]}, id="list-epoch"),
 ]
 
 
@@ -580,6 +584,14 @@ def test_since(fields: dict[str, Any], since: int | None) -> None:
     assert hello(name="alice", **fields) == Hello(name="alice", since=since)
 
 
+@pytest.mark.parametrize(
+    ("fields", "epoch"),
+    [({}, None), ({"epoch": None}, None), ({"epoch": "e"}, "e"), ({"epoch": "é" * 64}, "é" * 64)],
+)
+def test_epoch(fields: dict[str, Any], epoch: str | None) -> None:
+    assert hello(name="alice", since=3, **fields) == Hello(name="alice", since=3, epoch=epoch)
+
+
 def test_huge_since_is_accepted_as_an_integer() -> None:
     assert hello(name="alice", since=10**30) == Hello(name="alice", since=10**30)
 
@@ -686,7 +698,7 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-FIELDS = ["type", "name", "room", "since", "text", "ref"]
+FIELDS = ["type", "name", "room", "since", "epoch", "text", "ref"]
 command_like = st.dictionaries(
     st.sampled_from(FIELDS) | st.text(max_size=3),
     st.sampled_from(["hello", "say", "typing"]) | json_values,
@@ -793,7 +805,7 @@ def test_error_event(code: ErrorCode, ref: str | None) -> None:
 @pytest.mark.parametrize("recovered", [None, True, False])
 def test_welcome_event(recovered: bool | None) -> None:
     event = decode_line(
-        welcome_event("r", "bob", ["alice", NASTY, "bob"], 57, recovered=recovered)
+        welcome_event("r", "bob", ["alice", NASTY, "bob"], 57, epoch="e1", recovered=recovered)
     )
     expected: dict[str, Any] = {
         "type": "welcome",
@@ -801,6 +813,7 @@ def test_welcome_event(recovered: bool | None) -> None:
         "name": "bob",
         "members": ["alice", NASTY, "bob"],
         "last_id": 57,
+        "epoch": "e1",
     }
     if recovered is not None:
         expected["recovered"] = recovered
@@ -825,7 +838,7 @@ def test_encoded_events_are_single_lines(
         leave_event(event_id, room, name, TS, LeaveReason.QUIT),
         typing_event(room, name),
         error_event(ErrorCode.BAD_REQUEST, text, ref),
-        welcome_event(room, name, [name, text], event_id, recovered=True),
+        welcome_event(room, name, [name, text], event_id, epoch=text, recovered=True),
     ]
     for line in lines:
         event = decode_line(line)

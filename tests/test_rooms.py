@@ -34,8 +34,11 @@ def parse(line: bytes) -> dict[str, Any]:
     return event
 
 
+EPOCH = "e1"
+
+
 def new_chat(retention: int = 100, replay_limit: int = 50) -> Chat[Handle]:
-    return Chat(MemoryHistoryStore(retention), replay_limit)
+    return Chat(MemoryHistoryStore(retention, epoch=EPOCH), replay_limit)
 
 
 def join_error(chat: Chat[Handle], handle: Handle, hello: Hello) -> ErrorCode:
@@ -58,6 +61,7 @@ def test_welcome_lists_members_with_self_and_last_id_is_own_join() -> None:
         "name": "alice",
         "members": ["alice"],
         "last_id": 1,
+        "epoch": EPOCH,
     }
     assert [parse(line)["id"] for line in alice.welcome[1:]] == [1]
     assert alice.announce.recipients == ()
@@ -74,6 +78,21 @@ def test_welcome_lists_members_with_self_and_last_id_is_own_join() -> None:
     ]
     assert bob.announce.recipients == (1,)
     assert bob.announce.line == bob.welcome[-1]
+
+
+@pytest.mark.parametrize(("epoch", "recovered"), [(None, True), (EPOCH, True), ("other", False)])
+def test_since_counts_only_in_its_own_epoch(epoch: str | None, recovered: bool) -> None:
+    chat = new_chat()
+    chat.join(1, Hello("alice"), TS)
+    carol = chat.join(3, Hello("carol", since=1, epoch=epoch), TS)
+    welcome = parse(carol.welcome[0])
+    assert (welcome["epoch"], welcome["recovered"]) == (EPOCH, recovered)
+    replayed = [parse(line)["id"] for line in carol.welcome[1:]]
+    assert replayed == ([2] if recovered else [1, 2])  # from another epoch: the normal replay
+
+
+def test_a_new_store_is_a_new_epoch() -> None:
+    assert MemoryHistoryStore(10).epoch != MemoryHistoryStore(10).epoch
 
 
 def test_name_taken_is_case_insensitive_and_per_room() -> None:

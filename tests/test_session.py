@@ -24,12 +24,16 @@ async def test_hello_gets_welcome_then_replay_ending_with_own_join(server: Runni
     bob = await server.joined("bob")
     alice = await server.client()
     welcome = await alice.hello("alice")
+    epoch = welcome.get("epoch")
+    assert isinstance(epoch, str)
+    assert epoch
     assert welcome == {
         "type": "welcome",
         "room": "lobby",
         "name": "alice",
         "members": ["bob", "alice"],
         "last_id": 2,
+        "epoch": epoch,
     }
     replay = [await alice.next_event(), await alice.next_event()]
     assert [(e["type"], e["id"], e["name"]) for e in replay] == [

@@ -3,7 +3,8 @@
 Theory of operation: one `_Client` per run holds everything that outlives a
 connection: the highest event id shown (a `Transcript`), the message being
 delivered (`_Outgoing`) and the queue of lines still to send. Each connection
-says `hello` (with `since` = the highest id seen, once there is one), prints
+says `hello` (with `since` = the highest id seen, once there is one, and the
+`epoch` it belongs to), prints
 the replay up to its own `join`, then runs two tasks in a nursery of its own:
 the reader prints events, the writer sends lines. When either ends, the other
 is cancelled, the WebSocket is closed, and the loop decides: done, give up, or
@@ -13,8 +14,9 @@ Invariants:
 
 * Events are printed in arrival order, each numbered id at most once: an id
   at or below the highest shown is a repeat (replays overlap). A `welcome`
-  whose own `join` id is not above the highest shown means the room was
-  renumbered (a restarted server lost its history), so counting restarts.
+  with a new `epoch`, or whose own `join` id is not above the highest shown,
+  means the room was renumbered (a restarted server lost its history), so
+  counting restarts.
 * Stop-and-wait: one `say` is in flight at a time, matched to its echo by a
   `ref` unique to this run. So lines arrive in the order typed even when one
   is rate limited and sent again, and after a reconnect the only message that
@@ -528,6 +530,8 @@ class _Client:
         hello: dict[str, Any] = {"type": "hello", "name": self._name, "room": self._room}
         if self._transcript.since is not None:
             hello["since"] = self._transcript.since
+            if self._transcript.epoch is not None:
+                hello["epoch"] = self._transcript.epoch
         try:
             # ASCII: a name from a badly encoded argv (lone surrogates) then
             # reaches the server, which refuses it, instead of crashing the encoder.
@@ -620,7 +624,7 @@ class _Client:
 
     def _on_welcome(self, welcome: dict[str, Any]) -> None:
         self._me = str(welcome.get("name", self._name))
-        self._transcript.renumbered(welcome.get("last_id"))
+        self._transcript.renumbered(welcome.get("last_id"), welcome.get("epoch"))
         if welcome.get("recovered") is False:
             self._show("-- some history could not be recovered")
 

@@ -12,9 +12,12 @@ duplicate (it is new, but out of order). The server never does either; the
 load generator counts them to prove it, the terminal client only skips
 duplicates.
 
-A welcome whose room's last id is at or below what was seen means the
-room's numbering started over (the server restarted without durable
-history): the transcript forgets its last id rather than hide every new
+The server names its numbering with an `epoch` in each welcome; a client
+sends it back with `since`, so that the server never takes an id from an old
+numbering for one of the new. A welcome with another epoch than the one seen,
+or whose room's last id is at or below what was seen (a server too old to
+send epochs, restarted without durable history), means the room's numbering
+started over: the transcript forgets its last id rather than hide every new
 event as a duplicate.
 """
 
@@ -33,10 +36,11 @@ class Transcript:
     against `last + 1` themselves and call `irregular` for anything else.
     """
 
-    __slots__ = ("duplicates", "last", "missing", "order_violations", "skipped")
+    __slots__ = ("duplicates", "epoch", "last", "missing", "order_violations", "skipped")
 
-    def __init__(self, since: int | None = None) -> None:
+    def __init__(self, since: int | None = None, epoch: str | None = None) -> None:
         self.last = -1 if since is None else since
+        self.epoch = epoch  # the numbering `last` belongs to, once a welcome named it
         self.missing: set[int] = set()
         self.skipped = 0  # ids skipped, late arrivals deducted
         self.duplicates = 0
@@ -81,10 +85,18 @@ class Transcript:
         self.duplicates += 1
         return False
 
-    def renumbered(self, room_last_id: object) -> bool:
+    def renumbered(self, room_last_id: object, epoch: object = None) -> bool:
         """Whether a welcome whose room's last id (its own join included) is
-        `room_last_id` shows the numbering started over; if so, forget ours."""
-        if type(room_last_id) is not int or self.last < 0 or room_last_id > self.last:
+        `room_last_id`, in numbering `epoch`, shows the numbering started
+        over; if so, forget ours. Either way, remember the welcome's epoch."""
+        known = self.epoch
+        if isinstance(epoch, str):
+            self.epoch = epoch
+        if self.last < 0:
+            return False
+        if not (isinstance(epoch, str) and known is not None and epoch != known) and (
+            type(room_last_id) is not int or room_last_id > self.last
+        ):
             return False
         self.last = -1
         self.missing.clear()

@@ -11,6 +11,7 @@ events behind and loads a room's window on demand.
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,17 +98,20 @@ class RoomHistory:
         start = max(len(self._events) - count, 0)
         return list(itertools.islice(self._events, start, None))
 
-    def replay_for_join(self, since: int | None, replay_limit: int) -> Replay:
+    def replay_for_join(
+        self, since: int | None, replay_limit: int, *, same_epoch: bool = True
+    ) -> Replay:
         """History for a client whose own `join` is the newest event.
 
         Implements the protocol's replay rules: without `since`, the last
         `replay_limit` events but never fewer than the client's own join;
         with `since`, everything retained after it, and whether that is all
-        that was missed. A `since` beyond what existed before this join (the
-        history was lost) is answered like no `since`, with `recovered: false`.
+        that was missed. A `since` from another numbering (`same_epoch`
+        false), or beyond what existed before this join (the history was
+        lost), is answered like no `since`, with `recovered: false`.
         """
         own_join = self.last_id
-        if since is None or since > own_join - 1:
+        if since is None or not same_epoch or since > own_join - 1:
             events = self.tail(max(replay_limit, 1))
             return Replay(events, None if since is None else False)
         return Replay(self.after(since), recovered=self.first_id <= since + 1)
@@ -122,7 +126,16 @@ class HistoryStore(Protocol):
     windows are not all in memory returns None from `acquire` until the shell
     has read the window (off the hub task: the hub's `load`, which a durable
     store provides) and handed it to `install`.
+
+    `epoch` names the store's numbering: it changes whenever ids may start
+    over (a new database), so that a client's `since` from before is never
+    taken for an id of the new numbering.
     """
+
+    @property
+    def epoch(self) -> str:
+        """The numbering's name, opaque to clients (the welcome's `epoch`)."""
+        ...
 
     def acquire(self, room: str) -> RoomHistory | None:
         """The window of `room`, now in use; None if it must be loaded first."""
@@ -160,12 +173,20 @@ class MemoryHistoryStore:
     followed), never a replay of a different room's events under old ids.
     """
 
-    def __init__(self, limit: int, *, max_idle_rooms: int = IDLE_ROOMS) -> None:
+    def __init__(
+        self, limit: int, *, max_idle_rooms: int = IDLE_ROOMS, epoch: str | None = None
+    ) -> None:
+        # A new store numbers from scratch: a new epoch unless told (tests).
+        self._epoch = secrets.token_hex(8) if epoch is None else epoch
         self._limit = limit
         self._max_idle_rooms = max_idle_rooms
         self._rooms: dict[str, RoomHistory] = {}
         self._idle: dict[str, None] = {}  # least recently emptied first
         self._floor = 0  # the highest last id of any forgotten room
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
 
     def acquire(self, room: str) -> RoomHistory:
         self._idle.pop(room, None)

@@ -34,6 +34,7 @@ MAX_NAME_LENGTH: Final = 32
 MAX_ROOM_LENGTH: Final = 64
 MAX_TEXT_LENGTH: Final = 4000
 MAX_REF_LENGTH: Final = 64
+MAX_EPOCH_LENGTH: Final = 64  # an epoch is opaque to clients; ours are 16 hex digits
 
 _ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
 # Control characters (Cc), lone surrogates (Cs) and the line/paragraph
@@ -119,6 +120,7 @@ class Hello:
     name: str
     room: str = DEFAULT_ROOM
     since: int | None = None
+    epoch: str | None = None  # the numbering `since` belongs to (the welcome's `epoch`)
     ref: str | None = None  # echoed in an error refusing the hello (e.g. `name_taken`)
 
 
@@ -207,8 +209,16 @@ def _parse_hello(obj: dict[str, Any], ref: str | None) -> Hello:
     since = obj.get("since")
     if since is not None and (type(since) is not int or since < 0):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'since' must be an integer >= 0", ref)
+    epoch = obj.get("epoch")
+    if epoch is not None and not (isinstance(epoch, str) and 0 < len(epoch) <= MAX_EPOCH_LENGTH):
+        message = f"'epoch' must be a string of 1 to {MAX_EPOCH_LENGTH} characters"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, ref)
     return Hello(
-        name=normalize_name(name, ref), room=validate_room(room, ref), since=since, ref=ref
+        name=normalize_name(name, ref),
+        room=validate_room(room, ref),
+        since=since,
+        epoch=epoch,
+        ref=ref,
     )
 
 
@@ -447,7 +457,13 @@ def error_event(code: ErrorCode, message: str, ref: str | None = None) -> bytes:
 
 
 def welcome_event(
-    room: str, name: str, members: list[str], last_id: int, *, recovered: bool | None
+    room: str,
+    name: str,
+    members: list[str],
+    last_id: int,
+    *,
+    epoch: str,
+    recovered: bool | None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "welcome",
@@ -455,6 +471,7 @@ def welcome_event(
         "name": name,
         "members": members,
         "last_id": last_id,
+        "epoch": epoch,
     }
     if recovered is not None:
         event["recovered"] = recovered

@@ -128,9 +128,17 @@ class Chat(Generic[H]):
         join_id = room.history.last_id + 1
         line = protocol.join_event(join_id, room.name, hello.name, ts)
         room.append(line)
-        replay = room.history.replay_for_join(hello.since, self._replay_limit)
+        epoch = self._store.epoch
+        replay = room.history.replay_for_join(
+            hello.since, self._replay_limit, same_epoch=hello.epoch in (None, epoch)
+        )
         welcome = protocol.welcome_event(
-            room.name, hello.name, list(room.members.values()), join_id, recovered=replay.recovered
+            room.name,
+            hello.name,
+            list(room.members.values()),
+            join_id,
+            epoch=epoch,
+            recovered=replay.recovered,
         )
         return Joined(
             room=room.name,

@@ -57,6 +57,7 @@ import enum
 import logging
 import math
 import os
+import secrets
 import sqlite3
 import tempfile
 from collections import deque
@@ -86,6 +87,12 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+# Added without a schema version of its own, so that an older trio-chat still
+# opens the file: created when missing, on every open.
+_META = """CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL                   -- 'epoch': this file's numbering, see `epoch`
+) WITHOUT ROWID"""
 _RETRY_DELAY = 1.0  # seconds before retrying a failed commit
 # Seconds the writer lets events gather after the first one before committing:
 # fewer, larger transactions, and fewer hand-offs of the GIL between the
@@ -261,12 +268,14 @@ class SqliteHistoryStore:
         path: str,
         limit: int,
         *,
+        epoch: str,
         files: FileIds | None = None,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         unsaved_idle_rooms: int = UNSAVED_IDLE_ROOMS,
     ) -> None:
         self._db = connection
         self._path = path
+        self._epoch = epoch
         self._files = files  # what the connection has open; None: nothing to watch
         self._limit = limit
         self._serial = trio.CapacityLimiter(1)
@@ -306,13 +315,20 @@ class SqliteHistoryStore:
                 unreadable, locked by another process, from a newer version).
         """
         try:
-            connection, files = await trio.to_thread.run_sync(_open, path)
+            connection, files, epoch = await trio.to_thread.run_sync(_open, path)
         except (sqlite3.Error, OSError) as exc:
             reason = _reason(exc)
             raise HistoryError(f"cannot use the history database {path!r}: {reason}") from None
-        return cls(connection, path, limit, files=files, **options)
+        return cls(connection, path, limit, epoch=epoch, files=files, **options)
 
     # -- HistoryStore --------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        """The file's numbering: made when the file is created (or first
+        opened by a trio-chat that knows epochs), kept in its `meta` table.
+        A new or replaced file is a new epoch; a restored copy keeps it."""
+        return self._epoch
 
     def acquire(self, room: str) -> RoomHistory | None:
         self._released.pop(room, None)
@@ -586,13 +602,13 @@ def _size(nbytes: int) -> str:
 # -- what runs in the worker thread ------------------------------------------
 
 
-def _open(path: str) -> tuple[sqlite3.Connection, FileIds | None]:
-    """`_connect`, and which files it opened (None for a memory database)."""
+def _open(path: str) -> tuple[sqlite3.Connection, FileIds | None, str]:
+    """`_connect`, which files it opened (None for a memory database), and
+    the file's epoch."""
     db = _connect(path)
-    if path in ("", ":memory:"):
-        return db, None
     try:
-        return db, _file_ids(path)
+        (epoch,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        return db, None if path in ("", ":memory:") else _file_ids(path), epoch
     except BaseException:
         db.close()
         raise
@@ -687,6 +703,11 @@ def _prepare(db: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(
             f"written by a newer trio-chat (schema {version}, this one knows {SCHEMA_VERSION})"
         )
+    db.execute(_META)
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?) ON CONFLICT (key) DO NOTHING",
+        (secrets.token_hex(8),),
+    )
     # Read both tables through, so that a damaged file fails here, at start.
     db.execute("SELECT count(*), max(last_id) FROM rooms").fetchone()
     db.execute("SELECT count(*) FROM events").fetchone()
