@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 try:
-    from playwright.sync_api import Browser, WebSocketRoute, expect, sync_playwright
+    from playwright.sync_api import Browser, WebSocketRoute, expect
 except ImportError:  # the `browser` dependency group is not installed
     if os.environ.get("CI"):
         raise
@@ -28,14 +28,13 @@ except ImportError:  # the `browser` dependency group is not installed
     )
 
 from browser_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     TIMEOUT_MS,
     ErrorLog,
     Pages,
     ServerProcess,
     assert_complete_log,
+    chromium,
     connection,
     frames_sent,
     join,
@@ -56,18 +55,8 @@ StartServer = Callable[..., ServerProcess]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"CI is set but {CHROMIUM} is missing: the browser tests must run "
-                "(.ci/run installs Debian's chromium)",
-                pytrace=False,
-            )
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium to run the browser tests")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
