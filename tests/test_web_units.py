@@ -351,7 +351,7 @@ def test_since_is_always_the_highest_id_shown(page: Page, ids: list[int]) -> Non
 
 
 # ---------------------------------------------------------------------------
-# transcript.js: parseFrame and Pending
+# transcript.js: splitFrame and Pending
 
 
 @pytest.mark.parametrize(
@@ -366,20 +366,20 @@ def test_since_is_always_the_highest_id_shown(page: Page, ids: list[int]) -> Non
         ("", []),
     ],
 )
-def test_parse_frame_keeps_the_json_objects_in_order(
+def test_split_frame_keeps_the_json_objects_in_order(
     page: Page, frame: str, events: list[dict[str, Any]]
 ) -> None:
     parsed = page.evaluate(
-        """async (frame) => (await import("/transcript.js")).parseFrame(frame)""", frame
+        """async (frame) => (await import("/transcript.js")).splitFrame(frame)""", frame
     )
     assert parsed == events
 
 
-def test_parse_frame_ignores_binary_data(page: Page) -> None:
+def test_split_frame_ignores_binary_data(page: Page) -> None:
     parsed = page.evaluate(
         """async () => {
-            const { parseFrame } = await import("/transcript.js");
-            return [parseFrame(new ArrayBuffer(4)), parseFrame(new Blob(["{}"]))];
+            const { splitFrame } = await import("/transcript.js");
+            return [splitFrame(new ArrayBuffer(4)), splitFrame(new Blob(["{}"]))];
         }"""
     )
     assert parsed == [[], []]

@@ -32,7 +32,7 @@ import { Connection } from "./connection.js";
 import { Conversation, nameOf } from "./conversation.js";
 import * as joinScreen from "./join.js";
 import { checkRoom, errorText, roomFromHash } from "./protocol.js";
-import { Pending, Transcript, parseFrame } from "./transcript.js";
+import { Pending, Transcript, splitFrame } from "./transcript.js";
 
 const session = { phase: "idle", name: "", room: "" };
 let transcript = new Transcript();
@@ -99,7 +99,7 @@ function backToJoin(field, text) {
 function receive(data) {
   const stick = conversation.isNearBottom();
   let grew = false;
-  for (const event of parseFrame(data)) {
+  for (const event of splitFrame(data)) {
     grew = handle(event) || grew;
     if (connection.socket === null) break; // this event ended the connection
   }

@@ -25,7 +25,7 @@
  * lines and lines that are not JSON objects are left out (the protocol
  * promises JSON lines, so anything else is not ours to show).
  */
-export function parseFrame(data) {
+export function splitFrame(data) {
   if (typeof data !== "string") return [];
   const events = [];
   for (const line of data.split("\n")) {
