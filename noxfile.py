@@ -19,7 +19,12 @@ def group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (not the checkout)."""
     session.install(".", *group("test"))
-    session.run("pytest", "--ignore=tests/test_browser.py", "-m", "not scale", *session.posargs)
+    session.run(
+        "pytest",
+        *("--ignore=tests/test_browser.py", "--ignore=tests/test_web_units.py"),
+        *("-m", "not scale"),
+        *session.posargs,
+    )
 
 
 @nox.session
@@ -31,9 +36,10 @@ def stall(session: nox.Session) -> None:
 
 @nox.session
 def browser(session: nox.Session) -> None:
-    """The web client in Debian's Chromium against the installed server."""
+    """The web client in Debian's Chromium against the installed server, and
+    its pure modules' unit tests, which run in the same Chromium."""
     session.install(".", *group("browser"))
-    session.run("pytest", "tests/test_browser.py", *session.posargs)
+    session.run("pytest", "tests/test_browser.py", "tests/test_web_units.py", *session.posargs)
 
 
 @nox.session

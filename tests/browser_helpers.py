@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -32,6 +34,7 @@ from playwright.sync_api import (
     WebSocket,
     WebSocketRoute,
     expect,
+    sync_playwright,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,6 +53,28 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 360, "height": 740}
 TIMEOUT_MS = 10_000  # for every wait on a condition
 SCREENSHOTS_VARIABLE = "TRIO_CHAT_SCREENSHOTS"
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright, for one test module.
+
+    Where it is missing the module's tests are skipped, except under CI,
+    where that fails them: there the browser tests must run.
+    """
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"CI is set but {CHROMIUM} is missing: the browser tests must run "
+                "(.ci/run installs Debian's chromium)",
+                pytrace=False,
+            )
+        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium to run the browser tests")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
 
 _SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)/")
 

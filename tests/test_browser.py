@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 try:
-    from playwright.sync_api import Browser, WebSocketRoute, expect, sync_playwright
+    from playwright.sync_api import Browser, WebSocketRoute, expect
 except ImportError:  # the `browser` dependency group is not installed
     if os.environ.get("CI"):
         raise
@@ -28,14 +28,13 @@ except ImportError:  # the `browser` dependency group is not installed
     )
 
 from browser_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     TIMEOUT_MS,
     ErrorLog,
     Pages,
     ServerProcess,
     assert_complete_log,
+    chromium,
     connection,
     frames_sent,
     join,
@@ -56,18 +55,8 @@ StartServer = Callable[..., ServerProcess]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"CI is set but {CHROMIUM} is missing: the browser tests must run "
-                "(.ci/run installs Debian's chromium)",
-                pytrace=False,
-            )
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium to run the browser tests")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -622,3 +611,32 @@ def test_unread_count_in_title_while_hidden(pages: Pages, server: ServerProcess)
     expect(alice).to_have_title("#team · trio-chat")
     say(alice, "yes!")
     expect(alice).to_have_title("#team · trio-chat")
+
+
+def test_another_room_from_the_address_bar_starts_a_new_transcript(
+    pages: Pages, server: ServerProcess
+) -> None:
+    alice = pages.open(server.url + "#ops", who="alice")
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    say(alice, "in ops")
+    bob = pages.open(server.url + "#design", who="bob")
+    join(bob, "bob")
+    say(bob, "in design")
+
+    # Ids are per room: what alice saw in #ops must not leak into #design
+    # (as a `since`, or as ids already shown that would hide events).
+    alice.evaluate("() => { location.hash = '#design'; }")
+    expect(alice.get_by_role("heading", name="#design")).to_be_visible()
+    expect(connection(alice)).to_have_text("Connected")
+    expect(message_texts(alice)).to_have_text(["in design"])
+    expect(log(alice).locator(".system").last).to_have_text(re.compile(r"^You joined #design"))
+    expect(log(alice).locator(".notice")).to_have_count(0)
+    expect(alice.locator("#members .member-name")).to_have_text(["alice", "bob"])
+    expect(alice).to_have_title("#design · trio-chat")
+    assert [frame for frame in sent if frame["type"] == "hello"] == [
+        {"type": "hello", "name": "alice", "room": "ops"},
+        {"type": "hello", "name": "alice", "room": "design"},
+    ]
+    assert_complete_log(alice)
+    assert shown_ids(alice) == shown_ids(bob)

@@ -1,0 +1,616 @@
+"""Unit tests of the web client's pure modules, run in Chromium.
+
+`web/transcript.js` (event ids, `since`, dedupe of replays, gaps, members,
+our messages not echoed yet) and `web/protocol.js` (the checks the client
+makes before the server does) use no DOM and no socket, so a test imports
+them as the page does, from a real `trio-chat serve`, calls them on cases
+with `page.evaluate`, and checks what they return. One server and one page
+serve the whole module. Like the browser tests, these are skipped without
+Playwright or Chromium, except under CI; `nox -s browser` runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    from playwright.sync_api import Page
+except ImportError:  # the `browser` dependency group is not installed
+    if os.environ.get("CI"):
+        raise
+    pytest.skip(
+        "playwright is not installed (pip install playwright, or nox -s browser)",
+        allow_module_level=True,
+    )
+from browser_helpers import DESKTOP, TIMEOUT_MS, ErrorLog, ServerProcess, chromium
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_chat.core.protocol import ProtocolError, normalize_name
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """A page of the client, from which the tests import its modules."""
+    server = ServerProcess(db=tmp_path_factory.mktemp("units") / "chat.db")
+    server.start()
+    errors = ErrorLog()
+    try:
+        with chromium() as browser:
+            context = browser.new_context(viewport=DESKTOP)
+            context.set_default_timeout(TIMEOUT_MS)
+            opened = context.new_page()
+            errors.watch(opened, "units")
+            response = opened.goto(server.url)
+            assert response is not None
+            assert response.ok, response.status
+            yield opened
+            context.close()
+    finally:
+        assert server.stop() == 0, "\n".join(server.output)
+    errors.check()
+
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+
+
+def test_every_module_is_served_as_javascript(page: Page) -> None:
+    """The installed server serves each module of the checkout's `web/`."""
+    modules = sorted(path.name for path in WEB.glob("*.js"))
+    assert {"app.js", "transcript.js", "protocol.js"} <= set(modules), modules
+    for module in modules:
+        response = page.request.get(page.url + module)
+        assert response.ok, (module, response.status)
+        assert re.match(r"(text|application)/javascript\b", response.headers["content-type"]), (
+            module,
+            response.headers["content-type"],
+        )
+        assert response.body() == (WEB / module).read_bytes(), module
+
+
+# ---------------------------------------------------------------------------
+# transcript.js: Transcript
+
+
+def welcome(last_id: int, members: list[str], recovered: bool | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "welcome", "room": "lobby", "name": "alice"}
+    event |= {"members": members, "last_id": last_id}
+    if recovered is not None:
+        event["recovered"] = recovered
+    return event
+
+
+def message(event_id: Any, name: str = "bob", text: str = "hi") -> dict[str, Any]:
+    return {"type": "message", "id": event_id, "room": "lobby", "name": name, "text": text}
+
+
+def joined(event_id: int, name: str) -> dict[str, Any]:
+    return {"type": "join", "id": event_id, "room": "lobby", "name": name}
+
+
+def left(event_id: int, name: str) -> dict[str, Any]:
+    return {"type": "leave", "id": event_id, "room": "lobby", "name": name, "reason": "quit"}
+
+
+def shown(**changes: Any) -> dict[str, Any]:
+    """A decision to show an event: nothing special unless `changes` say so."""
+    decision = {
+        "show": True,
+        "notice": None,
+        "live": False,
+        "ownJoin": False,
+        "initial": False,
+        "pendingLost": False,
+    }
+    for key in changes:
+        assert key in decision, key
+    return decision | changes
+
+
+DUPLICATE = {"show": False, "why": "duplicate"}
+NO_ID = {"show": False, "why": "no id"}
+FIRST = {"first": True, "resumed": False, "recovered": True}
+RESUMED = {"first": False, "resumed": True, "recovered": True}
+
+
+def run_transcript(page: Page, *steps: Any) -> list[Any]:
+    """Feed one new Transcript `steps`, and return what each returned.
+
+    A step is an event (its type says whether it goes to `welcome()` or to
+    `stored()`), or the name of what to read: "since" or "members".
+    """
+    results: list[Any] = page.evaluate(
+        """async (steps) => {
+            const { Transcript } = await import("/transcript.js");
+            const transcript = new Transcript();
+            return steps.map((step) => {
+                if (step === "since") return transcript.since();
+                if (step === "members") return transcript.members;
+                if (step.type === "welcome") return transcript.welcome(step);
+                return transcript.stored(step);
+            });
+        }""",
+        list(steps),
+    )
+    return results
+
+
+def test_first_welcome_shows_history_and_keeps_the_member_snapshot(page: Page) -> None:
+    results = run_transcript(
+        page,
+        "since",
+        welcome(7, ["bob", "alice"]),
+        message(4),
+        joined(5, "dave"),  # history: members come from the welcome only
+        left(6, "bob"),
+        joined(7, "alice"),  # our own join ends the replay
+        "since",
+        "members",
+    )
+    assert results == [
+        None,  # the first hello carries no `since`
+        FIRST,
+        shown(initial=True),
+        shown(initial=True),
+        shown(initial=True),
+        shown(initial=True, ownJoin=True),
+        7,
+        ["bob", "alice"],
+    ]
+
+
+def test_live_joins_and_leaves_change_the_members(page: Page) -> None:
+    results = run_transcript(
+        page,
+        welcome(3, ["alice"]),
+        joined(3, "alice"),
+        joined(4, "bob"),
+        "members",
+        joined(5, "bob"),  # already listed: listed once
+        message(6),
+        left(7, "alice-not-here"),
+        "members",
+        left(8, "bob"),
+        "members",
+    )
+    assert results == [
+        FIRST,
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        ["alice", "bob"],
+        shown(live=True),
+        shown(live=True),
+        shown(live=True),
+        ["alice", "bob"],
+        shown(live=True),
+        ["alice"],
+    ]
+
+
+def test_resume_skips_what_was_shown_and_ends_the_replay_at_our_join(page: Page) -> None:
+    results = run_transcript(
+        page,
+        welcome(3, ["alice", "bob"]),
+        joined(3, "alice"),
+        message(4),
+        message(5),
+        "since",
+        # Reconnected with since=5; the replay overlaps what was shown.
+        welcome(9, ["bob", "alice"], recovered=True),
+        message(4),
+        message(5),
+        message(6),
+        left(7, "alice"),  # our previous connection, noticed gone: history
+        message(8),
+        joined(9, "alice"),
+        "since",
+        "members",
+        message(9),  # a repeat on the live path is a duplicate too
+        message(10),
+        "since",
+    )
+    assert results == [
+        FIRST,
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        shown(live=True),
+        5,
+        RESUMED,
+        DUPLICATE,
+        DUPLICATE,
+        shown(),
+        shown(),
+        shown(),
+        shown(ownJoin=True, pendingLost=True),
+        9,
+        ["bob", "alice"],
+        DUPLICATE,
+        shown(live=True),
+        10,
+    ]
+
+
+def test_a_jump_in_ids_comes_with_a_gap_notice(page: Page) -> None:
+    results = run_transcript(
+        page,
+        welcome(2, ["alice"]),
+        joined(2, "alice"),
+        message(3),
+        message(6),
+        message(7),
+        "since",
+    )
+    assert results == [
+        FIRST,
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        shown(live=True, notice="gap"),
+        shown(live=True),
+        7,
+    ]
+
+
+def test_a_resume_that_lost_events_says_so_once(page: Page) -> None:
+    results = run_transcript(
+        page,
+        welcome(2, ["alice"]),
+        joined(2, "alice"),
+        message(3),
+        welcome(40, ["alice"], recovered=False),
+        message(30),  # 4 to 29 are no longer retained
+        message(31),
+        joined(40, "alice"),  # a gap after the notice is a gap again
+        "since",
+    )
+    assert results == [
+        FIRST,
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        {"first": False, "resumed": True, "recovered": False},
+        shown(notice="lost"),
+        shown(),
+        # Not recovered: our unechoed messages may have been stored and lost.
+        shown(notice="gap", ownJoin=True),
+        40,
+    ]
+
+
+def test_ids_that_began_again_mean_the_server_lost_its_history(page: Page) -> None:
+    results = run_transcript(
+        page,
+        welcome(20, ["alice"]),
+        joined(20, "alice"),
+        message(21),
+        "since",
+        welcome(2, ["bob", "alice"], recovered=False),
+        joined(1, "bob"),
+        joined(2, "alice"),
+        message(3),
+        "since",
+        "members",
+    )
+    assert results == [
+        FIRST,
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        21,
+        {"first": False, "resumed": True, "recovered": False},
+        shown(notice="restarted"),
+        shown(ownJoin=True),
+        shown(live=True),
+        3,
+        ["bob", "alice"],
+    ]
+
+
+def test_a_first_welcome_never_reports_a_loss(page: Page) -> None:
+    results = run_transcript(page, welcome(5, ["alice"], recovered=False), joined(5, "alice"))
+    assert results == [
+        {"first": True, "resumed": False, "recovered": False},
+        shown(initial=True, ownJoin=True),
+    ]
+
+
+@pytest.mark.parametrize("event_id", [None, "7", 7.5, True, [7]])
+def test_an_event_without_an_integer_id_is_not_shown(page: Page, event_id: Any) -> None:
+    results = run_transcript(
+        page,
+        welcome(1, ["alice"]),
+        joined(1, "alice"),
+        message(event_id),
+        {"type": "message", "name": "bob", "text": "no id at all"},
+        "since",
+        message(2),
+    )
+    assert results == [FIRST, shown(initial=True, ownJoin=True), NO_ID, NO_ID, 1, shown(live=True)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.integers(min_value=1, max_value=30), max_size=25))
+def test_since_is_always_the_highest_id_shown(page: Page, ids: list[int]) -> None:
+    """Whatever order ids come in, each is shown at most once, in rising order."""
+    results = run_transcript(page, welcome(1, ["alice"]), *[message(i) for i in ids], "since")
+    decisions, since = results[1:-1], results[-1]
+    highest = None
+    for event_id, decision in zip(ids, decisions, strict=True):
+        if highest is not None and event_id <= highest:
+            assert decision == DUPLICATE, (ids, event_id)
+            continue
+        gap = highest is not None and event_id > highest + 1
+        assert decision["show"], (ids, event_id)
+        assert decision["notice"] == ("gap" if gap else None), (ids, event_id)
+        assert decision["live"] == (event_id > 1), (ids, event_id)
+        highest = event_id
+    assert since == highest
+
+
+# ---------------------------------------------------------------------------
+# transcript.js: splitFrame and Pending
+
+
+@pytest.mark.parametrize(
+    ("frame", "events"),
+    [
+        ('{"type":"join","id":1}', [{"type": "join", "id": 1}]),
+        # The server batches what is queued for a client: one event per line.
+        ('{"id":1}\n{"id":2}\n{"id":3}', [{"id": 1}, {"id": 2}, {"id": 3}]),
+        ('\n{"id":1}\n\n{"id":2}\n', [{"id": 1}, {"id": 2}]),
+        ('{"id":1}\nnot json\n{"id":2}\n{"id":3', [{"id": 1}, {"id": 2}]),
+        ('null\n1\n"text"\ntrue\n[{"id":1}]\n{"id":2}', [{"id": 2}]),
+        ("", []),
+    ],
+)
+def test_split_frame_keeps_the_json_objects_in_order(
+    page: Page, frame: str, events: list[dict[str, Any]]
+) -> None:
+    parsed = page.evaluate(
+        """async (frame) => (await import("/transcript.js")).splitFrame(frame)""", frame
+    )
+    assert parsed == events
+
+
+def test_split_frame_ignores_binary_data(page: Page) -> None:
+    parsed = page.evaluate(
+        """async () => {
+            const { splitFrame } = await import("/transcript.js");
+            return [splitFrame(new ArrayBuffer(4)), splitFrame(new Blob(["{}"]))];
+        }"""
+    )
+    assert parsed == [[], []]
+
+
+def test_pending_keeps_our_messages_until_echoed_or_refused(page: Page) -> None:
+    results = page.evaluate(
+        """async () => {
+            const { Pending } = await import("/transcript.js");
+            const pending = new Pending("p");
+            const out = [];
+            const [one, two, three, four] = [1, 2, 3, 4].map(() => pending.nextRef());
+            out.push([one, two, three, four]);
+            pending.sent(one, "first");
+            pending.sent(two, "second");  // three never went out
+            pending.sent(four, "fourth");
+            out.push(pending.size);
+            out.push(pending.echoed(one), pending.echoed("other-1"), pending.size);
+            out.push(pending.refused(four) ?? null, pending.refused(four) ?? null);
+            out.push(pending.refused(three) ?? null, pending.size);
+            pending.sent(pending.nextRef(), "fifth");
+            out.push(pending.takeAll(), pending.size, pending.takeAll());
+            pending.sent(pending.nextRef(), "sixth");
+            pending.clear();
+            out.push(pending.size, pending.nextRef());
+            return out;
+        }"""
+    )
+    assert results == [
+        ["p-1", "p-2", "p-3", "p-4"],
+        3,
+        True,  # echoed: ours, from this page
+        False,  # someone else's ref (our name in another tab)
+        2,
+        "fourth",
+        None,  # refused once only
+        None,
+        1,
+        ["second", "fifth"],  # oldest first
+        0,
+        [],
+        0,
+        "p-7",  # refs never repeat within a page
+    ]
+
+
+# ---------------------------------------------------------------------------
+# protocol.js
+
+
+def check(page: Page, function: str, *args: Any) -> Any:
+    """Call one function of protocol.js."""
+    return page.evaluate(
+        """async ([name, args]) => (await import("/protocol.js"))[name](...args)""",
+        [function, list(args)],
+    )
+
+
+NAMES = [
+    # (typed, as the server keeps it, or None: refused by the client and the server)
+    (" Alice ", "Alice"),
+    ("e\u0301tienne", "\u00e9tienne"),  # NFC
+    ("x" * 32, "x" * 32),
+    ("\U0001f600" * 32, "\U0001f600" * 32),  # counted in code points
+    ("\u05de\u05dc\u05d5\u05e8\u05d9", "\u05de\u05dc\u05d5\u05e8\u05d9"),  # right-to-left
+    ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u200d\u0937"),  # KA VIRAMA ZWJ SSA
+    ("\u2764\ufe0f\u200d\U0001f525", "\u2764\ufe0f\u200d\U0001f525"),  # emoji sequence
+    ("a\u200cb", "a\u200cb"),  # ZWNJ between letters
+    ("\uff21lice", "\uff21lice"),  # fullwidth: a look-alike, refused only as taken
+    ("", None),
+    ("   ", None),
+    ("x" * 33, None),
+    ("a\u0007b", None),  # control
+    ("\ue000", None),  # private use
+    ("ali\u202ece", None),  # right-to-left override
+    ("a\u200bb", None),  # zero-width space
+    ("a\u200d", None),  # ZWJ with nothing to join
+    ("\u200da", None),
+    ("\ufe0fa", None),  # variation selector after nothing
+    ("a\u2066b", None),  # bidi isolate
+    ("\u0301abc", None),  # starts with a combining mark
+    ("\u2800", None),  # a blank filler only
+    ("a\u3164b", None),  # blank filler inside
+    ("--", "--"),  # punctuation is visible
+]
+
+
+@pytest.mark.parametrize(("typed", "kept"), NAMES)
+def test_check_name_agrees_with_the_server(page: Page, typed: str, kept: str | None) -> None:
+    result = check(page, "checkName", typed)
+    try:
+        server = normalize_name(typed)
+    except ProtocolError:
+        server = None
+    assert server == kept  # the case itself is right
+    if kept is None:
+        assert set(result) == {"error"}, result
+    else:
+        assert result == {"value": kept}
+
+
+@pytest.mark.parametrize(
+    ("typed", "error"),
+    [
+        ("", "Enter a name."),
+        ("x" * 33, "at most 32 characters"),
+        ("a\u0007b", "control characters"),
+        ("\ue000", "unassigned or private-use"),
+        ("ali\u202ece", "invisible or direction-control"),
+        ("\u0301abc", "start with a combining mark"),
+        ("\u2800", "invisible or direction-control"),
+    ],
+)
+def test_check_name_says_what_is_wrong(page: Page, typed: str, error: str) -> None:
+    assert error in check(page, "checkName", typed)["error"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "room"),
+    [
+        ("", "lobby"),
+        ("  ", "lobby"),
+        (" ops ", "ops"),
+        ("a.b-c_D9", "a.b-c_D9"),
+        ("r" * 64, "r" * 64),
+    ],
+)
+def test_check_room_accepts_the_protocols_rooms(page: Page, typed: str, room: str) -> None:
+    assert check(page, "checkRoom", typed) == {"value": room}
+
+
+@pytest.mark.parametrize("typed", ["no spaces", "r" * 65, "caf\u00e9", "a/b", "#ops"])
+def test_check_room_refuses_others(page: Page, typed: str) -> None:
+    result = check(page, "checkRoom", typed)
+    assert "no spaces" in result["error"], result
+
+
+@pytest.mark.parametrize(
+    ("hash_", "room"),
+    [
+        ("", ""),
+        ("#ops", "ops"),
+        ("ops", "ops"),
+        ("#caf%C3%A9", "caf\u00e9"),
+        ("#%E0%A4%A", "%E0%A4%A"),
+    ],
+)
+def test_room_from_hash(page: Page, hash_: str, room: str) -> None:
+    assert check(page, "roomFromHash", hash_) == room
+
+
+@pytest.mark.parametrize(
+    ("text", "count"), [("", 0), ("abc", 3), ("\U0001f600", 1), ("e\u0301", 2), ("\u00e9", 1)]
+)
+def test_char_count_counts_code_points(page: Page, text: str, count: int) -> None:
+    assert check(page, "charCount", text) == count
+
+
+@pytest.mark.parametrize(
+    ("code", "fallback", "pattern"),
+    [
+        ("name_taken", None, "already uses that name"),
+        ("bad_name", None, "cannot be used"),
+        ("bad_room", None, "room name cannot be used"),
+        ("rate_limited", None, "too fast"),
+        ("text_too_long", None, "longer than 4000 characters"),
+        ("empty_text", None, "empty"),
+        ("bad_request", "unknown type", r"^The server refused that: unknown type$"),
+        ("bad_request", "", r"^The server refused that\.$"),
+        ("", None, r"^The server refused that\.$"),
+    ],
+)
+def test_error_text(page: Page, code: str, fallback: str | None, pattern: str) -> None:
+    assert re.search(pattern, check(page, "errorText", code, fallback))
+
+
+@pytest.mark.parametrize(
+    ("code", "retry"),
+    [
+        (1000, True),
+        (1001, True),
+        (1006, True),
+        (1011, True),
+        (1013, True),
+        (1002, False),
+        (1003, False),
+        (1007, False),
+        (1008, False),
+        (1009, False),
+    ],
+)
+def test_describe_close_retries_only_what_a_retry_can_fix(
+    page: Page, code: int, retry: bool
+) -> None:
+    result = check(page, "describeClose", code)
+    assert result["retry"] is retry
+    assert result["text"]
+
+
+def test_backoff_delay_doubles_with_jitter_up_to_its_cap(page: Page) -> None:
+    delays = page.evaluate(
+        """async () => {
+            const { backoffDelay } = await import("/protocol.js");
+            const at = (attempt, random, options = {}) =>
+                backoffDelay(attempt, { ...options, random: () => random });
+            return [
+                [0, 1, 2, 3, 6, 100].map((attempt) => [at(attempt, 0), at(attempt, 0.999999)]),
+                [at(10, 0, { cap: 4000 }), at(10, 0.999999, { cap: 4000 })],
+            ];
+        }"""
+    )
+    ceilings = [500, 1000, 2000, 4000, 30_000, 30_000]
+    for (low, high), ceiling in zip(delays[0], ceilings, strict=True):
+        assert low == ceiling / 2
+        assert ceiling / 2 < high < ceiling
+    assert delays[1][0] == 2000
+    assert 2000 < delays[1][1] < 4000
+
+
+@pytest.mark.parametrize(
+    ("reason", "suffix"),
+    [
+        ("quit", ""),
+        ("timeout", " (connection lost)"),
+        ("slow", " (connection too slow)"),
+        ("error", " (disconnected)"),
+        ("shutdown", " (server restart)"),
+        ("toString", ""),
+        ("__proto__", ""),
+        (None, ""),
+    ],
+)
+def test_leave_reason_text(page: Page, reason: str | None, suffix: str) -> None:
+    assert check(page, "leaveReasonText", reason) == suffix

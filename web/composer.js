@@ -1,0 +1,171 @@
+// The message box: sending (Enter sends, Shift+Enter adds a line), the
+// character counter near the limit, errors shown under the box for a few
+// seconds, a message given back when it was not delivered, and the `typing`
+// frames that tell the others we are typing, throttled to what the server
+// forwards.
+
+import { MAX_TEXT_LENGTH, charCount } from "./protocol.js";
+
+const TYPING_SEND_EVERY = 3000; // ms between our `typing` frames while typing
+const TYPING_AFTER_SEND = 1250; // ms, after sending a message (the server allows 1 s)
+const TYPING_STILL = 2000; // ms since the last keystroke that still counts as typing
+const ERROR_SHOWN_FOR = 5000; // ms an error under the message box stays
+const COUNTER_FROM = MAX_TEXT_LENGTH - 500; // show the character counter from here
+
+/**
+ * The message box of the room session `session` ({phase, ...}: sending
+ * only while "live"). `send(frame)` sends a frame and says whether it went
+ * out; `pending` (transcript.js's Pending) keeps what we sent until its echo.
+ */
+export class Composer {
+  #session;
+  #send;
+  #pending;
+  #ui = {
+    composer: document.getElementById("composer"),
+    message: document.getElementById("message"),
+    sendButton: document.getElementById("send-button"),
+    composerError: document.getElementById("composer-error"),
+    counter: document.getElementById("counter"),
+  };
+  #lastTypingSent = 0; // when our last `typing` frame went out
+  #typingGap = TYPING_SEND_EVERY; // ms to leave after it
+  #typingTimer = 0;
+  #lastKeystroke = 0;
+  #errorTimer = 0;
+
+  constructor(session, { send, pending }) {
+    this.#session = session;
+    this.#send = send;
+    this.#pending = pending;
+    const ui = this.#ui;
+    ui.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.send();
+    });
+    ui.message.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.shiftKey || event.altKey) return;
+      if (event.isComposing || event.keyCode === 229) return; // an IME is composing
+      event.preventDefault();
+      this.send();
+    });
+    ui.message.addEventListener("input", () => this.#typed());
+  }
+
+  /** A new room session: an empty box, no error, no typing frame owed. */
+  reset() {
+    this.#lastTypingSent = 0;
+    this.#typingGap = TYPING_SEND_EVERY;
+    this.#cancelTyping();
+    this.#ui.message.value = "";
+    this.hideError();
+    this.update();
+  }
+
+  /** The chat screen opened on `room`. */
+  enter(room) {
+    this.#ui.message.placeholder = `Message #${room}`;
+    this.#ui.message.focus();
+  }
+
+  #autosize() {
+    const box = this.#ui.message;
+    box.style.height = "auto";
+    box.style.height = `${box.scrollHeight + box.offsetHeight - box.clientHeight}px`;
+  }
+
+  /** Refresh the counter and the Send button (after typing or a change of phase). */
+  update() {
+    const ui = this.#ui;
+    const length = charCount(ui.message.value.trim());
+    const over = length > MAX_TEXT_LENGTH;
+    ui.counter.hidden = length < COUNTER_FROM;
+    ui.counter.textContent = over
+      ? `${length - MAX_TEXT_LENGTH} characters too many (${length} / ${MAX_TEXT_LENGTH})`
+      : `${length} / ${MAX_TEXT_LENGTH}`;
+    ui.counter.classList.toggle("over", over);
+    ui.sendButton.disabled = over || this.#session.phase !== "live";
+  }
+
+  /** Put a message that was not delivered back in the box, above what is there. */
+  restore(text) {
+    const box = this.#ui.message;
+    const current = box.value.trim();
+    box.value = current === "" ? text : `${text}\n${box.value}`;
+    this.#autosize();
+    this.update();
+  }
+
+  showError(text) {
+    clearTimeout(this.#errorTimer);
+    this.#ui.composerError.textContent = text;
+    this.#ui.composerError.hidden = false;
+    this.#errorTimer = setTimeout(() => this.hideError(), ERROR_SHOWN_FOR);
+  }
+
+  hideError() {
+    clearTimeout(this.#errorTimer);
+    this.#ui.composerError.textContent = "";
+    this.#ui.composerError.hidden = true;
+  }
+
+  send() {
+    const text = this.#ui.message.value.trim();
+    if (text === "") return;
+    const length = charCount(text);
+    if (length > MAX_TEXT_LENGTH) {
+      this.showError(
+        `Your message has ${length} characters; the limit is ${MAX_TEXT_LENGTH}. Shorten it to send.`,
+      );
+      return;
+    }
+    if (this.#session.phase !== "live") {
+      this.showError("Not connected. Your message stays here until the connection is back.");
+      return;
+    }
+    const ref = this.#pending.nextRef();
+    if (!this.#send({ type: "say", text, ref })) return;
+    this.#pending.sent(ref, text);
+    // A message ends "typing" for the others: the next keystroke may say so
+    // again soon (the server forwards at most one `typing` a second).
+    this.#cancelTyping();
+    this.#typingGap = TYPING_AFTER_SEND;
+    this.#ui.message.value = "";
+    this.#autosize();
+    this.update();
+    this.hideError();
+  }
+
+  #typed() {
+    this.#autosize();
+    this.update();
+    this.#lastKeystroke = Date.now();
+    this.#scheduleTyping();
+  }
+
+  /**
+   * Tell the others we are typing: at once if the last `typing` frame is old
+   * enough, else when it is, if we are still typing by then.
+   */
+  #scheduleTyping() {
+    if (this.#typingTimer !== 0) return;
+    if (this.#session.phase !== "live" || this.#ui.message.value.trim() === "") return;
+    const wait = this.#lastTypingSent + this.#typingGap - Date.now();
+    if (wait <= 0) {
+      if (this.#send({ type: "typing" })) {
+        this.#lastTypingSent = Date.now();
+        this.#typingGap = TYPING_SEND_EVERY;
+      }
+      return;
+    }
+    this.#typingTimer = setTimeout(() => {
+      this.#typingTimer = 0;
+      if (Date.now() - this.#lastKeystroke < TYPING_STILL) this.#scheduleTyping();
+    }, wait);
+  }
+
+  #cancelTyping() {
+    clearTimeout(this.#typingTimer);
+    this.#typingTimer = 0;
+  }
+}

@@ -1,0 +1,147 @@
+// The join screen: the Name and Room fields checked as the protocol does
+// (protocol.js) before anything is sent, errors next to their field, the
+// status line under the Join button, the name remembered from the last
+// visit, and the switch between this screen and the chat screen.
+
+import { checkName, checkRoom, roomFromHash } from "./protocol.js";
+
+const NAME_KEY = "trio-chat.name";
+
+const ui = {
+  joinScreen: document.getElementById("join-screen"),
+  joinForm: document.getElementById("join-form"),
+  name: document.getElementById("name"),
+  room: document.getElementById("room"),
+  nameError: document.getElementById("name-error"),
+  roomError: document.getElementById("room-error"),
+  joinButton: document.getElementById("join-button"),
+  joinStatus: document.getElementById("join-status"),
+  chatScreen: document.getElementById("chat-screen"),
+  roomTitle: document.getElementById("room-title"),
+};
+
+function storedName() {
+  try {
+    return localStorage.getItem(NAME_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function rememberName(name) {
+  try {
+    localStorage.setItem(NAME_KEY, name);
+  } catch {
+    // storage may be disabled; remembering the name is a convenience
+  }
+}
+
+/** The field an `error` answering our hello belongs to ("name", "room"), or null. */
+export function fieldForError(code) {
+  if (code === "name_taken" || code === "bad_name") return "name";
+  if (code === "bad_room") return "room";
+  return null;
+}
+
+/** Show `text` under `field` ("name" or "room"); "" clears it. */
+export function setFieldError(field, text) {
+  const input = field === "room" ? ui.room : ui.name;
+  const slot = field === "room" ? ui.roomError : ui.nameError;
+  slot.textContent = text;
+  if (text) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
+/**
+ * Fill in the form from the last visit and the URL; `onJoin()` runs when
+ * it is submitted.
+ */
+export function setUp(onJoin) {
+  ui.joinForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    onJoin();
+  });
+  ui.name.addEventListener("input", () => setFieldError("name", ""));
+  ui.room.addEventListener("input", () => setFieldError("room", ""));
+  ui.name.value = storedName();
+  ui.room.value = roomFromHash(location.hash);
+  if (ui.room.value !== "") {
+    const room = checkRoom(ui.room.value);
+    if (room.error) setFieldError("room", room.error);
+  }
+}
+
+/**
+ * Check the form: `{name, room}` as the server will see them, or null
+ * after showing what is wrong next to the field and focusing it.
+ */
+export function readForm() {
+  setFieldError("name", "");
+  setFieldError("room", "");
+  ui.joinStatus.textContent = "";
+  ui.joinStatus.classList.remove("error");
+  const name = checkName(ui.name.value);
+  const room = checkRoom(ui.room.value);
+  if (name.error) setFieldError("name", name.error);
+  if (room.error) setFieldError("room", room.error);
+  if (name.error || room.error) {
+    (name.error ? ui.name : ui.room).focus();
+    return null;
+  }
+  return { name: name.value, room: room.value };
+}
+
+/** The first connection is on its way. */
+export function showConnecting() {
+  ui.joinButton.disabled = true;
+  ui.joinStatus.textContent = "Connecting…";
+}
+
+/** Joining failed: say why next to `field`, or under the button when it is null. */
+export function showJoinFailed(field, text) {
+  ui.joinButton.disabled = false;
+  ui.joinStatus.textContent = "";
+  if (field) {
+    setFieldError(field, text);
+    (field === "room" ? ui.room : ui.name).focus();
+  } else {
+    ui.joinStatus.textContent = text;
+    ui.joinStatus.classList.add("error");
+  }
+}
+
+/** Put `text` in the status line (plain, not as an error). */
+export function showStatus(text) {
+  ui.joinStatus.textContent = text;
+}
+
+/** Set the Room field (the address bar named a room). */
+export function fillRoom(room) {
+  ui.room.value = room;
+}
+
+/** Welcomed as `name` in `room`: remember the name, show the chat screen. */
+export function showChat(name, room) {
+  rememberName(ui.name.value.trim());
+  ui.name.value = name;
+  ui.room.value = room;
+  if (roomFromHash(location.hash) !== room) {
+    history.replaceState(null, "", `#${room}`);
+  }
+  ui.joinButton.disabled = false;
+  ui.joinStatus.textContent = "";
+  ui.roomTitle.textContent = `#${room}`;
+  ui.joinScreen.hidden = true;
+  ui.chatScreen.hidden = false;
+}
+
+/** Back from the chat screen. */
+export function showJoin() {
+  ui.chatScreen.hidden = true;
+  ui.joinScreen.hidden = false;
+  ui.joinButton.disabled = false;
+}
+
+export function focusName() {
+  ui.name.focus();
+}
