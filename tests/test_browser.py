@@ -509,7 +509,16 @@ def test_lost_connection_resumes_with_since(pages: Pages, server: ServerProcess)
     expect(connection(alice)).to_have_text("Reconnecting…")
     wait_until(alice, lambda: bool(sockets.held), "the reconnecting hello")
     hello = json.loads(sockets.held[0])
-    assert hello == {"type": "hello", "name": "alice", "room": "lobby", "since": last_seen}
+    epoch = hello.get("epoch")  # the first welcome's, as the server named it
+    assert isinstance(epoch, str)
+    assert epoch
+    assert hello == {
+        "type": "hello",
+        "name": "alice",
+        "room": "lobby",
+        "since": last_seen,
+        "epoch": epoch,
+    }
     say(bob, "two")
     say(bob, "three")
     expect(message_texts(alice)).to_have_text(["one"])

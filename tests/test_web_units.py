@@ -78,9 +78,13 @@ def test_every_module_is_served_as_javascript(page: Page) -> None:
 # transcript.js: Transcript
 
 
-def welcome(last_id: int, members: list[str], recovered: bool | None = None) -> dict[str, Any]:
+def welcome(
+    last_id: int, members: list[str], recovered: bool | None = None, epoch: str | None = None
+) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "welcome", "room": "lobby", "name": "alice"}
     event |= {"members": members, "last_id": last_id}
+    if epoch is not None:
+        event["epoch"] = epoch
     if recovered is not None:
         event["recovered"] = recovered
     return event
@@ -123,7 +127,7 @@ def run_transcript(page: Page, *steps: Any) -> list[Any]:
     """Feed one new Transcript `steps`, and return what each returned.
 
     A step is an event (its type says whether it goes to `welcome()` or to
-    `stored()`), or the name of what to read: "since" or "members".
+    `stored()`), or the name of what to read: "since", "epoch" or "members".
     """
     results: list[Any] = page.evaluate(
         """async (steps) => {
@@ -131,6 +135,7 @@ def run_transcript(page: Page, *steps: Any) -> list[Any]:
             const transcript = new Transcript();
             return steps.map((step) => {
                 if (step === "since") return transcript.since();
+                if (step === "epoch") return transcript.epoch();
                 if (step === "members") return transcript.members;
                 if (step.type === "welcome") return transcript.welcome(step);
                 return transcript.stored(step);
@@ -306,6 +311,48 @@ def test_ids_that_began_again_mean_the_server_lost_its_history(page: Page) -> No
         shown(live=True),
         3,
         ["bob", "alice"],
+    ]
+
+
+def test_a_new_epoch_means_the_server_lost_its_history(page: Page) -> None:
+    results = run_transcript(
+        page,
+        "epoch",
+        welcome(20, ["alice"], epoch="e1"),
+        joined(20, "alice"),
+        message(21),
+        "epoch",
+        welcome(30, ["bob", "alice"], recovered=False, epoch="e2"),
+        joined(29, "bob"),  # above what we saw, yet of another numbering
+        joined(30, "alice"),
+        "since",
+        "epoch",
+    )
+    assert results == [
+        None,
+        {"first": True, "resumed": False, "recovered": True},
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        "e1",
+        {"first": False, "resumed": True, "recovered": False},
+        shown(notice="restarted"),
+        shown(ownJoin=True),
+        30,
+        "e2",
+    ]
+
+
+def test_the_same_epoch_and_lost_events_is_a_loss_not_a_restart(page: Page) -> None:
+    results = run_transcript(
+        page,
+        welcome(20, ["alice"], epoch="e1"),
+        joined(20, "alice"),
+        welcome(90, ["alice"], recovered=False, epoch="e1"),
+        message(80),
+    )
+    assert results[2:] == [
+        {"first": False, "resumed": True, "recovered": False},
+        shown(notice="lost"),
     ]
 
 

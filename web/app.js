@@ -41,6 +41,7 @@ const pending = new Pending(Math.random().toString(36).slice(2, 8));
 const conversation = new Conversation(session);
 const connection = new Connection(session, {
   since: () => transcript.since(),
+  epoch: () => transcript.epoch(),
   receive,
   lost: () => conversation.clearTyping(),
   joinFailed: (text) => failJoin(null, text),

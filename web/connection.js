@@ -37,6 +37,7 @@ function hideBanner() {
  * class moves the phase between "live", "reconnecting" and "stopped").
  * `hooks`:
  * - `since()`: the `since` for the next hello, or null;
+ * - `epoch()`: the `epoch` that `since` belongs to, or null;
  * - `receive(data)`: a frame from the server;
  * - `lost()`: the socket closed (whatever happens next);
  * - `joinFailed(text)`: the first connection of the session closed before
@@ -85,7 +86,11 @@ export class Connection {
       if (socket !== this.socket) return;
       const hello = { type: "hello", name: this.#session.name, room: this.#session.room };
       const since = this.#hooks.since();
-      if (since !== null) hello.since = since;
+      if (since !== null) {
+        hello.since = since;
+        const epoch = this.#hooks.epoch(); // the numbering `since` belongs to
+        if (epoch !== null) hello.epoch = epoch;
+      }
       socket.send(JSON.stringify(hello));
     });
     socket.addEventListener("message", (event) => {

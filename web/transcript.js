@@ -53,12 +53,19 @@ export class Transcript {
   #resumed = false; // the current connection said hello after an earlier welcome
   #recovered = true; // the current welcome's `recovered` (true when absent)
   #checkRecovery = false; // decide, on the next stored event, how history was lost
+  #epoch = null; // the welcome's `epoch`: the numbering `#lastId` belongs to
+  #renumbered = false; // the current welcome named another epoch than the last one
   #initial = true; // within the history replay of the session's first welcome
   #members = [];
 
   /** The `since` for the next hello: the last id shown, or null for none. */
   since() {
     return this.#lastId;
+  }
+
+  /** The `epoch` to send beside `since()`: the last welcome's, or null for none. */
+  epoch() {
+    return this.#epoch;
   }
 
   /** The members of the room, as the welcome listed them and live events changed them. */
@@ -86,6 +93,9 @@ export class Transcript {
       ? event.members.filter((name) => typeof name === "string")
       : [];
     this.#resumed = !first;
+    const epoch = typeof event.epoch === "string" ? event.epoch : null;
+    this.#renumbered = this.#epoch !== null && epoch !== null && epoch !== this.#epoch;
+    if (epoch !== null) this.#epoch = epoch;
     this.#recovered = event.recovered !== false;
     this.#checkRecovery = this.#resumed && !this.#recovered;
     return { first, resumed: this.#resumed, recovered: this.#recovered };
@@ -115,10 +125,12 @@ export class Transcript {
     let notice = null;
     if (this.#checkRecovery) {
       this.#checkRecovery = false;
-      // An id at or below the last one shown: the server answered as if its
-      // history were lost, and its ids began again. Either way the notice
-      // stands for the loss, and numbering starts over from this event.
-      notice = this.#lastId !== null && id <= this.#lastId ? "restarted" : "lost";
+      // Another epoch, or an id at or below the last one shown (a server
+      // that sends no epoch): the server lost its history, and its ids began
+      // again. Either way the notice stands for the loss, and numbering
+      // starts over from this event.
+      const restarted = this.#renumbered || (this.#lastId !== null && id <= this.#lastId);
+      notice = restarted ? "restarted" : "lost";
       this.#lastId = null;
     }
     if (this.#lastId !== null) {
