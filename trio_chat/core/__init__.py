@@ -10,6 +10,8 @@ one call at a time: thousands of interleavings a second, no clock.
   receives what;
 * `history` -- retained events per room, the replay rules, and the seam to
   where histories are stored;
+* `feed` -- one room's events heard from a shared backplane, put back in id
+  order, gaps filled from the room's log;
 * `limits` -- rate limit, typing throttle and error budget arithmetic;
 * `websocket` -- upgrade checks, Host and origin policy, text-frame encoding;
 * `errors` -- `TrioChatError`, the root of the package's exceptions.
