@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "stall", "browser", "lint", "typecheck"]
+nox.options.sessions = ["tests", "stall", "browser", "cluster", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -22,6 +22,7 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         *("--ignore=tests/test_browser.py", "--ignore=tests/test_web_units.py"),
+        "--ignore=tests/test_backplane.py",
         *("-m", "not scale"),
         *session.posargs,
     )
@@ -40,6 +41,14 @@ def browser(session: nox.Session) -> None:
     its pure modules' unit tests, which run in the same Chromium."""
     session.install(".", *group("browser"))
     session.run("pytest", "tests/test_browser.py", "tests/test_web_units.py", *session.posargs)
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """The Redis backplane against a real `redis-server` (Debian's `redis-server`),
+    which the tests start on a free port."""
+    session.install(".", *group("test"))
+    session.run("pytest", "tests/test_backplane.py", *session.posargs)
 
 
 @nox.session

@@ -21,6 +21,9 @@ CORE = PACKAGE / "core"
 PURE_MODULES = sorted(path.stem for path in CORE.glob("*.py") if path.stem != "__init__")
 CLIENT = PACKAGE / "client"
 PURE_CLIENT_MODULES = sorted(path.stem for path in CLIENT.glob("*.py"))
+BACKPLANE = PACKAGE / "backplane"
+# The backplane's pure modules; `redis` is its Trio shell.
+PURE_BACKPLANE_MODULES = ["__init__", "keys", "scripts", "url"]
 FORBIDDEN = {
     "trio",
     "trio_websocket",
@@ -31,6 +34,8 @@ FORBIDDEN = {
     "selectors",
     "subprocess",
     "anyio",
+    "glide",
+    "glide_shared",
 }
 
 
@@ -109,6 +114,21 @@ def test_the_client_folder_holds_the_client_core() -> None:
     assert {"url", "websocket", "events", "transcript"} <= set(PURE_CLIENT_MODULES)
 
 
+@pytest.mark.parametrize("module", PURE_BACKPLANE_MODULES)
+def test_pure_backplane_module_imports_no_io(module: str) -> None:
+    source = (BACKPLANE / f"{module}.py").read_text(encoding="utf-8")
+    assert forbidden_imports(source) == set()
+    assert sleeps(source) == []
+    relative = {name for name in imported_modules(source) if name.startswith(".")}
+    siblings = {name.lstrip(".").split(".")[0] for name in relative if not name.startswith("..")}
+    assert siblings <= set(PURE_BACKPLANE_MODULES)  # never the shell
+
+
+def test_the_backplane_folder_holds_its_pure_modules_and_its_shell() -> None:
+    found = {path.stem for path in BACKPLANE.glob("*.py")}
+    assert found == {*PURE_BACKPLANE_MODULES, "redis"}, "a new module: pure or shell?"
+
+
 # -- layers ----------------------------------------------------------------------
 
 # What each layer may import from the package, besides itself. `cli` is the
@@ -118,6 +138,7 @@ LAYERS: dict[str, set[str]] = {
     "client": {"core"},
     "stores": {"core"},
     "config": {"core"},
+    "backplane": {"core", "__init__"},
     "server": {"core", "stores", "config", "__init__"},
     "terminal": {"core", "client", "config", "__init__"},
     "bench": {"core", "client", "config", "__init__"},

@@ -1,0 +1,106 @@
+"""A real `redis-server` for the backplane tests, as a child process.
+
+It runs in a temporary directory on a free loopback port, with persistence
+off, for the whole test session; each test starts from an empty server
+(`FLUSHALL`). Without `redis-server` the tests are skipped, except under CI
+(env `CI` set), where that is a failure: `.ci/run` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+START_WAIT = 10.0  # seconds for the server to answer PING
+
+
+def redis_server_binary() -> str:
+    """The path of `redis-server`, or skip (fail under CI) when it is missing."""
+    found = shutil.which("redis-server")
+    if found is None:
+        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def command(port: int, *args: str) -> bytes:
+    """Send one command over a fresh connection; the first reply line."""
+    request = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(arg.encode()), arg.encode()) for arg in args
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.strip()
+
+
+def _answers(process: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether the server answers PING before it exits or `START_WAIT` passes."""
+    deadline = time.monotonic() + START_WAIT
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if command(port, "PING") == b"+PONG":
+                return True
+        except OSError:
+            time.sleep(0.02)  # a child process starting to listen: not timing logic
+    return False
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[int]:
+    """A `redis-server` on a free port; yields the port and stops it on exit."""
+    binary = redis_server_binary()
+    for _attempt in range(5):  # another program may take the free port first
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _answers(process, port):
+            break
+        process.kill()
+        process.wait()
+    else:
+        pytest.fail("redis-server did not start")
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,430 @@
+"""The backplane's Lua scripts, and the pure code around them.
+
+Theory of operation
+-------------------
+Each state change of a room is one script, run atomically by the server:
+`JOIN`, `SAY` and `LEAVE` each check what they must, take the room's next id
+(`INCR seq`), build the event line around it, append it to the room's stream
+(`XADD` with entry id `N-0`, capped near the history limit) and publish it on
+the room's channel. So numbering, storing and publishing are one step, and
+every process sees one total order per room: the stream's and the channel's.
+
+Invariants the scripts keep (the tests check them against a real server):
+
+* ids of a room rise by exactly 1, and entry `N-0` of the log holds event N;
+* a new numbering (`INCR` gives 1, or the epoch key is gone, as after a
+  FLUSHALL) gets the caller's candidate epoch and starts an empty log, so an
+  explicit `N-0` is always above the log's last entry;
+* a name is held through its name keys (`protocol.name_keys`) in the room's
+  `names` hash: a join whose key is held by a member is refused, so two
+  look-alike names never coexist, whichever process each hello reached;
+* a member leaves once: `LEAVE` of a token that is no longer a member does
+  nothing and returns nil, so the session, shutdown and a reaper may race;
+* `SAY` of a token that is not a member (reaped, or lost with a flushed
+  server) is refused with 0, so nothing is said in a room by a non-member.
+
+Lua does no JSON: the caller encodes the event with the placeholder id 0
+(`protocol.message_event(0, ...)`), `split_line` cuts it around the id, and
+the script only concatenates `prefix .. id .. suffix`. The `*_call` helpers
+build each script's KEYS and ARGV; the `parse_*` helpers read its reply.
+
+Pure: no Trio, no Redis client. The shell (`backplane.redis`) sends these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ..core.history import StoredEvent
+from . import keys
+
+# --------------------------------------------------------------------------
+# The scripts
+
+# Shared by every script that numbers an event.
+#   next_id(seq, epoch, log, candidate): INCR the room's seq; on a new
+#     numbering (id 1, or no epoch) SET the epoch to `candidate` and DEL the
+#     log, so that the explicit entry id `N-0` is above the log's last one.
+#   append(log, channel, id, prefix, suffix, limit): the line
+#     `prefix .. id .. suffix`, XADDed as entry `id-0` (field `e`, MAXLEN ~
+#     limit) and PUBLISHed on `channel`.
+_PRELUDE: Final = """
+local function next_id(seq_key, epoch_key, log_key, candidate)
+  local id = redis.call('INCR', seq_key)
+  if id == 1 or redis.call('EXISTS', epoch_key) == 0 then
+    redis.call('SET', epoch_key, candidate)
+    redis.call('DEL', log_key)
+  end
+  return id
+end
+
+local function append(log_key, channel, id, prefix, suffix, limit)
+  local text = string.format('%d', id)
+  local line = prefix .. text .. suffix
+  redis.call('XADD', log_key, 'MAXLEN', '~', limit, text .. '-0', 'e', line)
+  redis.call('PUBLISH', channel, line)
+end
+
+local function entry_id(entry)
+  return tonumber(string.match(entry[1], '^%d+'))
+end
+"""
+
+# JOIN: admit a member under a name, unless a look-alike name is held.
+#   KEYS: seq, epoch, log, members, names (of the room)
+#   ARGV: token, name, prefix, suffix, candidate epoch, history limit,
+#         replay limit, since ('' for none), the client's epoch ('' for none),
+#         channel, then the name's keys (one or more)
+#   Returns {0, holder} when a name key is held (holder: that member's display
+#   name), else {id, epoch, recovered, members, replay ids, replay lines}:
+#   recovered -1 (no since), 0 or 1; members the display names in join order
+#   (this member's last); the replay as `RoomHistory.replay_for_join` picks it
+#   from the last `history limit` events, ending with this join.
+#   An error reply if the token is already a member.
+JOIN: Final = (
+    _PRELUDE
+    + """
+local token, name = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', KEYS[4], token) == 1 then
+  return redis.error_reply('ERR this member token has already joined')
+end
+for i = 11, #ARGV do
+  local holder = redis.call('HGET', KEYS[5], ARGV[i])
+  if holder then
+    local record = redis.call('HGET', KEYS[4], holder)
+    if record then
+      return {0, string.sub(record, string.find(record, ' ', 1, true) + 1)}
+    end
+  end
+end
+
+local id = next_id(KEYS[1], KEYS[2], KEYS[3], ARGV[5])
+for i = 11, #ARGV do
+  redis.call('HSET', KEYS[5], ARGV[i], token)
+end
+redis.call('HSET', KEYS[4], token, string.format('%d', id) .. ' ' .. name)
+append(KEYS[3], ARGV[10], id, ARGV[3], ARGV[4], ARGV[6])
+local epoch = redis.call('GET', KEYS[2])
+
+local found = {}
+for _, record in ipairs(redis.call('HVALS', KEYS[4])) do
+  local space = string.find(record, ' ', 1, true)
+  found[#found + 1] = {tonumber(string.sub(record, 1, space - 1)), string.sub(record, space + 1)}
+end
+table.sort(found, function(a, b) return a[1] < b[1] end)
+local members = {}
+for i, member in ipairs(found) do
+  members[i] = member[2]
+end
+
+-- The window replay reads: the last `limit` events that the log still holds.
+local first = id
+local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+if oldest[1] then
+  first = entry_id(oldest[1])
+end
+first = math.max(first, id - tonumber(ARGV[6]) + 1)
+local since = tonumber(ARGV[8])
+local recovered = -1
+local start
+if since == nil or (ARGV[9] ~= '' and ARGV[9] ~= epoch) or since > id - 1 then
+  start = math.max(first, id - math.max(tonumber(ARGV[7]), 1) + 1)
+  if since ~= nil then
+    recovered = 0
+  end
+else
+  start = math.max(first, since + 1)
+  if first <= since + 1 then recovered = 1 else recovered = 0 end
+end
+local ids, lines = {}, {}
+local entries = redis.call(
+  'XRANGE', KEYS[3], string.format('%d', start) .. '-0', string.format('%d', id) .. '-0')
+for i, entry in ipairs(entries) do
+  ids[i] = entry_id(entry)
+  lines[i] = entry[2][2]
+end
+return {id, epoch, recovered, members, ids, lines}
+"""
+)
+
+# SAY: number, store and publish one event of a member.
+#   KEYS: seq, epoch, log, members (of the room)
+#   ARGV: token, prefix, suffix, candidate epoch, history limit, channel
+#   Returns the event's id, or 0 if the token is not a member of the room.
+SAY: Final = (
+    _PRELUDE
+    + """
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
+  return 0
+end
+local id = next_id(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+append(KEYS[3], ARGV[6], id, ARGV[2], ARGV[3], ARGV[5])
+return id
+"""
+)
+
+# LEAVE: remove a member, once, and announce it.
+#   KEYS: seq, epoch, log, members, names (of the room)
+#   ARGV: token, prefix, suffix, candidate epoch, history limit, channel,
+#         then the name's keys (a key is released only if this token holds it)
+#   Returns the leave event's id, or nil if the token was not a member (it has
+#   left already: whoever raced to remove it was first).
+LEAVE: Final = (
+    _PRELUDE
+    + """
+local token = ARGV[1]
+if redis.call('HDEL', KEYS[4], token) == 0 then
+  return false
+end
+for i = 7, #ARGV do
+  if redis.call('HGET', KEYS[5], ARGV[i]) == token then
+    redis.call('HDEL', KEYS[5], ARGV[i])
+  end
+end
+local id = next_id(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+append(KEYS[3], ARGV[6], id, ARGV[2], ARGV[3], ARGV[5])
+return id
+"""
+)
+
+SCRIPTS: Final = {"JOIN": JOIN, "SAY": SAY, "LEAVE": LEAVE}
+
+
+def sha1(script: str) -> str:
+    """The digest `EVALSHA` names a script by."""
+    return hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Lines around their id
+
+# Every stored event starts `{"type":"WORD","id":` (protocol.encode keeps the
+# dict's order), so the first `"id":0` is the id, whatever the text holds.
+_HEAD: Final = re.compile(rb'\{"type":"[a-z_]+","id":0[,}]')
+
+
+class BadTemplate(ValueError):
+    """A line that is not an event encoded with the placeholder id 0."""
+
+
+def split_line(line: bytes) -> tuple[bytes, bytes]:
+    """The bytes before and after the id of `line`, an event encoded with id 0.
+
+    `prefix + str(n).encode() + suffix` is then the same event with id n.
+
+    Raises:
+        BadTemplate: `line` does not start like an event with the id 0.
+    """
+    head = _HEAD.match(line)
+    if head is None:
+        raise BadTemplate("a backplane event line must start with its type and the id 0")
+    cut = head.end() - 2  # just before the `0`
+    return line[:cut], line[cut + 1 :]
+
+
+def with_id(line: bytes, event_id: int) -> bytes:
+    """`line` (encoded with id 0) with the id `event_id`: what the script builds."""
+    prefix, suffix = split_line(line)
+    return b"%s%d%s" % (prefix, event_id, suffix)
+
+
+# --------------------------------------------------------------------------
+# Calls and replies
+
+Arg = str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One script invocation: which script, its KEYS and its ARGV."""
+
+    script: str  # a name in SCRIPTS
+    keys: tuple[str, ...]
+    args: tuple[Arg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A member's event for `SAY`: `line` is encoded with the placeholder id 0."""
+
+    room: str
+    token: str
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A join that succeeded: everything the welcome needs, as one snapshot."""
+
+    join_id: int
+    epoch: str
+    members: list[str]  # display names in join order, the new member's last
+    replay: list[StoredEvent]  # ends with the member's own join
+    recovered: bool | None  # None when no `since` was given
+
+
+@dataclass(frozen=True, slots=True)
+class NameTaken:
+    """A join refused: `holder` (a member's display name) clashes with the name."""
+
+    holder: str
+
+
+def join_call(
+    room: str,
+    token: str,
+    name: str,
+    line: bytes,
+    *,
+    name_keys: Iterable[str],
+    candidate: str,
+    history_limit: int,
+    replay_limit: int,
+    since: int | None,
+    client_epoch: str | None,
+) -> Call:
+    """The `JOIN` of `token` as `name`; `line` is its join event with id 0."""
+    prefix, suffix = split_line(line)
+    found = sorted(name_keys)
+    assert found, "a name has at least one key"
+    return Call(
+        "JOIN",
+        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room), keys.names(room)),
+        (
+            token,
+            name,
+            prefix,
+            suffix,
+            candidate,
+            str(history_limit),
+            str(replay_limit),
+            "" if since is None else str(since),
+            client_epoch or "",
+            keys.channel(room),
+            *found,
+        ),
+    )
+
+
+def say_call(post: Post, *, candidate: str, history_limit: int) -> Call:
+    """The `SAY` of one post."""
+    prefix, suffix = split_line(post.line)
+    room = post.room
+    return Call(
+        "SAY",
+        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room)),
+        (post.token, prefix, suffix, candidate, str(history_limit), keys.channel(room)),
+    )
+
+
+def leave_call(
+    room: str,
+    token: str,
+    line: bytes,
+    *,
+    name_keys: Iterable[str],
+    candidate: str,
+    history_limit: int,
+) -> Call:
+    """The `LEAVE` of `token`; `line` is its leave event with id 0."""
+    prefix, suffix = split_line(line)
+    return Call(
+        "LEAVE",
+        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room), keys.names(room)),
+        (
+            token,
+            prefix,
+            suffix,
+            candidate,
+            str(history_limit),
+            keys.channel(room),
+            *sorted(name_keys),
+        ),
+    )
+
+
+class BadReply(ValueError):
+    """A script reply of an unexpected shape (a bug, or another program's keys)."""
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise BadReply(f"expected a string, got {type(value).__name__}")
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return _text(value).encode("utf-8")
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise BadReply(f"expected an integer, got {type(value).__name__}")
+
+
+def _list(value: object) -> Sequence[object]:
+    if isinstance(value, list):
+        return value
+    raise BadReply(f"expected an array, got {type(value).__name__}")
+
+
+def parse_join_reply(reply: object) -> Admitted | NameTaken:
+    """What a `JOIN` reply says."""
+    fields = _list(reply)
+    if _int(fields[0]) == 0:
+        return NameTaken(_text(fields[1]))
+    join_id, epoch, recovered, members, ids, lines = fields
+    replay = [
+        StoredEvent(_int(i), _bytes(line))
+        for i, line in zip(_list(ids), _list(lines), strict=True)
+    ]
+    return Admitted(
+        join_id=_int(join_id),
+        epoch=_text(epoch),
+        members=[_text(member) for member in _list(members)],
+        replay=replay,
+        recovered={-1: None, 0: False, 1: True}[_int(recovered)],
+    )
+
+
+def parse_say_reply(reply: object) -> int | None:
+    """The id a `SAY` gave its event, or None if the token was not a member."""
+    event_id = _int(reply)
+    return event_id or None
+
+
+def parse_leave_reply(reply: object) -> int | None:
+    """The id of the `leave` event, or None if the member had left already."""
+    return None if reply is None else _int(reply)
+
+
+def member_name(record: str | bytes) -> str:
+    """The display name in a `members` hash value (`"JOIN_ID NAME"`)."""
+    return _text(record).partition(" ")[2]
+
+
+def parse_range(entries: object) -> list[StoredEvent]:
+    """Events from an `XRANGE` reply over a room's log (entries `N-0`, field `e`).
+
+    Takes the server's array of `[id, [field, value]]`, and the map
+    `{id: [[field, value]]}` glide makes of it.
+    """
+    pairs = list(entries.items()) if isinstance(entries, dict) else map(_list, _list(entries))
+    events: list[StoredEvent] = []
+    for entry_id, fields in pairs:
+        values = _list(fields)
+        if values and isinstance(values[0], list):  # glide's [[field, value]]
+            values = values[0]
+        event_id = int(_text(entry_id).partition("-")[0])
+        events.append(StoredEvent(event_id, _bytes(values[1])))
+    events.sort(key=lambda event: event.id)
+    return events
