@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ..core.errors import TrioChatError
 from ..core.history import StoredEvent
 from . import keys
 
@@ -207,7 +208,7 @@ def sha1(script: str) -> str:
 _HEAD: Final = re.compile(rb'\{"type":"[a-z_]+","id":0[,}]')
 
 
-class BadTemplate(ValueError):
+class BadTemplate(TrioChatError, ValueError):
     """A line that is not an event encoded with the placeholder id 0."""
 
 
