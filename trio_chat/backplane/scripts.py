@@ -348,7 +348,7 @@ def leave_call(
     )
 
 
-class BadReply(ValueError):
+class BadReply(TrioChatError, ValueError):
     """A script reply of an unexpected shape (a bug, or another program's keys)."""
 
 
