@@ -13,9 +13,12 @@ generator, this process and its worker processes, keeps to the other cores
 memory from /proc (`--server-pid`). The server is stopped with SIGTERM at
 the end. Exit status: the generator's.
 
-`--reference` measures `benchmarks/reference_relay.py` (a minimal relay on
-the websockets library) instead, pinned the same way: the same command on
-both says how much of a number is the machine and how much is trio-chat.
+`--reference` measures a minimal relay instead, pinned the same way: the same
+command on both says how much of a number is the machine and how much is
+trio-chat. `--reference` alone, or `--reference websockets`, runs
+`benchmarks/reference_relay.py` (on the websockets library);
+`--reference trio-websocket` runs `benchmarks/trio_websocket_relay.py` (the
+same relay written the usual trio-websocket way, one frame per event).
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ from typing import IO
 
 from trio_chat import bench
 
-SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)/")  # both servers say this
+SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)/")  # every server says this
+RELAYS = {  # --reference CHOICE: the relay it runs
+    "websockets": "reference_relay.py",
+    "trio-websocket": "trio_websocket_relay.py",
+}
 START_WAIT = 30.0  # seconds for the server to report its port
 STOP_WAIT = 10.0  # seconds for the server to exit after SIGTERM
 
@@ -64,9 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--reference",
-        action="store_true",
-        help="measure benchmarks/reference_relay.py (a minimal websockets relay) instead, "
-        "to tell the machine's share of a number from the server's",
+        nargs="?",
+        const="websockets",
+        choices=sorted(RELAYS),
+        help="measure a minimal relay instead, to tell the machine's share of a number from "
+        "the server's: benchmarks/reference_relay.py on websockets (the default) or "
+        "benchmarks/trio_websocket_relay.py on trio-websocket",
     )
     server.add_argument(
         "--server-arg",
@@ -131,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command += ["--send-queue-size", options.send_queue_size]
         command += options.server_arg
         if options.reference:
-            relay = Path(__file__).with_name("reference_relay.py")
+            relay = Path(__file__).with_name(RELAYS[options.reference])
             command = [*taskset, sys.executable, str(relay), "--port", "0"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_CHAT_")}
         print(f"server: {' '.join(command)}", file=sys.stderr)
