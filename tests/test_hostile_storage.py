@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import shutil
 import signal
@@ -31,7 +32,7 @@ import trio
 from conftest import RunningServer, StartServer, wait_until
 from processes import serving
 from test_durable_history import limit_pages, replay_of
-from wsclient import RawClient
+from wsclient import RawClient, http_request
 
 from trio_chat.config import Settings
 from trio_chat.core.history import HistoryStore, MemoryHistoryStore
@@ -83,6 +84,15 @@ async def until(condition: Callable[[], bool]) -> None:
     await wait_until(condition, 0.1)  # the store has no event for this: poll it
 
 
+async def readiness(port: int) -> tuple[int, str | None]:
+    """`/readyz`: its status and, when unready, the reason it gives."""
+    response = await http_request(port, "/readyz")
+    assert response.headers["content-type"] == "application/json"
+    body = json.loads(response.body)
+    assert body["status"] == ("ready" if response.status == 200 else "unready")
+    return response.status, body.get("reason")
+
+
 def store_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "trio_chat.stores.sqlite"]
 
@@ -108,6 +118,7 @@ async def test_a_full_disk_is_logged_once_bounded_in_memory_and_survived(
             await alice.say("before the disk filled")
             seen[2] = await alice.next_event()
             await until(lambda: store.statistics().pending == 0)
+            assert await readiness(server.port) == (200, None)
 
             await limit_pages(store, 0)  # the disk is full from now on
             full_since = trio.current_time()
@@ -117,12 +128,18 @@ async def test_a_full_disk_is_logged_once_bounded_in_memory_and_survived(
                 seen[event["id"]] = event
                 assert store.statistics().pending_bytes <= BOUND
             await trio.sleep(130)  # minutes of a full disk
+            status, reason = await readiness(server.port)
+            assert status == 503
+            assert reason is not None
+            assert "cannot be written" in reason
+            assert "disk is full" in reason
             stats = store.statistics()
             assert 0 < stats.pending_bytes <= BOUND
             assert stats.dropped > 0
 
             await limit_pages(store, None)  # room again
             await until(lambda: store.statistics().pending == 0)
+            assert await readiness(server.port) == (200, None)
             minutes = (trio.current_time() - full_since) / 60
             await alice.say("after")
             seen[63] = await alice.next_event()
@@ -275,10 +292,13 @@ async def test_restoring_into_a_missing_folder_is_retried(
             failures = [r for r in store_records(caplog) if "cannot restore" in r.getMessage()]
             assert 2 <= len(failures) <= minutes + 1  # once, then once a minute
             assert [r.levelname for r in failures[:2]] == ["ERROR", "WARNING"]
+            status, reason = await readiness(server.port)
+            assert (status, reason and "is gone" in reason) == (503, True)
             folder.mkdir()
             with trio.fail_after(30):  # the next periodic check
                 await until(lambda: restored(caplog))
             assert path.exists()
+            assert await readiness(server.port) == (200, None)
     records = store_records(caplog)
     assert [r.levelname for r in records if "cannot restore" not in r.getMessage()] == [
         "ERROR",
@@ -312,6 +332,8 @@ async def test_a_replaced_history_file_is_left_alone(
                 await say_and_see(alice, f"{n}")
                 await trio.sleep(10)
             minutes = (trio.current_time() - start) / 60
+            status, reason = await readiness(server.port)
+            assert (status, reason and "replaced by another file" in reason) == (503, True)
     errors = [r for r in store_records(caplog) if r.levelno >= logging.ERROR]
     assert 2 <= len(errors) <= minutes + 1  # repeated, but at most once a minute
     assert all("replaced by another file" in r.getMessage() for r in errors)

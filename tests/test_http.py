@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import trio
@@ -53,6 +54,19 @@ async def test_healthz_counts_connections_and_rooms(server: RunningServer) -> No
     assert json.loads(response.body) == {"status": "ok", "connections": 2, "rooms": 2}
     await alice.aclose()
     await bob.aclose()
+
+
+async def test_readyz_says_ready_while_history_is_written(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    for db in (":memory:", str(tmp_path / "chat.db")):
+        server = await start_server(db=db)
+        response = await http_request(server.port, "/readyz")
+        assert response.status == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["cache-control"] == "no-store"
+        assert json.loads(response.body) == {"status": "ready"}
+        await server.stop()
 
 
 async def test_metrics_in_prometheus_format(server: RunningServer) -> None:

@@ -143,9 +143,10 @@ class _ChatCollector(Collector):
 class ChatServer:
     """Routes each accepted TCP connection; tracks the open sessions."""
 
-    def __init__(self, settings: Settings, hub: Hub) -> None:
+    def __init__(self, settings: Settings, hub: Hub, store: HistoryStore | None = None) -> None:
         self.settings = settings
         self.hub = hub
+        self.store = store
         self.sessions: set[Session] = set()
         self.refused_upgrades = 0
         self.open_connections = 0  # served, HTTP or WebSocket: what the limit counts
@@ -261,6 +262,19 @@ class ChatServer:
                 content_type="application/json",
                 headers=[("Cache-Control", "no-store")],
             )
+        elif request.path == "/readyz":
+            trouble = self.readiness()
+            body = json.dumps(
+                {"status": "ready"}
+                if trouble is None
+                else {"status": "unready", "reason": trouble}
+            ).encode()
+            await http.respond(
+                200 if trouble is None else 503,
+                body,
+                content_type="application/json",
+                headers=[("Cache-Control", "no-store")],
+            )
         elif request.path == "/metrics":
             await http.respond(
                 200,
@@ -274,6 +288,17 @@ class ChatServer:
             await http.respond(200, asset.body, content_type=asset.content_type, headers=headers)
         else:
             await http.respond(404, b"not found\n")
+
+    def readiness(self) -> str | None:
+        """Why this server should not be sent new clients now, or None.
+
+        `/healthz` says the process is alive; this says it is well: today,
+        that history reaches its file (a server whose disk is full keeps its
+        clients, but a restart would lose what it holds).
+        """
+        if isinstance(self.store, SqliteHistoryStore):
+            return self.store.trouble()
+        return None
 
     async def _upgrade(self, http: HttpConnection, request: Request, label: str) -> Session | None:
         settings = self.settings
@@ -552,7 +577,7 @@ async def _serve(
         replay_limit=settings.history_replay,
         send_queue_size=settings.send_queue_size,
     ) as hub:
-        server = ChatServer(settings, hub)
+        server = ChatServer(settings, hub, store)
         raise_open_file_limit(settings.max_connections)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptor:

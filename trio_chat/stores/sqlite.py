@@ -298,6 +298,7 @@ class SqliteHistoryStore:
         self._dropped_by_last_write = 0  # `_dropped` when a write last succeeded
         self._unreported_drops = 0
         self._write_trouble = Lasting(REMIND_EVERY)
+        self._write_error = ""  # why the last write failed, while `_write_trouble` lasts
         self._drop_trouble = Lasting(REMIND_EVERY)
         self._file_trouble = Lasting(REMIND_EVERY)
         self._file_state = FileState.SAME
@@ -472,6 +473,20 @@ class SqliteHistoryStore:
         self._restore_trouble.end(now)
         log.info("restored the history database %r from the open connection", self._path)
 
+    def trouble(self) -> str | None:
+        """Why history is not reaching the file now, in one line; None if it is.
+
+        For readiness checks: events are kept meanwhile (see the module
+        docstring), but a restart now would lose them.
+        """
+        if self._write_trouble.since is not None:
+            return f"history cannot be written to {self._path!r}: {self._write_error}"
+        if self._file_state is FileState.REPLACED:
+            return f"the history database {self._path!r} was replaced by another file"
+        if self._file_state is not FileState.SAME:
+            return f"the history database {self._path!r} is gone and not restored yet"
+        return None
+
     async def aclose(self) -> None:
         """Close the database (after a final `flush`, by the caller)."""
         await self._run(sqlite3.Connection.close)
@@ -511,6 +526,7 @@ class SqliteHistoryStore:
         return True
 
     def _write_failed(self, exc: sqlite3.Error, now: float) -> None:
+        self._write_error = _describe(exc)
         report = self._write_trouble.note(now)
         if report is Report.FIRST:
             # The environment (a full disk, an I/O error, a read-only file)
