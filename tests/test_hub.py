@@ -67,6 +67,7 @@ class Script:
     says: int
     leaves: bool
     pauses: list[bool]
+    strays: int  # says after leaving: commands that deliver nothing
 
 
 scripts = st.builds(
@@ -75,6 +76,7 @@ scripts = st.builds(
     says=st.integers(0, 12),
     leaves=st.booleans(),
     pauses=st.lists(st.booleans(), min_size=1, max_size=8),
+    strays=st.integers(0, 3),
 )
 
 
@@ -95,6 +97,10 @@ async def run_client(
             await trio.lowlevel.checkpoint()
     if script.leaves:
         await hub.leave(peer, LeaveReason.QUIT)
+        for n in range(script.strays):  # no longer a member: nothing to deliver
+            await hub.say(peer, Say(text=f"{peer.name}:stray{n}"))
+            if pauses[n % len(pauses)]:
+                await trio.lowlevel.checkpoint()
 
 
 def stored(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,6 +159,7 @@ def check_room(
         for event in stored(rest):  # every member saw the same event for an id
             assert by_id.setdefault(event["id"], event) == event
         assert not any(e["type"] == "typing" and e["name"] == peer.name for e in rest)
+        assert not any(":stray" in e.get("text", "") for e in rest), "a non-member was heard"
         if peer.dropped:
             assert peer.dropped == [(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)]
 
