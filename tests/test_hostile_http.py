@@ -398,3 +398,34 @@ async def test_plain_http_connections_count_against_the_limit(
     assert parse(response)[0] == 200
     assert refused_upgrades(parse(response)[2]) == 1  # the upgrade, not the plain requests
     await idle[1].aclose()
+
+
+async def test_refusals_at_the_limit_are_one_warning_a_minute(
+    start_server: StartServer,
+    mock_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A flood of connections beyond the limit used to log one warning each."""
+    mock_clock.autojump_threshold = 0.01
+    server = await start_server(max_connections=1, handshake_timeout=3600.0)
+    port = server.port
+    held = await trio.open_tcp_stream("127.0.0.1", port)  # the one slot, kept busy
+    await held.send_all(request("GET", "/healthz", port))
+    assert (await held.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "trio_chat.server.app" and r.levelno == logging.WARNING
+        ]
+
+    for _ in range(20):
+        assert parse(await exchange(port, request("GET", "/healthz", port)))[0] == 503
+    assert len(warnings()) == 1
+    assert "connection limit (1) reached" in warnings()[0]
+    await trio.sleep(61)
+    assert parse(await exchange(port, request("GET", "/healthz", port)))[0] == 503
+    assert len(warnings()) == 2
+    assert "19 more connections refused in 61s" in warnings()[1]
+    await held.aclose()

@@ -60,6 +60,7 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'"
 )
 SHUTDOWN_GRACE = 3.0  # seconds for clients to answer the 1001 close at shutdown
+LIMIT_WARNING_INTERVAL = 60.0  # seconds between warnings while --max-connections is reached
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 
@@ -149,6 +150,8 @@ class ChatServer:
         self.store = store
         self.sessions: set[Session] = set()
         self.refused_upgrades = 0
+        self._limit_warned_at: float | None = None  # last warning that the limit was reached
+        self._limit_refused = 0  # connections refused since that warning
         self.open_connections = 0  # served, HTTP or WebSocket: what the limit counts
         self._plain_http: set[trio.CancelScope] = set()
         self.assets = load_web_assets()
@@ -236,7 +239,25 @@ class ChatServer:
         return None
 
     async def _refuse_over_limit(self, http: HttpConnection, request: Request, label: str) -> None:
-        log.warning("%s: connection limit (%d) reached", label, self.settings.max_connections)
+        # One warning, then at most one a minute with a count: a flood of
+        # refused connections must not become a flood of log lines.
+        now = trio.current_time()
+        warned_at = self._limit_warned_at
+        if warned_at is None or now - warned_at >= LIMIT_WARNING_INTERVAL:
+            limit = self.settings.max_connections
+            if warned_at is None or not self._limit_refused:
+                log.warning("%s: connection limit (%d) reached; refusing with 503", label, limit)
+            else:
+                log.warning(
+                    "connection limit (%d) still reached: %d more connections refused in %.0fs",
+                    limit,
+                    self._limit_refused,
+                    now - warned_at,
+                )
+            self._limit_warned_at, self._limit_refused = now, 0
+        else:
+            self._limit_refused += 1
+            log.debug("%s: connection limit reached; refused", label)
         if request.path == "/ws":
             self.refused_upgrades += 1
         with trio.move_on_after(self.settings.write_wait):
