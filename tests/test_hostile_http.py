@@ -429,3 +429,32 @@ async def test_refusals_at_the_limit_are_one_warning_a_minute(
     assert len(warnings()) == 2
     assert "19 more connections refused in 61s" in warnings()[1]
     await held.aclose()
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status"),
+    [
+        ("POST", ("Content-Length: 10", "Expect: 100-continue"), 405),
+        ("PUT", ("Transfer-Encoding: chunked", "Expect: 100-continue"), 405),
+        ("POST", ("Content-Length: 10",), 405),  # the body never comes
+        ("GET", ("Content-Length: 10", "Expect: 100-continue"), 400),
+        ("HEAD", ("Content-Length: 10",), 400),
+    ],
+)
+async def test_a_request_with_a_body_is_answered_without_waiting_for_it(
+    start_server: StartServer,
+    mock_clock: trio.testing.MockClock,
+    method: str,
+    headers: tuple[str, ...],
+    status: int,
+) -> None:
+    """A client that sent `Expect: 100-continue` waits for the server before
+    sending its body; the server used to wait for the body, so both waited
+    until the handshake timeout cut the connection with no answer."""
+    mock_clock.autojump_threshold = 0.01  # a wait for the body would jump to the timeout
+    server = await start_server(handshake_timeout=3600.0)
+    start = trio.current_time()
+    raw = await exchange(server.port, request(method, "/ws", server.port, *headers))
+    assert trio.current_time() - start < 1  # not the handshake timeout (MockClock)
+    answer, answer_headers, _ = parse(raw)
+    assert (answer, answer_headers["connection"]) == (status, "close")

@@ -100,6 +100,14 @@ class HttpConnection:
                 self._head_only = request.head_only
                 if "content-length" in request.headers and "transfer-encoding" in request.headers:
                     raise BadRequest("both Content-Length and Transfer-Encoding")
+                if _declares_body(request):
+                    # Never wait for a body: a client that sent `Expect:
+                    # 100-continue` waits for us first. Answer at once and
+                    # close, the body unread (RFC 9110 10.1.1): a GET or HEAD
+                    # with a body is refused, any other method gets its 405.
+                    if request.method in ("GET", "HEAD"):
+                        raise BadRequest("request bodies are not accepted")
+                    return request
             elif isinstance(event, h11.EndOfMessage | h11.PAUSED) and request is not None:
                 return request
             elif isinstance(event, h11.ConnectionClosed):
@@ -176,6 +184,11 @@ class HttpConnection:
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # a response is already (partly) out
         await self.respond(status, (message + "\n").encode("utf-8"), headers=headers, close=True)
+
+
+def _declares_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "0").strip()
+    return "transfer-encoding" in request.headers or length != "0"
 
 
 def _to_request(event: h11.Request) -> Request:
