@@ -458,3 +458,18 @@ async def test_a_request_with_a_body_is_answered_without_waiting_for_it(
     assert trio.current_time() - start < 1  # not the handshake timeout (MockClock)
     answer, answer_headers, _ = parse(raw)
     assert (answer, answer_headers["connection"]) == (status, "close")
+
+
+@pytest.mark.parametrize("extra", [b"x" * 200_000, b"GET /healthz HTTP/1.1\r\n" * 2000])
+async def test_an_answer_that_closes_is_not_lost_to_a_reset(
+    start_server: StartServer, extra: bytes
+) -> None:
+    """The server answers at the head and closes while the client is still
+    sending (a body, pipelined requests). Closing a socket with unread bytes
+    makes the kernel send a reset, which used to destroy the answer before
+    the client could read it."""
+    server = await start_server()
+    head = request("POST", "/ws", server.port, f"Content-Length: {len(extra)}")
+    for _ in range(20):
+        status, headers, _ = parse(await exchange(server.port, head + extra))
+        assert (status, headers["connection"]) == (405, "close")

@@ -60,6 +60,8 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'"
 )
 SHUTDOWN_GRACE = 3.0  # seconds for clients to answer the 1001 close at shutdown
+LINGER = 2.0  # seconds to wait for the client's close after answering and closing
+LINGER_BYTES = 1 << 20  # bytes read and dropped meanwhile, at most
 LIMIT_WARNING_INTERVAL = 60.0  # seconds between warnings while --max-connections is reached
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
@@ -206,22 +208,28 @@ class ChatServer:
         self._plain_http.add(plain_http)
         try:
             with plain_http:
-                request = await self._next_request(http, label)
-                if request is not None and not admitted:
-                    await self._refuse_over_limit(http, request, label)
-                    return None
-                while request is not None and request.path != "/ws":
-                    with trio.move_on_after(self.settings.write_wait):
-                        await self._respond(http, request)
-                    if not http.can_continue():
-                        return None
+                try:
                     request = await self._next_request(http, label)
-                if request is not None:
-                    return await self._upgrade(http, request, label)
-        except BadRequest as exc:
-            log.debug("%s: bad request (%d): %s", label, exc.status, exc)
-            with trio.move_on_after(self.settings.write_wait):
-                await http.refuse(exc.status, HTTPStatus(exc.status).phrase.lower())
+                    if request is not None and not admitted:
+                        await self._refuse_over_limit(http, request, label)
+                        request = None
+                    while request is not None and request.path != "/ws":
+                        with trio.move_on_after(self.settings.write_wait):
+                            await self._respond(http, request)
+                        if not http.can_continue():
+                            request = None
+                            break
+                        request = await self._next_request(http, label)
+                    if request is not None:
+                        session = await self._upgrade(http, request, label)
+                        if session is not None:
+                            return session
+                except BadRequest as exc:
+                    log.debug("%s: bad request (%d): %s", label, exc.status, exc)
+                    with trio.move_on_after(self.settings.write_wait):
+                        await http.refuse(exc.status, HTTPStatus(exc.status).phrase.lower())
+                if http.answered:
+                    await _close_gently(stream)
         finally:
             self._plain_http.discard(plain_http)
         return None
@@ -502,6 +510,28 @@ def raise_open_file_limit(max_connections: int) -> None:
             soft,
             max(soft - FD_HEADROOM, 0),
         )
+
+
+async def _close_gently(stream: trio.SocketStream) -> None:
+    """Close after an answer without losing it to a reset.
+
+    Closing a socket that still holds unread bytes (a pipelined request, a
+    body we never read) makes the kernel send a reset, which can destroy
+    the answer still on its way. So: send our FIN, then read and drop what
+    the client sends until it closes too, for at most `LINGER` seconds and
+    `LINGER_BYTES` bytes.
+    """
+    with trio.move_on_after(LINGER):
+        drained = 0
+        try:
+            await stream.send_eof()
+            while drained < LINGER_BYTES:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                drained += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
 
 def _peer_label(stream: trio.SocketStream) -> str:

@@ -156,6 +156,11 @@ class HttpConnection:
         data += self._h11.send(h11.EndOfMessage())
         await self.stream.send_all(data)
 
+    @property
+    def answered(self) -> bool:
+        """Whether the current request's response went out (or began to)."""
+        return self._h11.our_state in (h11.SEND_BODY, h11.DONE, h11.MUST_CLOSE)
+
     def can_continue(self) -> bool:
         """Whether another request may follow on this connection."""
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
