@@ -2,8 +2,12 @@
 
 `open_backplane` connects two glide clients, one for commands and one for
 subscriptions, and yields a `Backplane`. Each state change is one script
-(`backplane.scripts`); `say_many` sends a burst as one pipeline, one round
-trip whatever its size, and `join` sends its bookkeeping with its script.
+(`backplane.scripts`); `say_many` sends a burst as one pipeline of one
+`SAY_MANY` per room, one round trip whatever its size, and `join` and
+`register` send their bookkeeping with their script. A burst costs glide
+one command per room rather than one per say, which is most of the cost
+(`benchmarks/backplane_say.py` measures it); several `say_many` may be in
+flight at once. `publish_typing` is one plain PUBLISH.
 
 Subscriptions
 -------------
@@ -16,6 +20,9 @@ The subscriptions live on a client of their own, so that a burst of
 published events never queues in front of a command's reply; glide
 re-subscribes it by itself after a reconnection (events published meanwhile
 are lost to it: the hub notices the id jump and reads the gap from the log).
+
+Typing notices arrive on the same channel as the numbered events, and
+pass through the same way: `scripts.event_id_of` tells them apart.
 
 Messages are taken by the Pub/Sub callback, never by awaiting
 `get_pubsub_message()` (cancelling that wait loses the next message). glide

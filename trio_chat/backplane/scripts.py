@@ -3,11 +3,17 @@
 Theory of operation
 -------------------
 Each state change of a room is one script, run atomically by the server:
-`JOIN`, `SAY` and `LEAVE` each check what they must, take the room's next id
-(`INCR seq`), build the event line around it, append it to the room's stream
+`JOIN`, `SAY_MANY` (a burst of one room's says; `SAY` is its one-post form)
+and `LEAVE` each check what they must, take the room's next ids (`INCRBY
+seq`), build each event line around its id, append it to the room's stream
 (`XADD` with entry id `N-0`, capped near the history limit) and publish it on
 the room's channel. So numbering, storing and publishing are one step, and
 every process sees one total order per room: the stream's and the channel's.
+`REGISTER` numbers nothing: it gives back, silently, a member the server lost.
+
+Typing notices are not numbered, stored or scripted: the shell publishes
+them as they are on the room's channel, and `event_id_of` tells a line heard
+there with an id (for the room's `RoomFeed`) from one without.
 
 Invariants the scripts keep (the tests check them against a real server):
 
@@ -20,8 +26,10 @@ Invariants the scripts keep (the tests check them against a real server):
   look-alike names never coexist, whichever process each hello reached;
 * a member leaves once: `LEAVE` of a token that is no longer a member does
   nothing and returns nil, so the session, shutdown and a reaper may race;
-* `SAY` of a token that is not a member (reaped, or lost with a flushed
-  server) is refused with 0, so nothing is said in a room by a non-member.
+* `SAY` or `SAY_MANY` of a token that is not a member (reaped, or lost with
+  a flushed server) is refused with 0, so nothing is said in a room by a
+  non-member; a refused post takes no id, so the ids of the accepted posts
+  of one `SAY_MANY` are consecutive, in the order given.
 
 Lua does no JSON: the caller encodes the event with the placeholder id 0
 (`protocol.message_event(0, ...)`), `split_line` cuts it around the id, and
