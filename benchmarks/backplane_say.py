@@ -9,7 +9,8 @@ every client) with persistence off; it writes keys `tc:{bench-...}:*` only
 and deletes them at the end. Each way is measured for every batch size and
 room count, about `--says` says per measurement, after one warm-up batch:
 
-* `per-say`: the old path, one pipeline of one `SAY` (EVALSHA) per say;
+* `per-say`: the old path's shape, one pipeline of one script call per say
+  (a `SAY_MANY` of one post: the five commands the old `SAY` ran);
 * `say-many`: `Backplane.say_many`, one pipeline of one `SAY_MANY` per room;
 * `in-flight`: `--in-flight` tasks of one task group, each calling
   `say_many` with its own batch as soon as its last one is answered.
@@ -17,7 +18,8 @@ room count, about `--says` says per measurement, after one warm-up batch:
 Says go round-robin over the rooms, one member each. The same backplane is
 subscribed to every room (as a hub is) and a task drains its events, so the
 fan-out of each PUBLISH to one subscriber is part of the cost, and each
-measurement ends once its events have arrived.
+measurement ends once its events have arrived. `--no-subscribe` leaves the
+subscription out, to see what sending costs alone.
 
 Columns: says per second and wall-clock microseconds per say (min-max over
 the runs), this process's CPU per say (glide's threads included), the
@@ -136,9 +138,16 @@ class Bench:
     """One backplane with a member in each of `rooms` rooms, subscribed to them."""
 
     def __init__(
-        self, backplane: Backplane, info: Info, rooms: Sequence[str], in_flight: int
+        self,
+        backplane: Backplane,
+        info: Info,
+        rooms: Sequence[str],
+        *,
+        in_flight: int,
+        subscribe: bool,
     ) -> None:
         self.bp = backplane
+        self.subscribe = subscribe
         self.info = info
         self.rooms = list(rooms)
         self.in_flight = in_flight
@@ -149,7 +158,8 @@ class Bench:
 
     async def join_all(self) -> None:
         for n, room in enumerate(self.rooms):
-            await self.bp.subscribe(room)
+            if self.subscribe:
+                await self.bp.subscribe(room)
             line = protocol.join_event(0, room, f"m{n}", TS)
             await self.bp.join(room, self.token(n), f"m{n}", line)
             self.published += 1
@@ -171,10 +181,13 @@ class Bench:
     async def per_say(self, posts: Sequence[Post]) -> None:
         candidate = secrets.token_hex(8)
         limit = self.bp.history_limit
-        calls = [scripts.say_call(p, candidate=candidate, history_limit=limit) for p in posts]
-        # The old path, kept here as the baseline: `_run` sends any script calls.
+        calls = [
+            scripts.say_many_call(p.room, [p], candidate=candidate, history_limit=limit)
+            for p in posts
+        ]
+        # The old path's shape, kept here as the baseline: `_run` sends any calls.
         replies = await self.bp._run(calls)
-        assert all(scripts.parse_say_reply(reply) for reply in replies)
+        assert all(scripts.parse_say_many_reply(reply, 1) != [None] for reply in replies)
 
     async def say_many(self, posts: Sequence[Post]) -> None:
         assert None not in await self.bp.say_many(posts)
@@ -186,6 +199,8 @@ class Bench:
             self._arrived.set()
 
     async def wait_published(self) -> None:
+        if not self.subscribe:
+            return
         with trio.fail_after(DRAIN_WAIT):
             while self.heard + self.bp.statistics().overflowed < self.published:
                 self._arrived = trio.Event()
@@ -282,7 +297,9 @@ async def main(args: argparse.Namespace) -> None:
     ):
         info = Info(info_stream)
         await info.calibrate()
-        bench = Bench(backplane, info, rooms, args.in_flight)
+        bench = Bench(
+            backplane, info, rooms, in_flight=args.in_flight, subscribe=not args.no_subscribe
+        )
         nursery.start_soon(bench.serve_drain)
         await bench.join_all()
         for _run in range(args.runs):
@@ -304,6 +321,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batches", default="1,16,64,256")
     parser.add_argument("--rooms", default="1,8")
     parser.add_argument("--in-flight", type=int, default=4, help="say_many calls kept in flight")
+    parser.add_argument("--no-subscribe", action="store_true", help="measure sending alone")
     return parser.parse_args()
 
 

@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 Each state change of a room is one script, run atomically by the server:
-`JOIN`, `SAY_MANY` (a burst of one room's says; `SAY` is its one-post form)
-and `LEAVE` each check what they must, take the room's next ids (`INCRBY
-seq`), build each event line around its id, append it to the room's stream
-(`XADD` with entry id `N-0`, capped near the history limit) and publish it on
-the room's channel. So numbering, storing and publishing are one step, and
-every process sees one total order per room: the stream's and the channel's.
+`JOIN`, `SAY_MANY` (one or more says of one room) and `LEAVE` each check
+what they must, take the room's next ids (`INCRBY seq`), build each event
+line around its id, append it to the room's stream (`XADD` with entry id
+`N-0`, capped near the history limit) and publish it on the room's channel.
+So numbering, storing and publishing are one step, and every process sees
+one total order per room: the stream's and the channel's.
 `REGISTER` numbers nothing: it gives back, silently, a member the server lost.
 
 Typing notices are not numbered, stored or scripted: the shell publishes
@@ -18,18 +18,18 @@ there with an id (for the room's `RoomFeed`) from one without.
 Invariants the scripts keep (the tests check them against a real server):
 
 * ids of a room rise by exactly 1, and entry `N-0` of the log holds event N;
-* a new numbering (`INCR` gives 1, or the epoch key is gone, as after a
-  FLUSHALL) gets the caller's candidate epoch and starts an empty log, so an
-  explicit `N-0` is always above the log's last entry;
+* a new numbering (the first id taken is 1, or the epoch key is gone, as
+  after a FLUSHALL) gets the caller's candidate epoch and starts an empty
+  log, so an explicit `N-0` is always above the log's last entry;
 * a name is held through its name keys (`protocol.name_keys`) in the room's
   `names` hash: a join whose key is held by a member is refused, so two
   look-alike names never coexist, whichever process each hello reached;
 * a member leaves once: `LEAVE` of a token that is no longer a member does
   nothing and returns nil, so the session, shutdown and a reaper may race;
-* `SAY` or `SAY_MANY` of a token that is not a member (reaped, or lost with
-  a flushed server) is refused with 0, so nothing is said in a room by a
+* a post of `SAY_MANY` whose token is not a member (reaped, or lost with a
+  flushed server) is refused with 0, so nothing is said in a room by a
   non-member; a refused post takes no id, so the ids of the accepted posts
-  of one `SAY_MANY` are consecutive, in the order given.
+  of one call are consecutive, in the order given.
 
 Lua does no JSON: the caller encodes the event with the placeholder id 0
 (`protocol.message_event(0, ...)`), `split_line` cuts it around the id, and
@@ -166,22 +166,6 @@ return {id, epoch, recovered, members, ids, lines}
 """
 )
 
-# SAY: number, store and publish one event of a member.
-#   KEYS: seq, epoch, log, members (of the room)
-#   ARGV: token, prefix, suffix, candidate epoch, history limit, channel
-#   Returns the event's id, or 0 if the token is not a member of the room.
-SAY: Final = (
-    _PRELUDE
-    + """
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
-  return 0
-end
-local id = next_id(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
-append(KEYS[3], ARGV[6], id, ARGV[2], ARGV[3], ARGV[5])
-return id
-"""
-)
-
 # SAY_MANY: number, store and publish several events of one room, in order.
 #   KEYS: seq, epoch, log, members (of the room)
 #   ARGV: candidate epoch, history limit, channel, then three per post:
@@ -287,7 +271,6 @@ return {1}
 
 SCRIPTS: Final = {
     "JOIN": JOIN,
-    "SAY": SAY,
     "SAY_MANY": SAY_MANY,
     "LEAVE": LEAVE,
     "REGISTER": REGISTER,
@@ -427,17 +410,6 @@ def join_call(
     )
 
 
-def say_call(post: Post, *, candidate: str, history_limit: int) -> Call:
-    """The `SAY` of one post."""
-    prefix, suffix = split_line(post.line)
-    room = post.room
-    return Call(
-        "SAY",
-        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room)),
-        (post.token, prefix, suffix, candidate, str(history_limit), keys.channel(room)),
-    )
-
-
 MAX_POSTS_PER_CALL: Final = 256  # posts in one SAY_MANY: a bound on the server's time in it
 
 
@@ -561,12 +533,6 @@ def parse_join_reply(reply: object) -> Admitted | NameTaken:
         replay=replay,
         recovered={-1: None, 0: False, 1: True}[_int(recovered)],
     )
-
-
-def parse_say_reply(reply: object) -> int | None:
-    """The id a `SAY` gave its event, or None if the token was not a member."""
-    event_id = _int(reply)
-    return event_id or None
 
 
 def parse_say_many_reply(reply: object, count: int) -> list[int | None]:
