@@ -169,6 +169,68 @@ def test_a_line_without_the_placeholder_id_is_refused() -> None:
             scripts.split_line(line)
 
 
+@settings(max_examples=300)
+@given(
+    event_id=st.integers(0, 2**53),
+    text=st.text(),
+    name=st.text(min_size=1),
+    ref=st.none() | st.text(),
+    room=st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True),
+)
+def test_the_id_of_a_line_is_read_as_json_reads_it(
+    event_id: int, text: str, name: str, ref: str | None, room: str
+) -> None:
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    name = name.encode("utf-8", "replace").decode("utf-8")
+    ref = None if ref is None else ref.encode("utf-8", "replace").decode("utf-8")
+    lines = [
+        protocol.message_event(event_id, room, name, text, TS, ref=ref),
+        protocol.join_event(event_id, room, name, TS),
+        protocol.leave_event(event_id, room, name, TS, LeaveReason.QUIT),
+        protocol.typing_event(room, name),
+        protocol.typing_event(room, f',"id":{event_id},'),  # an id-like name
+        protocol.error_event(protocol.ErrorCode.BAD_JSON, text, ref),
+        protocol.welcome_event(room, name, [name], event_id, epoch="e", recovered=None),
+    ]
+    for line in lines:
+        assert scripts.event_id_of(line) == json.loads(line).get("id")
+
+
+def test_lines_that_are_not_numbered_events_have_no_id() -> None:
+    for line in (b"", b"{", b'{"type":"message","id":-1,', b'{"type":"x","id":01,', b"[1]"):
+        assert scripts.event_id_of(line) is None
+
+
+@given(
+    rooms=st.lists(st.sampled_from(["a", "b", "c"]), max_size=40),
+    size=st.integers(1, 5),
+)
+def test_posts_are_grouped_by_room_in_order(rooms: list[str], size: int) -> None:
+    posts = [Post(room, "n/1", b"") for room in rooms]
+    groups = scripts.group_posts(posts, size)
+    assert sorted(i for group in groups for i in group) == list(range(len(posts)))
+    for group in groups:
+        assert 1 <= len(group) <= size
+        assert group == sorted(group)
+        assert len({posts[i].room for i in group}) == 1
+    firsts = [posts[group[0]].room for group in groups]
+    assert list(dict.fromkeys(firsts)) == list(dict.fromkeys(rooms))
+
+
+def test_a_say_many_call_takes_posts_of_its_room_only() -> None:
+    line = said("r", "a", "x")
+    for posts in ([], [Post("r", "n/1", line), Post("s", "n/1", line)]):
+        with pytest.raises(ValueError, match="all of its room"):
+            scripts.say_many_call("r", posts, candidate="c", history_limit=10)
+    with pytest.raises(scripts.BadTemplate):
+        scripts.say_many_call(
+            "r",
+            [Post("r", "n/1", line.replace(b'"id":0', b'"id":1'))],
+            candidate="c",
+            history_limit=10,
+        )
+
+
 def test_ranges_read_in_both_reply_shapes() -> None:
     expected = [StoredEvent(4, b"x"), StoredEvent(5, b"y")]
     assert scripts.parse_range([[b"4-0", [b"e", b"x"]], [b"5-0", [b"e", b"y"]]]) == expected
@@ -329,6 +391,149 @@ async def test_ids_rise_by_one_under_concurrent_says_from_two_nodes(
         lines = [line for _room, line in received]
         assert lines[2:] == [sent[i] for i in range(3, 3 + total)]  # every event, in id order
         assert [e.line for e in await stream(c, room)] == lines  # the log holds what was published
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    room_count=st.integers(1, 3),
+    members=st.sets(st.tuples(st.integers(0, 2), st.integers(0, 3))),
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), max_size=12),
+        min_size=1,
+        max_size=4,
+    ),
+)
+async def test_say_many_numbers_as_the_pure_model_does(
+    redis_url: str,
+    room_count: int,
+    members: set[tuple[int, int]],
+    batches: list[list[tuple[int, int]]],
+) -> None:
+    """Posts of members and non-members (token n/T in room R: a member iff
+    (R, T) is in `members`), mixed across rooms in each `say_many`."""
+    rooms = [new_room() for _ in range(room_count)]
+    joined = sorted((r, t) for r, t in members if r < room_count)
+    last = dict.fromkeys(rooms, 0)  # the model: each room's last id...
+    lines: dict[str, list[bytes]] = {room: [] for room in rooms}  # ...and its events
+    async with backplanes(redis_url, "a", "c") as (a, c):
+        for room in rooms:
+            await c.subscribe(room)
+        for r, t in joined:
+            room = rooms[r]
+            admitted = await admit(a, room, f"a/{t}", f"m{t}")
+            last[room] += 1
+            assert admitted.join_id == last[room]
+            lines[room].append(protocol.join_event(last[room], room, f"m{t}", TS))
+        for n, batch in enumerate(batches):
+            posts = [
+                Post(
+                    rooms[r % room_count],
+                    f"a/{t}",
+                    said(rooms[r % room_count], f"m{t}", f"{n}.{i}"),
+                )
+                for i, (r, t) in enumerate(batch)
+            ]
+            expected: list[int | None] = []
+            for (r, t), post in zip(batch, posts, strict=True):
+                if (r % room_count, t) not in members:
+                    expected.append(None)
+                    continue
+                last[post.room] += 1
+                expected.append(last[post.room])
+                lines[post.room].append(scripts.with_id(post.line, last[post.room]))
+            assert await a.say_many(posts) == expected
+        await wait_for_events(c, sum(len(found) for found in lines.values()))
+        heard: dict[str, list[bytes]] = {room: [] for room in rooms}
+        for room, line in drain(c):
+            heard[room].append(line)
+        assert heard == lines  # every accepted post, in id order, and nothing else
+        for room in rooms:
+            assert [e.line for e in await stream(a, room)] == lines[room]
+            assert await a.last_id(room) == last[room]
+            if not last[room]:  # refused posts start no numbering
+                assert await a.epoch(room) is None
+
+
+async def test_a_burst_larger_than_one_call_keeps_its_order(redis_url: str) -> None:
+    room, other = new_room(), new_room()
+    size = scripts.MAX_POSTS_PER_CALL
+    async with backplanes(redis_url, "a") as (a,):
+        await admit(a, room, "a/1", "alice")
+        await admit(a, other, "a/2", "alice")
+        posts = []
+        for i in range(2 * size + 5):  # 344 posts in `room` (two calls), 173 in `other`
+            where, token = (room, "a/1") if i % 3 else (other, "a/2")
+            posts.append(Post(where, token, said(where, "alice", f"{i}")))
+        before = a.statistics()
+        ids = await a.say_many(posts)
+        after = a.statistics()
+        in_room = [
+            event_id for event_id, post in zip(ids, posts, strict=True) if post.room == room
+        ]
+        in_other = [
+            event_id for event_id, post in zip(ids, posts, strict=True) if post.room == other
+        ]
+        assert in_room == list(range(2, 2 + len(in_room)))
+        assert in_other == list(range(2, 2 + len(in_other)))
+        assert after.round_trips - before.round_trips == 1
+        assert after.scripts - before.scripts == 3
+
+
+async def test_typing_is_published_unnumbered_and_unstored(redis_url: str) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a", "b") as (a, b):
+        await b.subscribe(room)
+        await admit(a, room, "a/1", "alice")
+        typing = protocol.typing_event(room, "alice")
+        await a.publish_typing(room, typing)
+        assert await a.say_many([Post(room, "a/1", said(room, "alice", "hi"))]) == [2]
+        await a.publish_typing(new_room(), typing)  # nobody listens: lost, harmlessly
+        with pytest.raises(scripts.BadTemplate):
+            await a.publish_typing(room, protocol.join_event(3, room, "alice", TS))
+        await wait_for_events(b, 3)
+        heard = drain(b)
+        assert [line for _room, line in heard] == [
+            protocol.join_event(1, room, "alice", TS),
+            typing,
+            protocol.message_event(2, room, "alice", "hi", TS, ref=None),
+        ]
+        assert {r for r, _line in heard} == {room}
+        assert [scripts.event_id_of(line) for _room, line in heard] == [1, None, 2]
+        assert await a.last_id(room) == 2
+        assert [e.id for e in await stream(a, room)] == [1, 2]
+
+
+async def test_register_gives_a_lost_member_back_silently(redis_url: str, redis_port: int) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a", "b") as (a, b):
+        await b.subscribe(room)
+        alice = await admit(a, room, "a/1", "alice")
+        await admit(a, room, "a/2", "bob")
+        assert await a.register(room, "a/1", "alice", join_id=alice.join_id) is None  # harmless
+        assert command(redis_port, "FLUSHALL") == b"+OK"  # the server loses everything
+        assert await a.say_many([Post(room, "a/1", said(room, "alice", "lost"))]) == [None]
+        assert await a.register(room, "a/1", "alice", join_id=alice.join_id) is None
+        # Nothing numbered, stored or published by registering...
+        assert await a.last_id(room) == 0
+        assert await stream(a, room) == []
+        # ...but the member may talk again (a new numbering), and holds its name.
+        assert await a.say_many([Post(room, "a/1", said(room, "alice", "back"))]) == [1]
+        taken = await b.join(room, "b/1", "ALICE", join_line(room, "ALICE"))
+        assert taken == NameTaken("alice")
+        # Meanwhile another member took bob's name: bob cannot come back.
+        assert isinstance(await b.join(room, "b/2", "B0B", join_line(room, "B0B")), Admitted)
+        assert await a.register(room, "a/2", "bob", join_id=2) == NameTaken("B0B")
+        assert await a.say_many([Post(room, "a/2", said(room, "bob", "no"))]) == [None]
+        # The room is the node's again, for a reaper; and the members list has alice.
+        assert command(redis_port, "SISMEMBER", keys.node_rooms("a"), room) == b":1"
+        carol = await b.join(room, "b/3", "carol", join_line(room, "carol"))
+        assert isinstance(carol, Admitted)
+        assert carol.members == ["alice", "B0B", "carol"]
+        await wait_for_events(b, 5)
+        ids = [scripts.event_id_of(line) for _room, line in drain(b)]
+        assert ids == [1, 2, 1, 2, 3]  # two joins, then the new numbering: say, join, join
 
 
 async def test_the_log_is_capped_and_replay_reads_its_window(

@@ -2,8 +2,12 @@
 
 `open_backplane` connects two glide clients, one for commands and one for
 subscriptions, and yields a `Backplane`. Each state change is one script
-(`backplane.scripts`); `say_many` sends a burst as one pipeline, one round
-trip whatever its size, and `join` sends its bookkeeping with its script.
+(`backplane.scripts`); `say_many` sends a burst as one pipeline of one
+`SAY_MANY` per room, one round trip whatever its size, and `join` and
+`register` send their bookkeeping with their script. A burst costs glide
+one command per room rather than one per say, which is most of the cost
+(`benchmarks/backplane_say.py` measures it); several `say_many` may be in
+flight at once. `publish_typing` is one plain PUBLISH.
 
 Subscriptions
 -------------
@@ -16,6 +20,9 @@ The subscriptions live on a client of their own, so that a burst of
 published events never queues in front of a command's reply; glide
 re-subscribes it by itself after a reconnection (events published meanwhile
 are lost to it: the hub notices the id jump and reads the gap from the log).
+
+Typing notices arrive on the same channel as the numbered events, and
+pass through the same way: `scripts.event_id_of` tells them apart.
 
 Messages are taken by the Pub/Sub callback, never by awaiting
 `get_pubsub_message()` (cancelling that wait loses the next message). glide
@@ -360,18 +367,66 @@ class Backplane:
     async def say_many(self, posts: Sequence[Post]) -> list[int | None]:
         """Number, store and publish `posts`, in order, in one round trip.
 
-        Returns each post's event id, or None for a post whose token is not a
-        member of its room (reaped while this process was cut off, or lost
-        with a flushed server): its session must join again or end.
+        One `SAY_MANY` per room (per `scripts.MAX_POSTS_PER_CALL` posts of a
+        room), all in one pipeline: a room's accepted posts take consecutive
+        ids in the order given. Returns each post's event id, or None for a
+        post whose token is not a member of its room (reaped while this
+        process was cut off, or lost with a flushed server): `register` it
+        again and resend, or end its session. Several calls may be in flight
+        at once (from several tasks); each room's ids then follow the order
+        in which the server ran them.
         """
         if not posts:
             return []
         candidate = _candidate()
+        groups = scripts.group_posts(posts)
         calls = [
-            scripts.say_call(post, candidate=candidate, history_limit=self.history_limit)
-            for post in posts
+            scripts.say_many_call(
+                posts[group[0]].room,
+                [posts[i] for i in group],
+                candidate=candidate,
+                history_limit=self.history_limit,
+            )
+            for group in groups
         ]
-        return [scripts.parse_say_reply(reply) for reply in await self._run(calls)]
+        ids: list[int | None] = [None] * len(posts)
+        for group, reply in zip(groups, await self._run(calls), strict=True):
+            for i, event_id in zip(
+                group, scripts.parse_say_many_reply(reply, len(group)), strict=True
+            ):
+                ids[i] = event_id
+        return ids
+
+    async def publish_typing(self, room: str, line: bytes) -> None:
+        """Publish `line`, an unnumbered event (`protocol.typing_event`), on
+        `room`'s channel: no id, not stored, lost to whoever is not subscribed.
+        Subscribers get it on `events` like any line (`scripts.event_id_of`
+        tells it apart).
+
+        Raises:
+            BadTemplate: `line` is a numbered event (it would look like a gap).
+        """
+        if scripts.event_id_of(line) is not None:
+            raise scripts.BadTemplate("a typing line carries no id")
+        await self._command("PUBLISH", keys.channel(room), line)
+
+    async def register(
+        self, room: str, token: str, name: str, *, join_id: int
+    ) -> NameTaken | None:
+        """Make `token` a member of `room` as `name` again, silently (no event,
+        no id): for a member this process holds and the backplane lost (see
+        `scripts.REGISTER` for when). `join_id` is the id its join got.
+
+        Returns None once it is a member again, or `NameTaken` if another
+        member took a look-alike name meanwhile (nothing changed then). The
+        room is recorded as one of this node's, for a reaper, in the same
+        round trip.
+        """
+        call = scripts.register_call(
+            room, token, name, join_id=join_id, name_keys=protocol.name_keys(name)
+        )
+        (reply,) = await self._run([call], before=[["SADD", keys.node_rooms(self.node), room]])
+        return scripts.parse_register_reply(reply)
 
     async def leave(self, room: str, token: str, name: str, line: bytes) -> int | None:
         """Remove member `token` (named `name`) from `room`, announcing it with

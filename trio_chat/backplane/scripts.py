@@ -3,25 +3,33 @@
 Theory of operation
 -------------------
 Each state change of a room is one script, run atomically by the server:
-`JOIN`, `SAY` and `LEAVE` each check what they must, take the room's next id
-(`INCR seq`), build the event line around it, append it to the room's stream
-(`XADD` with entry id `N-0`, capped near the history limit) and publish it on
-the room's channel. So numbering, storing and publishing are one step, and
-every process sees one total order per room: the stream's and the channel's.
+`JOIN`, `SAY_MANY` (one or more says of one room) and `LEAVE` each check
+what they must, take the room's next ids (`INCRBY seq`), build each event
+line around its id, append it to the room's stream (`XADD` with entry id
+`N-0`, capped near the history limit) and publish it on the room's channel.
+So numbering, storing and publishing are one step, and every process sees
+one total order per room: the stream's and the channel's.
+`REGISTER` numbers nothing: it gives back, silently, a member the server lost.
+
+Typing notices are not numbered, stored or scripted: the shell publishes
+them as they are on the room's channel, and `event_id_of` tells a line heard
+there with an id (for the room's `RoomFeed`) from one without.
 
 Invariants the scripts keep (the tests check them against a real server):
 
 * ids of a room rise by exactly 1, and entry `N-0` of the log holds event N;
-* a new numbering (`INCR` gives 1, or the epoch key is gone, as after a
-  FLUSHALL) gets the caller's candidate epoch and starts an empty log, so an
-  explicit `N-0` is always above the log's last entry;
+* a new numbering (the first id taken is 1, or the epoch key is gone, as
+  after a FLUSHALL) gets the caller's candidate epoch and starts an empty
+  log, so an explicit `N-0` is always above the log's last entry;
 * a name is held through its name keys (`protocol.name_keys`) in the room's
   `names` hash: a join whose key is held by a member is refused, so two
   look-alike names never coexist, whichever process each hello reached;
 * a member leaves once: `LEAVE` of a token that is no longer a member does
   nothing and returns nil, so the session, shutdown and a reaper may race;
-* `SAY` of a token that is not a member (reaped, or lost with a flushed
-  server) is refused with 0, so nothing is said in a room by a non-member.
+* a post of `SAY_MANY` whose token is not a member (reaped, or lost with a
+  flushed server) is refused with 0, so nothing is said in a room by a
+  non-member; a refused post takes no id, so the ids of the accepted posts
+  of one call are consecutive, in the order given.
 
 Lua does no JSON: the caller encodes the event with the placeholder id 0
 (`protocol.message_event(0, ...)`), `split_line` cuts it around the id, and
@@ -47,20 +55,26 @@ from . import keys
 # The scripts
 
 # Shared by every script that numbers an event.
-#   next_id(seq, epoch, log, candidate): INCR the room's seq; on a new
-#     numbering (id 1, or no epoch) SET the epoch to `candidate` and DEL the
+#   next_ids(seq, epoch, log, candidate, count): take `count` (>= 1) ids at
+#     once (INCRBY the room's seq) and return the first; on a new numbering
+#     (the first is 1, or no epoch) SET the epoch to `candidate` and DEL the
 #     log, so that the explicit entry id `N-0` is above the log's last one.
+#   next_id(seq, epoch, log, candidate): one id, the same way.
 #   append(log, channel, id, prefix, suffix, limit): the line
 #     `prefix .. id .. suffix`, XADDed as entry `id-0` (field `e`, MAXLEN ~
 #     limit) and PUBLISHed on `channel`.
 _PRELUDE: Final = """
-local function next_id(seq_key, epoch_key, log_key, candidate)
-  local id = redis.call('INCR', seq_key)
-  if id == 1 or redis.call('EXISTS', epoch_key) == 0 then
+local function next_ids(seq_key, epoch_key, log_key, candidate, count)
+  local first = redis.call('INCRBY', seq_key, count) - count + 1
+  if first == 1 or redis.call('EXISTS', epoch_key) == 0 then
     redis.call('SET', epoch_key, candidate)
     redis.call('DEL', log_key)
   end
-  return id
+  return first
+end
+
+local function next_id(seq_key, epoch_key, log_key, candidate)
+  return next_ids(seq_key, epoch_key, log_key, candidate, 1)
 end
 
 local function append(log_key, channel, id, prefix, suffix, limit)
@@ -152,19 +166,44 @@ return {id, epoch, recovered, members, ids, lines}
 """
 )
 
-# SAY: number, store and publish one event of a member.
+# SAY_MANY: number, store and publish several events of one room, in order.
 #   KEYS: seq, epoch, log, members (of the room)
-#   ARGV: token, prefix, suffix, candidate epoch, history limit, channel
-#   Returns the event's id, or 0 if the token is not a member of the room.
-SAY: Final = (
+#   ARGV: candidate epoch, history limit, channel, then three per post:
+#         token, prefix, suffix
+#   Returns one integer per post: its event's id, or 0 if its token is not a
+#   member of the room. The accepted posts take consecutive ids, in the order
+#   given (one INCRBY for all of them); a refused post takes none, so it does
+#   not shift the others. Membership cannot change during the script, so
+#   each token is looked up once.
+SAY_MANY: Final = (
     _PRELUDE
     + """
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
-  return 0
+local count = (#ARGV - 3) / 3
+local member, accepted = {}, 0
+for i = 1, count do
+  local token = ARGV[3 * i + 1]
+  if member[token] == nil then
+    member[token] = redis.call('HEXISTS', KEYS[4], token) == 1
+  end
+  if member[token] then
+    accepted = accepted + 1
+  end
 end
-local id = next_id(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
-append(KEYS[3], ARGV[6], id, ARGV[2], ARGV[3], ARGV[5])
-return id
+local ids = {}
+local id = 0
+if accepted > 0 then
+  id = next_ids(KEYS[1], KEYS[2], KEYS[3], ARGV[1], accepted)
+end
+for i = 1, count do
+  if member[ARGV[3 * i + 1]] then
+    append(KEYS[3], ARGV[3], id, ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[2])
+    ids[i] = id
+    id = id + 1
+  else
+    ids[i] = 0
+  end
+end
+return ids
 """
 )
 
@@ -192,7 +231,50 @@ return id
 """
 )
 
-SCRIPTS: Final = {"JOIN": JOIN, "SAY": SAY, "LEAVE": LEAVE}
+# REGISTER: give the backplane back a member it lost, silently.
+#   KEYS: members, names (of the room)
+#   ARGV: token, name, join id, then the name's keys (one or more)
+#   Returns {1} once the token is a member again under `name`, holding the
+#   name's keys; or {0, holder} when a key is held by another member
+#   (holder: that member's display name), changing nothing. No id is taken
+#   and no event is stored or published: for the other members, this member
+#   never left. Registering a token that is a member already does no harm.
+#   `join id` only orders the member list (it is the id the member's own
+#   join got, perhaps in an older numbering).
+#
+# The hub uses it for a member it still holds but the backplane no longer
+# knows: when a SAY (or SAY_MANY) refuses the member's token, after a flushed
+# or restarted server, or when `renew_lease` reports the node's lease lost
+# (another process may have reaped the member meanwhile). It registers each
+# such member again, then resends what was refused; a member whose name was
+# taken meanwhile cannot stay, and its session ends as a `name_taken` join
+# would. Other processes may have seen a `leave` of a reaped member: a
+# registered member is back without a `join` event, by design (the hub
+# decides whether to announce it with a fresh JOIN instead).
+REGISTER: Final = """
+local token, name = ARGV[1], ARGV[2]
+for i = 4, #ARGV do
+  local holder = redis.call('HGET', KEYS[2], ARGV[i])
+  if holder and holder ~= token then
+    local record = redis.call('HGET', KEYS[1], holder)
+    if record then
+      return {0, string.sub(record, string.find(record, ' ', 1, true) + 1)}
+    end
+  end
+end
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], token)
+end
+redis.call('HSET', KEYS[1], token, ARGV[3] .. ' ' .. name)
+return {1}
+"""
+
+SCRIPTS: Final = {
+    "JOIN": JOIN,
+    "SAY_MANY": SAY_MANY,
+    "LEAVE": LEAVE,
+    "REGISTER": REGISTER,
+}
 
 
 def sha1(script: str) -> str:
@@ -209,7 +291,8 @@ _HEAD: Final = re.compile(rb'\{"type":"[a-z_]+","id":0[,}]')
 
 
 class BadTemplate(TrioChatError, ValueError):
-    """A line that is not an event encoded with the placeholder id 0."""
+    """A line of the wrong shape for its use: not an event encoded with the
+    placeholder id 0 (a say, join or leave), or a numbered one (typing)."""
 
 
 def split_line(line: bytes) -> tuple[bytes, bytes]:
@@ -233,6 +316,22 @@ def with_id(line: bytes, event_id: int) -> bytes:
     return b"%s%d%s" % (prefix, event_id, suffix)
 
 
+# A numbered event's head, whatever its id; the id has no sign and no leading
+# zero (Python's `json` writes ints so).
+_NUMBERED: Final = re.compile(rb'\{"type":"[a-z_]+","id":(0|[1-9][0-9]*)[,}]')
+
+
+def event_id_of(line: bytes) -> int | None:
+    """The id of the event `line`, or None for an unnumbered one (`typing`).
+
+    Reads the head only, without decoding the JSON: what a process does for
+    every line it hears on a room's channel, to tell numbered events (for the
+    room's `RoomFeed`) from typing notices (passed on as they come).
+    """
+    head = _NUMBERED.match(line)
+    return None if head is None else int(head[1])
+
+
 # --------------------------------------------------------------------------
 # Calls and replies
 
@@ -250,7 +349,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A member's event for `SAY`: `line` is encoded with the placeholder id 0."""
+    """A member's event for `SAY_MANY`: `line` is encoded with the placeholder id 0."""
 
     room: str
     token: str
@@ -311,14 +410,53 @@ def join_call(
     )
 
 
-def say_call(post: Post, *, candidate: str, history_limit: int) -> Call:
-    """The `SAY` of one post."""
-    prefix, suffix = split_line(post.line)
-    room = post.room
+MAX_POSTS_PER_CALL: Final = 256  # posts in one SAY_MANY: a bound on the server's time in it
+
+
+def group_posts(posts: Sequence[Post], size: int = MAX_POSTS_PER_CALL) -> list[list[int]]:
+    """The positions in `posts` grouped for `SAY_MANY`: by room, each room's in
+    their order, at most `size` per group; rooms in the order they first
+    appear."""
+    by_room: dict[str, list[int]] = {}
+    for position, post in enumerate(posts):
+        by_room.setdefault(post.room, []).append(position)
+    return [
+        positions[start : start + size]
+        for positions in by_room.values()
+        for start in range(0, len(positions), size)
+    ]
+
+
+def say_many_call(room: str, posts: Sequence[Post], *, candidate: str, history_limit: int) -> Call:
+    """The `SAY_MANY` of `posts`, all of `room`, in this order.
+
+    Raises:
+        ValueError: a post of another room, or no post at all.
+        BadTemplate: a post's line is not encoded with the id 0.
+    """
+    if not posts or any(post.room != room for post in posts):
+        raise ValueError("a SAY_MANY takes one or more posts, all of its room")
+    args: list[Arg] = [candidate, str(history_limit), keys.channel(room)]
+    for post in posts:
+        prefix, suffix = split_line(post.line)
+        args += (post.token, prefix, suffix)
     return Call(
-        "SAY",
+        "SAY_MANY",
         (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room)),
-        (post.token, prefix, suffix, candidate, str(history_limit), keys.channel(room)),
+        tuple(args),
+    )
+
+
+def register_call(
+    room: str, token: str, name: str, *, join_id: int, name_keys: Iterable[str]
+) -> Call:
+    """The `REGISTER` of `token` as `name`, a member the backplane lost."""
+    found = sorted(name_keys)
+    assert found, "a name has at least one key"
+    return Call(
+        "REGISTER",
+        (keys.members(room), keys.names(room)),
+        (token, name, str(join_id), *found),
     )
 
 
@@ -397,10 +535,21 @@ def parse_join_reply(reply: object) -> Admitted | NameTaken:
     )
 
 
-def parse_say_reply(reply: object) -> int | None:
-    """The id a `SAY` gave its event, or None if the token was not a member."""
-    event_id = _int(reply)
-    return event_id or None
+def parse_say_many_reply(reply: object, count: int) -> list[int | None]:
+    """The ids a `SAY_MANY` of `count` posts gave, None for each refused post."""
+    ids = [_int(value) or None for value in _list(reply)]
+    if len(ids) != count:
+        raise BadReply(f"expected {count} ids, got {len(ids)}")
+    return ids
+
+
+def parse_register_reply(reply: object) -> NameTaken | None:
+    """None once a `REGISTER` made the token a member again, or whose name is
+    in the way."""
+    fields = _list(reply)
+    if _int(fields[0]) == 0:
+        return NameTaken(_text(fields[1]))
+    return None
 
 
 def parse_leave_reply(reply: object) -> int | None:
