@@ -49,10 +49,10 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Final
 
 import trio
 
@@ -60,10 +60,10 @@ from ..backplane import keys
 from ..backplane.redis import Backplane, BackplaneError
 from ..backplane.scripts import Admitted, NameTaken, Post
 from ..core import protocol
-from ..core.feed import FeedStep, Fill, RoomFeed
+from ..core.feed import FeedStep, Fill, RoomFeed, catch_up, recipients_of
 from ..core.history import StoredEvent
 from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
-from ..core.rooms import Delivery, Joined
+from ..core.rooms import Delivery, Joined, name_taken
 from .hub import (
     Broadcast,
     HubStatistics,
@@ -82,10 +82,8 @@ READ_RETRY: Final = 0.5  # seconds before a failed log read is tried again
 MAX_QUEUED_CALLS: Final = 10_000  # script calls waiting; over it, posts and hellos are refused
 STOP_WAIT: Final = 5.0  # seconds the last leaves may take to reach the backplane at exit
 
-H = TypeVar("H")
-
 # --------------------------------------------------------------------------
-# Pure helpers
+# The id of a heard line
 
 # Every stored event starts `{"type":"WORD","id":N` (protocol.encode keeps the
 # dict's order), as the backplane's scripts rely on too.
@@ -102,30 +100,6 @@ def event_id_of(line: bytes) -> int:
     if head is None:
         raise ValueError("not a stored event line")
     return int(head[1])
-
-
-def recipients_of(members: Mapping[H, int], event_id: int) -> list[H]:
-    """The members (handle -> join id) who receive event `event_id` live: those
-    who joined before it. A member's own join and what precedes it are in its
-    replay."""
-    return [member for member, join_id in members.items() if join_id < event_id]
-
-
-def catch_up(window: deque[StoredEvent], after_id: int, last_id: int) -> list[StoredEvent] | None:
-    """The events after `after_id` up to `last_id` from `window` (the room's
-    recently delivered events, in id order), or None if it no longer reaches
-    back that far."""
-    if last_id <= after_id:
-        return []
-    if not window or window[0].id > after_id + 1:
-        return None
-    return [event for event in window if after_id < event.id <= last_id]
-
-
-def name_taken(name: str, room: str, holder: str) -> ProtocolError:
-    """The refusal of a hello whose name clashes with `holder`'s (as core/rooms.py words it)."""
-    like = "" if holder == name else f" (it looks like {holder!r})"
-    return ProtocolError(ErrorCode.NAME_TAKEN, f"the name {name!r} is taken in {room!r}{like}")
 
 
 # --------------------------------------------------------------------------
@@ -167,21 +141,27 @@ class _Room:
 
 @dataclass(slots=True, eq=False)
 class _Member:
-    registration: Registration
+    peer: Peer
+    hello: protocol.Hello
     room: _Room
     token: str
     ts: str  # when its hello was applied: its join event's time
+    waiter: Registration | None  # the session's hello, until it is answered
     left: LeaveReason | None = None  # the session ended before its join was answered
     welcome: list[bytes] = field(default_factory=list)  # built once admitted
     join_id: int = 0
 
     @property
-    def peer(self) -> Peer:
-        return self.registration.peer
-
-    @property
     def name(self) -> str:
-        return self.registration.hello.name
+        return self.hello.name
+
+    def answer(self, outcome: Joined[Peer] | Exception) -> None:
+        """Tell the session how its hello ended; keep nothing of it here."""
+        if self.waiter is not None:
+            self.waiter.outcome = outcome
+            self.waiter.done.set()
+            self.waiter = None
+        self.welcome = []
 
 
 # Script calls, run in order by the scripts task.
@@ -461,7 +441,7 @@ class SharedHub:
             room = self._rooms[hello.room] = _Room(hello.room)
             self._subscribe(room)
         token = keys.member_token(self._backplane.node, next(self._tokens))
-        member = _Member(registration, room, token, ts)
+        member = _Member(peer, hello, room, token, ts, registration)
         self._members[peer] = member
         if room.subscribed:
             room.pending.add(member)
@@ -489,8 +469,7 @@ class SharedHub:
         """End a hello that did not make it (the session learns from `error`)."""
         if self._members.get(member.peer) is member:
             del self._members[member.peer]
-        member.registration.outcome = error
-        member.registration.done.set()
+        member.answer(error)
 
     def _join_replied(self, message: _JoinReplied) -> None:
         member, outcome = message.member, message.outcome
@@ -552,14 +531,15 @@ class SharedHub:
         self._touched.add(peer)
         room.members[peer] = member.join_id
         self._active += 1
-        member.registration.outcome = Joined(
-            room=room.name,
-            name=member.name,
-            welcome=member.welcome,
-            announce=Delivery(b"", ()),  # the others hear the join from the backplane
-            join_id=member.join_id,
+        member.answer(
+            Joined(
+                room=room.name,
+                name=member.name,
+                welcome=member.welcome,
+                announce=Delivery(b"", ()),  # the others hear the join from the backplane
+                join_id=member.join_id,
+            )
         )
-        member.registration.done.set()
 
     def _caught_up(self, message: _CaughtUp) -> None:
         member = message.member
@@ -767,7 +747,7 @@ class SharedHub:
     async def _run_join(self, member: _Member) -> None:
         if member.left is not None and self._stopping:
             return  # never sent; nobody waits for it
-        hello = member.registration.hello
+        hello = member.hello
         room = member.room.name
         outcome: Admitted | NameTaken | BackplaneError
         try:
