@@ -139,7 +139,7 @@ LAYERS: dict[str, set[str]] = {
     "stores": {"core"},
     "config": {"core"},
     "backplane": {"core", "__init__"},
-    "server": {"core", "stores", "config", "__init__"},
+    "server": {"core", "stores", "config", "backplane", "__init__"},
     "terminal": {"core", "client", "config", "__init__"},
     "bench": {"core", "client", "config", "__init__"},
     "cli": {"core", "config", "server", "stores", "terminal", "bench", "__init__"},

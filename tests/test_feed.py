@@ -3,11 +3,13 @@ delivered exactly once and in id order, gaps filled from the room's log."""
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_chat.core.feed import Fill, RoomFeed
+from trio_chat.core.feed import Fill, RoomFeed, catch_up, recipients_of
 from trio_chat.core.history import StoredEvent
 
 
@@ -144,3 +146,21 @@ def test_every_retained_event_is_delivered_once_in_order(
     # the channel, unless a fill had already skipped past it.
     assert {e.id for e in log} <= set(delivered) <= set(published)
     assert start + len(log) <= feed.last_id <= start + count
+
+
+def test_members_receive_what_follows_their_join() -> None:
+    members = {"a": 3, "b": 5, "c": 9}
+    assert recipients_of(members, 5) == ["a"]
+    assert recipients_of(members, 6) == ["a", "b"]
+    assert recipients_of(members, 10) == ["a", "b", "c"]
+    assert recipients_of({}, 1) == []
+
+
+def test_catch_up_reads_the_window_or_says_it_cannot() -> None:
+    window = deque(StoredEvent(i, b"%d" % i) for i in range(5, 9))
+    assert catch_up(window, 6, 8) == [StoredEvent(7, b"7"), StoredEvent(8, b"8")]
+    assert catch_up(window, 4, 5) == [StoredEvent(5, b"5")]
+    assert catch_up(window, 8, 8) == []
+    assert catch_up(window, 3, 8) is None  # id 4 is no longer in the window
+    assert catch_up(deque(), 2, 2) == []
+    assert catch_up(deque(), 2, 3) is None

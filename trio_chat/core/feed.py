@@ -23,10 +23,13 @@ everything after `last_id`. Pure: the shell reads the log and the clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .history import StoredEvent
+
+H = TypeVar("H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +141,31 @@ class RoomFeed:
         self._filling = fill
         self._fills += 1
         return fill
+
+
+# --------------------------------------------------------------------------
+# Who receives what a feed lets through
+
+
+def recipients_of(members: Mapping[H, int], event_id: int) -> list[H]:
+    """The members (handle -> join id) who receive event `event_id` live: those
+    who joined before it. A member's own join and what precedes it come in
+    its welcome's replay."""
+    return [member for member, join_id in members.items() if join_id < event_id]
+
+
+def catch_up(
+    window: Sequence[StoredEvent], after_id: int, last_id: int
+) -> list[StoredEvent] | None:
+    """The events after `after_id` up to `last_id`, from `window` (a room's
+    recently delivered events, in id order), or None if it no longer reaches
+    back that far: then the log has them.
+
+    A join's reply can come back after the room's feed has let through later
+    events; the new member gets those right behind its replay.
+    """
+    if last_id <= after_id:
+        return []
+    if not window or window[0].id > after_id + 1:
+        return None
+    return [event for event in window if after_id < event.id <= last_id]

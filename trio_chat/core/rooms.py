@@ -56,6 +56,13 @@ class Joined(Generic[H]):
     join_id: int
 
 
+def name_taken(name: str, room: str, holder: str) -> ProtocolError:
+    """The refusal of a hello for `name` in `room`, where member `holder`'s name
+    clashes with it (the same, or a look-alike: then the message says which)."""
+    like = "" if holder == name else f" (it looks like {holder!r})"
+    return ProtocolError(ErrorCode.NAME_TAKEN, f"the name {name!r} is taken in {room!r}{like}")
+
+
 class RoomNotLoaded(TrioChatError):
     """A join needs the room's history, which the store has not loaded yet."""
 
@@ -115,11 +122,7 @@ class Chat(Generic[H]):
         keys = protocol.name_keys(hello.name)
         clashes = [room.by_key[key] for key in keys if key in room.by_key]
         if clashes:
-            taken = room.members[clashes[0]]
-            like = "" if taken == hello.name else f" (it looks like {taken!r})"
-            raise ProtocolError(
-                ErrorCode.NAME_TAKEN, f"the name {hello.name!r} is taken in {room.name!r}{like}"
-            )
+            raise name_taken(hello.name, room.name, room.members[clashes[0]])
         others = tuple(room.members)
         room.members[handle] = hello.name
         room.by_key.update(dict.fromkeys(keys, handle))

@@ -45,6 +45,7 @@ from typing import Protocol
 import trio
 
 from ..core import protocol
+from ..core.errors import TrioChatError
 from ..core.history import HistoryStore, RoomHistory
 from ..core.protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
 from ..core.rooms import Chat, Delivery, Joined, RoomNotLoaded
@@ -52,6 +53,14 @@ from ..core.rooms import Chat, Delivery, Joined, RoomNotLoaded
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 1024
+
+
+class Unavailable(TrioChatError):
+    """The hub cannot admit a hello now (the shared hub's backplane did not
+    answer): the session closes with `close_code`, and the client may try
+    again later."""
+
+    close_code = CloseCode.TRY_AGAIN_LATER
 
 
 class Peer(Protocol):

@@ -42,7 +42,7 @@ from ..config import Settings
 from ..core import protocol
 from ..core.limits import ErrorBudget, Throttle, TokenBucket
 from ..core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from .hub import Hub
+from .hub import Hub, Unavailable
 from .outbox import Outbox
 from .socket_writer import SocketWriter
 
@@ -361,6 +361,11 @@ class Session:
             if refusal.ref is None:  # the room refused it, without the frame at hand
                 refusal.ref = hello.ref
             self._refuse(refusal)
+            return
+        except Unavailable as refusal:
+            self._in_hub = False
+            log.info("%s: cannot join now: %s", self._label, refusal)
+            self._end(refusal.close_code, LeaveReason.ERROR, "try again later")
             return
         self._joined = hello
         self._label = f"{self._label} {joined.name!r}@{joined.room}"

@@ -1,0 +1,478 @@
+"""The shared hub: two hubs, two nodes, one real `redis-server`, one order per room.
+
+Each test runs two `SharedHub`s in one Trio run, each on its own backplane
+connection (node), as two server processes would; members on either must see
+every room's events once, in one gap-free id order, whatever hub they are on.
+Waits are on conditions (what the members received, what the log holds),
+bounded by `fail_after`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+from conftest import wait_until
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from redis_server import command, running_redis
+from test_hub import RecordingPeer
+
+from trio_chat.backplane.redis import Backplane, BackplaneError, open_backplane
+from trio_chat.backplane.scripts import Admitted, NameTaken
+from trio_chat.core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say
+from trio_chat.core.protocol import Typing as TypingCommand
+from trio_chat.server import shared_hub
+from trio_chat.server.hub import Unavailable
+from trio_chat.server.outbox import Outbox
+from trio_chat.server.shared_hub import SharedHub, event_id_of, open_shared_hub
+
+WAIT = 10  # seconds any one test step may take, on a busy machine
+_names = itertools.count()
+
+
+def new_name(prefix: str) -> str:
+    """A room or node name no other test (or example) uses."""
+    return f"{prefix}-{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    directory: Path = tmp_path_factory.mktemp("redis")
+    with running_redis(directory) as port:
+        yield port
+
+
+@pytest.fixture
+def redis_url(redis_port: int) -> str:
+    """The server, emptied for this test."""
+    assert command(redis_port, "FLUSHALL") == b"+OK"
+    return f"redis://127.0.0.1:{redis_port}/0"
+
+
+@asynccontextmanager
+async def backplanes(url: str, count: int = 2) -> AsyncIterator[list[Backplane]]:
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(open_backplane(url, new_name("node")))
+            for _ in range(count)
+        ]
+
+
+@asynccontextmanager
+async def hubs(bps: list[Backplane], queue: int = 1000) -> AsyncIterator[list[SharedHub]]:
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                open_shared_hub(bp, replay_limit=10_000, send_queue_size=queue)
+            )
+            for bp in bps
+        ]
+
+
+def peer(name: str, queue: int = 1000) -> RecordingPeer:
+    return RecordingPeer(name, Outbox(queue))
+
+
+def stored(peer: RecordingPeer) -> list[dict[str, Any]]:
+    return [e for e in peer.received if "id" in e]
+
+
+def last_seen(peer: RecordingPeer) -> int:
+    ids = [e["id"] for e in stored(peer)]
+    return ids[-1] if ids else 0
+
+
+async def room_log(bp: Backplane, room: str) -> list[dict[str, Any]]:
+    return [json.loads(e.line) for e in await bp.read_range(room, 0, 2**53)]
+
+
+def check_member(peer: RecordingPeer, room: str, log: list[dict[str, Any]]) -> None:
+    """Welcome, then replay and live events: one gap-free run of the log's events."""
+    assert peer.received, f"{peer.name} got no welcome"
+    welcome, rest = peer.received[0], peer.received[1:]
+    assert (welcome["type"], welcome["room"], welcome["name"]) == ("welcome", room, peer.name)
+    assert all(e["room"] == room for e in rest), "an event of another room"
+    events = [e for e in rest if "id" in e]
+    ids = [e["id"] for e in events]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), (peer.name, ids)
+    by_id = {e["id"]: e for e in log}
+    for found in events:
+        assert by_id[found["id"]] == found, "not the log's event"
+    own_join = by_id[welcome["last_id"]]
+    assert (own_join["type"], own_join["name"]) == ("join", peer.name)
+    assert ids[0] <= welcome["last_id"] <= ids[-1]
+    assert not any(e["type"] == "typing" and e["name"] == peer.name for e in rest)
+
+
+# -- pure helpers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "event_id"),
+    [
+        (b'{"type":"message","id":7,"room":"r"}', 7),
+        (b'{"type":"join","id":123456789012}', 123456789012),
+        (b'{"type":"leave","id":0,"text":"\\"id\\":5"}', 0),
+    ],
+)
+def test_event_id_of(line: bytes, event_id: int) -> None:
+    assert event_id_of(line) == event_id
+
+
+@pytest.mark.parametrize(
+    "line", [b"", b'{"id":1,"type":"join"}', b'{"type":"typing","room":"r"}', b"[1]"]
+)
+def test_event_id_of_refuses_lines_without_an_id(line: bytes) -> None:
+    with pytest.raises(ValueError, match="not a stored event"):
+        event_id_of(line)
+
+
+# -- two hubs on one Redis ---------------------------------------------------
+
+
+async def test_members_on_two_hubs_see_one_order(redis_url: str) -> None:
+    room = new_name("room")
+    alice, bob, carol = peer("alice"), peer("bob"), peer("carol")
+    async with backplanes(redis_url) as bps:
+        async with hubs(bps) as (a, b), trio.open_nursery() as tasks:
+            for p in (alice, bob, carol):
+                tasks.start_soon(p.consume, [])
+            assert (await a.join(alice, Hello("alice", room))).join_id == 1
+            assert (await b.join(bob, Hello("bob", room))).join_id == 2
+            await a.say(alice, Say("hi", ref="r1"))
+            await b.say(bob, Say("hello"))
+            await b.say(bob, TypingCommand())  # stays on hub b for now
+            joined = await a.join(carol, Hello("carol", room))
+            assert joined.room == room
+            await a.say(carol, Say("hey"))
+            with trio.fail_after(WAIT):
+                await wait_until(lambda: all(last_seen(p) >= 6 for p in (alice, bob, carol)))
+            log = await room_log(bps[0], room)
+            assert [e["id"] for e in log] == list(range(1, 7))
+            assert sorted((e["type"], e["name"]) for e in log) == [
+                ("join", "alice"),
+                ("join", "bob"),
+                ("join", "carol"),
+                ("message", "alice"),
+                ("message", "bob"),
+                ("message", "carol"),
+            ]
+            for p in (alice, bob, carol):
+                check_member(p, room, log)
+            assert next(e for e in log if e["name"] == "alice" and "text" in e)["ref"] == "r1"
+            assert all(e["type"] != "typing" for e in alice.received + carol.received)
+            assert [e["name"] for e in bob.received if e["type"] == "typing"] == []
+            assert (a.statistics().members, a.statistics().rooms) == (2, 1)
+            assert b.statistics().events >= 2
+            tasks.cancel_scope.cancel()
+        # Closing the hubs made everyone leave, through the backplane.
+        leaves = [e for e in await room_log(bps[0], room) if e["type"] == "leave"]
+        assert sorted((e["name"], e["reason"]) for e in leaves) == [
+            ("alice", "shutdown"),
+            ("bob", "shutdown"),
+            ("carol", "shutdown"),
+        ]
+
+
+async def test_a_name_is_taken_across_hubs(redis_url: str) -> None:
+    room = new_name("room")
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b):
+        await a.join(peer("alice"), Hello("alice", room))
+        for name, message in [
+            ("alice", f"the name 'alice' is taken in {room!r}"),
+            ("ALICE", f"the name 'ALICE' is taken in {room!r} (it looks like 'alice')"),
+        ]:
+            with pytest.raises(ProtocolError) as caught:
+                await b.join(peer(name), Hello(name, room))
+            assert caught.value.code is ErrorCode.NAME_TAKEN
+            assert caught.value.message == message
+        assert b.statistics().rooms == 0  # refused everywhere: unsubscribed again
+        # The same connection cannot join twice.
+        twice = peer("bob")
+        await b.join(twice, Hello("bob", room))
+        with pytest.raises(ProtocolError) as caught:
+            await b.join(twice, Hello("bob2", room))
+        assert caught.value.code is ErrorCode.ALREADY_JOINED
+
+
+@pytest.mark.parametrize("window", [256, 2])
+async def test_a_join_answered_late_misses_nothing(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    """The room's events that hub b let through before the joiner's reply came
+    back still reach it, right after its replay: from the room's window, or
+    from the log when the window no longer holds them."""
+    monkeypatch.setattr(shared_hub, "JOIN_WINDOW", window)
+    room = new_name("room")
+    observer, sender, joiner = peer("observer"), peer("sender"), peer("joiner")
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for p in (observer, sender, joiner):
+            tasks.start_soon(p.consume, [])
+        await b.join(observer, Hello("observer", room))
+        await a.join(sender, Hello("sender", room))
+        real_join = bps[1].join
+        answered = trio.Event()
+
+        async def late_join(*args: Any, **kwargs: Any) -> Admitted | NameTaken:
+            reply = await real_join(*args, **kwargs)
+            assert isinstance(reply, Admitted)
+            # Hold the reply until hub b has delivered several later events.
+            await wait_until(lambda: last_seen(observer) > reply.join_id + 4)
+            answered.set()
+            return reply
+
+        monkeypatch.setattr(bps[1], "join", late_join)
+        stop = trio.Event()
+
+        sent_count = 0
+
+        async def keep_saying() -> None:
+            nonlocal sent_count
+            while not stop.is_set():
+                await a.say(sender, Say(f"m{sent_count}"))
+                sent_count += 1
+                await trio.sleep(0.001)  # a busy room, not a flood
+
+        tasks.start_soon(keep_saying)
+        with trio.fail_after(WAIT):
+            joined = await b.join(joiner, Hello("joiner", room))
+            await answered.wait()
+            goal = last_seen(observer) + 10
+            await wait_until(lambda: last_seen(joiner) >= goal)
+        stop.set()
+        with trio.fail_after(WAIT):
+            await wait_until(
+                lambda: stored(sender)[-1]["text"] == stored(observer)[-1].get("text")
+            )
+            await wait_until(lambda: last_seen(joiner) == last_seen(observer) == last_seen(sender))
+        log = await room_log(bps[0], room)
+        for p in (observer, sender, joiner):
+            check_member(p, room, log)
+        assert last_seen(joiner) > joined.join_id + 4
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_leave_is_seen_once_by_everyone(redis_url: str) -> None:
+    room = new_name("room")
+    members = [peer(f"m{i}") for i in range(4)]
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for i, p in enumerate(members):
+            tasks.start_soon(p.consume, [])
+            await (a, b)[i % 2].join(p, Hello(p.name, room))
+        leaver = members[0]
+        await a.leave(leaver, LeaveReason.QUIT)
+        await a.leave(leaver, LeaveReason.TIMEOUT)  # only the first one counts
+        await a.say(leaver, Say("too late"))  # no longer a member: nothing is said
+        with trio.fail_after(WAIT):  # the hubs order nothing between each other
+            await wait_until(lambda: all(last_seen(p) >= 5 for p in members[1:]))
+        await b.say(members[1], Say("after"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: all(last_seen(p) >= 6 for p in members[1:]))
+        log = await room_log(bps[0], room)
+        assert [(e["type"], e["name"]) for e in log[4:]] == [("leave", "m0"), ("message", "m1")]
+        assert log[4]["reason"] == "quit"
+        for p in members:
+            check_member(p, room, log)
+        for p in members[1:]:
+            assert [e for e in stored(p) if e["type"] == "leave"] == [log[4]]
+        assert last_seen(leaver) <= 4
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_slow_member_is_dropped_without_disturbing_the_others(redis_url: str) -> None:
+    room = new_name("room")
+    healthy_a, healthy_b, speaker = peer("ha"), peer("hb"), peer("speaker")
+    slow = peer("slow", queue=4)  # never read: its outbox fills up
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for p in (healthy_a, healthy_b, speaker):
+            tasks.start_soon(p.consume, [])
+        await a.join(healthy_a, Hello("ha", room))
+        await a.join(slow, Hello("slow", room))
+        await b.join(healthy_b, Hello("hb", room))
+        await b.join(speaker, Hello("speaker", room))
+        for n in range(30):
+            await b.say(speaker, Say(f"m{n}"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: bool(slow.dropped))
+            # 4 joins, 30 messages and the slow member's leave.
+            await wait_until(lambda: all(last_seen(p) >= 35 for p in (healthy_a, healthy_b)))
+        assert slow.dropped == [(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)]
+        log = await room_log(bps[0], room)
+        assert [e["id"] for e in log] == list(range(1, 36))
+        leaves = [e for e in log if e["type"] == "leave"]
+        assert [(e["name"], e["reason"]) for e in leaves] == [("slow", "slow")]
+        for p in (healthy_a, healthy_b, speaker):
+            check_member(p, room, log)
+            assert [e for e in stored(p) if e["type"] == "leave"] == leaves
+        assert a.statistics().slow_drops == 1
+        assert a.statistics().members == 1
+        await a.leave(slow, LeaveReason.SLOW)  # the session's own leave: a no-op
+        tasks.cancel_scope.cancel()
+
+
+async def test_an_unreachable_backplane_refuses_the_hello(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = new_name("room")
+    async with backplanes(redis_url, 1) as (bp,), hubs([bp]) as (hub,):
+
+        async def failing_join(*args: Any, **kwargs: Any) -> Admitted | NameTaken:
+            raise BackplaneError("ConnectionError: gone")
+
+        monkeypatch.setattr(bp, "join", failing_join)
+        with pytest.raises(Unavailable) as caught:
+            await hub.join(peer("alice"), Hello("alice", room))
+        assert caught.value.close_code == CloseCode.TRY_AGAIN_LATER
+        monkeypatch.undo()
+        alice = peer("alice")
+        assert (await hub.join(alice, Hello("alice", room))).join_id == 1
+
+
+# -- the property --------------------------------------------------------------
+
+ROOMS = 2
+
+
+@dataclass
+class Plan:
+    hub: int
+    room: int
+    says: int
+    typing: bool
+    leaves: bool
+    strays: int  # says after leaving: nothing may come of them
+    pauses: list[bool]
+    reads: bool  # False: its outbox is read only now and then (it may be dropped)
+
+
+plans = st.builds(
+    Plan,
+    hub=st.integers(0, 1),
+    room=st.integers(0, ROOMS - 1),
+    says=st.integers(0, 8),
+    typing=st.booleans(),
+    leaves=st.booleans(),
+    strays=st.integers(0, 2),
+    pauses=st.lists(st.booleans(), min_size=1, max_size=6),
+    reads=st.sampled_from([True, True, True, False]),
+)
+
+
+async def run_plan(
+    hub: SharedHub, peer: RecordingPeer, room: str, plan: Plan, sent: list[str]
+) -> None:
+    await hub.join(peer, Hello(peer.name, room))
+    for n in range(plan.says):
+        text = f"{peer.name}:{n}"
+        await hub.say(peer, Say(text))
+        sent.append(text)
+        if plan.typing and n == 0:
+            await hub.say(peer, TypingCommand())
+        if plan.pauses[n % len(plan.pauses)]:
+            await trio.lowlevel.checkpoint()
+    if plan.leaves:
+        await hub.leave(peer, LeaveReason.QUIT)
+        for n in range(plan.strays):
+            await hub.say(peer, Say(f"{peer.name}:stray{n}"))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(script=st.lists(plans, min_size=1, max_size=6), queue=st.sampled_from([4, 1000]))
+async def test_every_member_on_either_hub_sees_one_gap_free_order(
+    redis_url: str, script: list[Plan], queue: int
+) -> None:
+    rooms = [new_name("room") for _ in range(ROOMS)]
+    peers = [peer(f"c{i}", queue) for i in range(len(script))]
+    sent: dict[str, list[str]] = {p.name: [] for p in peers}
+    async with backplanes(redis_url) as bps:
+        async with hubs(bps, queue) as two, trio.open_nursery() as consumers:
+            for p, plan in zip(peers, script, strict=True):
+                if plan.reads:
+                    consumers.start_soon(p.consume, plan.pauses[::-1])
+            async with trio.open_nursery() as clients:
+                for p, plan in zip(peers, script, strict=True):
+                    clients.start_soon(
+                        run_plan, two[plan.hub], p, rooms[plan.room], plan, sent[p.name]
+                    )
+
+            async def settled() -> bool:
+                """Every message and leave is stored, and every member still
+                there has received the room's last event."""
+                for p, plan in zip(peers, script, strict=True):
+                    if not plan.reads:  # now and then
+                        _pong, lines = p.outbox.take()
+                        p.received.extend(json.loads(line) for line in lines)
+                for index, room in enumerate(rooms):
+                    log = await room_log(bps[0], room)
+                    texts = {e.get("text") for e in log}
+                    left = {e["name"] for e in log if e["type"] == "leave"}
+                    last = log[-1]["id"] if log else 0
+                    for p, plan in zip(peers, script, strict=True):
+                        if plan.room != index:
+                            continue
+                        gone = plan.leaves or p.dropped
+                        if gone and p.name not in left:
+                            return False
+                        if not p.dropped and not set(sent[p.name]) <= texts:
+                            return False
+                        if not gone and last_seen(p) != last:
+                            return False
+                return True
+
+            with trio.fail_after(WAIT):
+                while not await settled():  # noqa: ASYNC110 (polls the server's log)
+                    await trio.sleep(0.01)
+            for p in peers:
+                p.done.set()
+            event("a slow member was dropped" if any(p.dropped for p in peers) else "no drops")
+
+        # The hubs are closed: whoever stayed has left (reason `shutdown`).
+        for index, room in enumerate(rooms):
+            log = await room_log(bps[0], room)
+            in_room = [(p, plan) for p, plan in zip(peers, script, strict=True)]
+            in_room = [(p, plan) for p, plan in in_room if plan.room == index]
+            check_room(room, log, in_room, sent)
+
+
+def check_room(
+    room: str,
+    log: list[dict[str, Any]],
+    members: list[tuple[RecordingPeer, Plan]],
+    sent: dict[str, list[str]],
+) -> None:
+    if not members:
+        assert log == []
+        return
+    assert [e["id"] for e in log] == list(range(1, len(log) + 1))
+    assert not any(":stray" in e.get("text", "") for e in log), "a non-member was heard"
+    hub_of = {p.name: plan.hub for p, plan in members}
+    for p, plan in members:
+        check_member(p, room, log)
+        joins = [e for e in log if e["type"] == "join" and e["name"] == p.name]
+        leaves = [e for e in log if e["type"] == "leave" and e["name"] == p.name]
+        said = [e for e in log if e["type"] == "message" and e["name"] == p.name]
+        assert len(joins) == 1
+        assert len(leaves) == 1, "everyone leaves once: by choice, as slow, or at shutdown"
+        reason = "slow" if p.dropped else "quit" if plan.leaves else "shutdown"
+        assert leaves[0]["reason"] == reason
+        assert all(joins[0]["id"] < e["id"] < leaves[0]["id"] for e in said)
+        texts = [e["text"] for e in said]
+        assert texts == sent[p.name][: len(texts)]
+        if p.dropped:
+            assert p.dropped == [(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)]
+        else:
+            assert texts == sent[p.name], "a member that was never dropped lost a message"
+        # Typing notices stay on their hub for now.
+        typists = {e["name"] for e in p.received if e["type"] == "typing"}
+        assert all(hub_of[name] == plan.hub for name in typists)

@@ -1,0 +1,920 @@
+"""The shared hub: the hub for rooms that several processes share through a backplane.
+
+It offers sessions what `hub.Hub` offers (`join`, `leave`, `say`,
+`statistics`), but the room's order is made elsewhere: the backplane's
+scripts number, store and publish every event (backplane/scripts.py), and
+every process, the sender's included, delivers a room's events as it hears
+them on the room's subscription.
+
+Theory of operation
+-------------------
+One hub task owns all the state and applies one FIFO inbox, as in hub.py. It
+never awaits the backplane itself: round trips run in tasks of the hub's own
+nursery and post their answers back into the inbox, so the order in which
+the hub applies its inbox stays the one order of this process's deliveries.
+
+* Script calls (`JOIN`, `SAY`, `LEAVE`) leave the hub through one queue, run
+  by one task in the order queued, a round trip at a time; the posts queued
+  meanwhile go out together as one `say_many`. So a member's messages are
+  stored in the order it sent them, after its join and before its leave.
+* Subscriptions change through a second queue and task, in order: a room
+  left empty and joined again is unsubscribed before it is subscribed anew.
+* A room is subscribed before its first local member's `JOIN` runs, so every
+  event after that join is heard. Heard events go through the room's
+  `RoomFeed` (core/feed.py): once each, in id order, gaps read from the log.
+  Rooms whose events the subscription dropped are resynced on a timer.
+* A member receives live every event whose id is above its own join id (its
+  join and what came before arrive in its welcome's replay). A join's reply
+  can come back after the feed has let through later events; those come from
+  a small window of the room's recent events, or from the log, and reach the
+  member right behind its replay, before it receives anything live.
+* A member leaves locally at once (no more deliveries), and its `LEAVE` is
+  queued; the room is unsubscribed when no local member is left or joining.
+* A full outbox drops the member (close 1013, leave reason `slow`) as hub.py
+  does; its leave goes through the backplane like any other, and comes back
+  to the others from the subscription, so a drop never cascades locally.
+
+Typing notices are not numbered: they stay within the process until the
+backplane publishes them, reaching this process's other members of the room.
+
+An exception in the hub task is a bug: it is logged and re-raised, ending the
+server, as in hub.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from ..backplane import keys
+from ..backplane.redis import Backplane, BackplaneError
+from ..backplane.scripts import Admitted, NameTaken, Post
+from ..core import protocol
+from ..core.feed import FeedStep, Fill, RoomFeed, catch_up, recipients_of
+from ..core.history import StoredEvent
+from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
+from ..core.rooms import Delivery, Joined, name_taken
+from .hub import (
+    Broadcast,
+    HubStatistics,
+    Peer,
+    Registration,
+    Unavailable,
+    Unregistration,
+)
+
+log = logging.getLogger(__name__)
+
+INBOX_SIZE: Final = 1024
+JOIN_WINDOW: Final = 256  # recent events kept per room for joins answered late
+RESYNC_PERIOD: Final = 0.5  # seconds between checks for events the subscription dropped
+READ_RETRY: Final = 0.5  # seconds before a failed log read is tried again
+MAX_QUEUED_CALLS: Final = 10_000  # script calls waiting; over it, posts and hellos are refused
+STOP_WAIT: Final = 5.0  # seconds the last leaves may take to reach the backplane at exit
+
+# --------------------------------------------------------------------------
+# The id of a heard line
+
+# Every stored event starts `{"type":"WORD","id":N` (protocol.encode keeps the
+# dict's order), as the backplane's scripts rely on too.
+_HEAD: Final = re.compile(rb'\{"type":"[a-z_]+","id":([0-9]+)[,}]')
+
+
+def event_id_of(line: bytes) -> int:
+    """The id of a stored event's line.
+
+    Raises:
+        ValueError: `line` does not start like a stored event.
+    """
+    head = _HEAD.match(line)
+    if head is None:
+        raise ValueError("not a stored event line")
+    return int(head[1])
+
+
+# --------------------------------------------------------------------------
+# State, owned by the hub task
+
+
+class _Room:
+    """A room with local members, or members on their way in."""
+
+    __slots__ = (
+        "early",
+        "feed",
+        "forgotten",
+        "members",
+        "name",
+        "pending",
+        "resync",
+        "subscribed",
+        "waiting",
+        "window",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.subscribed = False
+        self.forgotten = False  # no longer this process's: late answers are ignored
+        self.waiting: list[_Member] = []  # hellos waiting for the subscription
+        self.pending: set[_Member] = set()  # joins in flight, or catching up
+        self.members: dict[Peer, int] = {}  # local members -> join id
+        self.feed: RoomFeed | None = None  # made by the first join's reply
+        self.early: list[StoredEvent] = []  # heard before there was a feed
+        self.window: deque[StoredEvent] = deque(maxlen=JOIN_WINDOW)
+        self.resync = False  # lost events to resync once the feed can ask
+
+    @property
+    def idle(self) -> bool:
+        return not (self.members or self.pending or self.waiting)
+
+
+@dataclass(slots=True, eq=False)
+class _Member:
+    peer: Peer
+    hello: protocol.Hello
+    room: _Room
+    token: str
+    ts: str  # when its hello was applied: its join event's time
+    waiter: Registration | None  # the session's hello, until it is answered
+    left: LeaveReason | None = None  # the session ended before its join was answered
+    welcome: list[bytes] = field(default_factory=list)  # built once admitted
+    join_id: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.hello.name
+
+    def answer(self, outcome: Joined[Peer] | Exception) -> None:
+        """Tell the session how its hello ended; keep nothing of it here."""
+        if self.waiter is not None:
+            self.waiter.outcome = outcome
+            self.waiter.done.set()
+            self.waiter = None
+        self.welcome = []
+
+
+# Script calls, run in order by the scripts task.
+
+
+@dataclass(frozen=True, slots=True)
+class _JoinCall:
+    member: _Member
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaveCall:
+    room: str
+    token: str
+    name: str
+    line: bytes
+
+
+_Call = _JoinCall | _LeaveCall | Post
+
+
+# What tasks post back into the inbox.
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscribed:
+    room: _Room
+    error: BackplaneError | None
+
+
+@dataclass(frozen=True, slots=True)
+class _JoinReplied:
+    member: _Member
+    outcome: Admitted | NameTaken | BackplaneError
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    events: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Filled:
+    room: _Room
+    events: list[StoredEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class _CaughtUp:
+    member: _Member
+    up_to_id: int
+    events: list[StoredEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class _Overflowed:
+    rooms: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
+
+
+SharedHubMessage = (
+    Registration
+    | Unregistration
+    | Broadcast
+    | _Subscribed
+    | _JoinReplied
+    | _Heard
+    | _Filled
+    | _CaughtUp
+    | _Overflowed
+    | _Stop
+)
+
+
+class SharedHub:
+    """Delivers shared rooms' events to local members; see the module docstring.
+
+    Create with `open_shared_hub`.
+    """
+
+    def __init__(
+        self,
+        backplane: Backplane,
+        inbox: trio.MemorySendChannel[SharedHubMessage],
+        tasks: trio.Nursery,
+        *,
+        replay_limit: int,
+        burst: int,
+    ) -> None:
+        self._backplane = backplane
+        self._tasks = tasks
+        self._replay_limit = replay_limit
+        self._burst = burst
+        self.register = inbox.clone()
+        self.unregister = inbox.clone()
+        self.broadcast = inbox.clone()
+        self._replies = inbox.clone()  # what the hub's own tasks post back
+        self._rooms: dict[str, _Room] = {}
+        self._members: dict[Peer, _Member] = {}  # every member, admitted or on its way
+        self._active = 0  # members admitted and not gone
+        self._tokens = itertools.count(1)
+        self._touched: set[Peer] = set()  # peers given events in this burst
+        self._queue: deque[tuple[_Room, StoredEvent]] = deque()  # let through, not delivered
+        self._stopping = False
+        self._stopped = trio.Event()  # the hub task has ended
+        # Hand-offs to the two ordered workers (the hub appends, each worker takes).
+        self._calls: deque[_Call] = deque()
+        self._calls_wakeup = trio.Event()
+        self._calls_done = trio.Event()  # the scripts task has run its last call
+        self._subscriptions: deque[tuple[bool, _Room]] = deque()  # (subscribe?, room)
+        self._subscriptions_wakeup = trio.Event()
+        # Counters. `_events` is kept by the scripts task (statistics only).
+        self._events = 0
+        self._deliveries = 0
+        self._slow_drops = 0
+        self._lost_posts = 0
+
+    # -- what sessions call ------------------------------------------------
+
+    async def join(self, peer: Peer, hello: protocol.Hello) -> Joined[Peer]:
+        """Make `peer` a member of the room `hello` names, through the backplane.
+
+        On success the welcome and replay (and any event the room had
+        delivered here before the join's reply came back) are already in the
+        peer's outbox, ahead of any live event of the room.
+
+        Raises:
+            ProtocolError: the hello was refused (`name_taken`, `already_joined`).
+            Unavailable: the backplane could not be reached: close 1013.
+            trio.ClosedResourceError: the hub has shut down.
+        """
+        registration = Registration(peer, hello)
+        await self.register.send(registration)
+        await registration.done.wait()
+        outcome = registration.outcome
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    async def leave(self, peer: Peer, reason: LeaveReason) -> None:
+        """Remove `peer` from its room, if it is (still) a member or joining."""
+        await self.unregister.send(Unregistration(peer, reason))
+
+    async def say(self, peer: Peer, command: Say | protocol.Typing) -> None:
+        """Send a message or typing notice from `peer` to its room.
+
+        As `Hub.say`, it yields only when the inbox is full. A message the
+        backplane refuses or cannot take reaches nobody, and the sender is
+        not told (yet).
+        """
+        message = Broadcast(peer, command)
+        try:
+            self.broadcast.send_nowait(message)
+        except trio.WouldBlock:
+            await self.broadcast.send(message)
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(
+            rooms=len(self._rooms),
+            members=self._active,
+            events=self._events,
+            deliveries=self._deliveries,
+            slow_drops=self._slow_drops,
+            inbox=self.broadcast.statistics().current_buffer_used,
+        )
+
+    # -- the hub task --------------------------------------------------------
+
+    async def serve(self, inbox: trio.MemoryReceiveChannel[SharedHubMessage]) -> None:
+        """Apply the inbox until `_Stop`; then ask every local member to leave.
+
+        Raises:
+            Exception: whatever a bug raised while applying a message, after
+                logging it: the caller must stop the server.
+        """
+        try:
+            async with inbox:
+                async for first in inbox:
+                    if await self._apply_burst(first, inbox):
+                        break
+                while True:  # what tasks posted before they saw `_stopping`
+                    try:
+                        self._stopped_reply(inbox.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+        except Exception:
+            log.critical("internal error in the shared hub: stopping the server", exc_info=True)
+            raise
+        finally:
+            self._stopped.set()
+
+    async def _apply_burst(
+        self, first: SharedHubMessage, inbox: trio.MemoryReceiveChannel[SharedHubMessage]
+    ) -> bool:
+        """Apply `first` and what else is queued, up to a burst of deliveries,
+        then flush; True once `_Stop` has been applied. As in hub.py, what the
+        feeds let through is delivered before the next message is applied, a
+        burst at a time."""
+        ts = protocol.format_timestamp(time.time())
+        message = first
+        budget = self._burst
+        for applied in range(self._burst):
+            if applied:
+                try:
+                    message = inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if isinstance(message, _Stop):
+                self._stop(ts)
+                self._flush()
+                return True
+            self._apply(message, ts)
+            while self._queue:
+                if budget <= 0:
+                    self._flush()
+                    await trio.sleep(0)  # noqa: ASYNC115 (trio.lowlevel: debug module only)
+                    budget = self._burst
+                room, event = self._queue.popleft()
+                self._deliver(room, event)
+                budget -= 1
+            if budget <= 0:
+                break
+        self._flush()
+        return False
+
+    def _flush(self) -> None:
+        for peer in self._touched:
+            peer.flush_nowait()
+        self._touched.clear()
+
+    def _apply(self, message: SharedHubMessage, ts: str) -> None:
+        if isinstance(message, _Heard):
+            self._heard(message)
+        elif isinstance(message, Broadcast):
+            self._broadcast(message, ts)
+        elif isinstance(message, Registration):
+            self._register(message, ts)
+        elif isinstance(message, Unregistration):
+            self._unregister(message.peer, message.reason, ts)
+        elif isinstance(message, _JoinReplied):
+            self._join_replied(message)
+        elif isinstance(message, _Subscribed):
+            self._subscribed(message)
+        elif isinstance(message, _Filled):
+            if not message.room.forgotten:
+                self._filled(message.room, message.events)
+        elif isinstance(message, _CaughtUp):
+            self._caught_up(message)
+        else:
+            assert isinstance(message, _Overflowed)
+            for name in message.rooms:
+                room = self._rooms.get(name)
+                if room is not None:
+                    self._resync(room)
+
+    # -- joining -------------------------------------------------------------
+
+    def _register(self, registration: Registration, ts: str) -> None:
+        peer, hello = registration.peer, registration.hello
+        if peer in self._members:
+            registration.outcome = ProtocolError(
+                ErrorCode.ALREADY_JOINED, "this connection already joined"
+            )
+            registration.done.set()
+            return
+        if len(self._calls) >= MAX_QUEUED_CALLS:
+            registration.outcome = Unavailable("the backplane is not keeping up")
+            registration.done.set()
+            return
+        room = self._rooms.get(hello.room)
+        if room is None:
+            room = self._rooms[hello.room] = _Room(hello.room)
+            self._subscribe(room)
+        token = keys.member_token(self._backplane.node, next(self._tokens))
+        member = _Member(peer, hello, room, token, ts, registration)
+        self._members[peer] = member
+        if room.subscribed:
+            room.pending.add(member)
+            self._call(_JoinCall(member))
+        else:
+            room.waiting.append(member)
+
+    def _subscribed(self, message: _Subscribed) -> None:
+        room = message.room
+        if room.forgotten:
+            return
+        waiting, room.waiting = room.waiting, []
+        if message.error is not None:
+            log.warning("cannot subscribe to room %r: %s", room.name, message.error)
+            for member in waiting:
+                self._refuse(member, Unavailable(str(message.error)))
+            self._forget_if_idle(room)
+            return
+        room.subscribed = True
+        for member in waiting:
+            room.pending.add(member)
+            self._call(_JoinCall(member))
+
+    def _refuse(self, member: _Member, error: Exception) -> None:
+        """End a hello that did not make it (the session learns from `error`)."""
+        if self._members.get(member.peer) is member:
+            del self._members[member.peer]
+        member.answer(error)
+
+    def _join_replied(self, message: _JoinReplied) -> None:
+        member, outcome = message.member, message.outcome
+        room = member.room
+        room.pending.discard(member)
+        if member.left is not None:  # its session ended meanwhile
+            if isinstance(outcome, Admitted):
+                self._call(self._leave_call(room.name, member, member.left, member.ts))
+        elif isinstance(outcome, NameTaken):
+            self._refuse(member, name_taken(member.name, room.name, outcome.holder))
+        elif isinstance(outcome, BackplaneError):
+            log.warning("a join in room %r failed: %s", room.name, outcome)
+            # The script may have run all the same: take the member out again.
+            self._call(self._leave_call(room.name, member, LeaveReason.ERROR, member.ts))
+            self._refuse(member, Unavailable(str(outcome)))
+        else:
+            member.join_id = outcome.join_id
+            member.welcome = [
+                protocol.welcome_event(
+                    room.name,
+                    member.name,
+                    outcome.members,
+                    outcome.join_id,
+                    epoch=outcome.epoch,
+                    recovered=outcome.recovered,
+                ),
+                *(event.line for event in outcome.replay),
+            ]
+            if room.feed is None:
+                # The first reply: the feed starts at this join, and what was
+                # heard before it goes through the feed now.
+                room.feed = RoomFeed(outcome.join_id)
+                room.window.extend(outcome.replay)
+                self._admit(member, outcome.join_id)
+                early, room.early = room.early, []
+                for event in early:
+                    self._feed_step(room, room.feed.receive(event))
+                if room.resync:
+                    self._resync(room)
+                return
+            self._admit(member, outcome.join_id)
+            return
+        self._forget_if_idle(room)
+
+    def _admit(self, member: _Member, after_id: int) -> None:
+        """Make an admitted member live once it has every event its room has
+        delivered here after `after_id`; read the rest from the log if the
+        room's window no longer holds them."""
+        room = member.room
+        assert room.feed is not None
+        events = catch_up(room.window, after_id, room.feed.last_id)
+        if events is None:
+            room.pending.add(member)
+            self._tasks.start_soon(self._catch_up, member, after_id, room.feed.last_id)
+            return
+        member.welcome.extend(event.line for event in events)
+        peer = member.peer
+        peer.deliver_welcome(member.welcome)
+        self._touched.add(peer)
+        room.members[peer] = member.join_id
+        self._active += 1
+        member.answer(
+            Joined(
+                room=room.name,
+                name=member.name,
+                welcome=member.welcome,
+                announce=Delivery(b"", ()),  # the others hear the join from the backplane
+                join_id=member.join_id,
+            )
+        )
+
+    def _caught_up(self, message: _CaughtUp) -> None:
+        member = message.member
+        room = member.room
+        room.pending.discard(member)
+        if member.left is not None:  # its leave is already queued
+            self._forget_if_idle(room)
+            return
+        # Ids the log no longer holds are skipped, as the feed skips them.
+        member.welcome.extend(event.line for event in message.events)
+        self._admit(member, message.up_to_id)
+
+    # -- leaving -------------------------------------------------------------
+
+    def _unregister(self, peer: Peer, reason: LeaveReason, ts: str) -> None:
+        member = self._members.pop(peer, None)
+        if member is None:
+            return
+        room = member.room
+        if peer in room.members:
+            del room.members[peer]
+            self._active -= 1
+            self._call(self._leave_call(room.name, member, reason, ts))
+        elif member in room.waiting:
+            room.waiting.remove(member)
+        else:  # its join or its catch-up is in flight
+            member.left = reason
+            if member.join_id:  # admitted, catching up: it leaves now
+                self._call(self._leave_call(room.name, member, reason, ts))
+        self._forget_if_idle(room)
+
+    def _leave_call(self, room: str, member: _Member, reason: LeaveReason, ts: str) -> _LeaveCall:
+        line = protocol.leave_event(0, room, member.name, ts, reason)
+        return _LeaveCall(room, member.token, member.name, line)
+
+    def _forget_if_idle(self, room: _Room) -> None:
+        """Unsubscribe a room with no local member left or joining."""
+        if not room.idle or room.forgotten:
+            return
+        room.forgotten = True
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+        self._unsubscribe(room)
+
+    def _drop_slow(self, peer: Peer, ts: str) -> None:
+        self._slow_drops += 1
+        self._unregister(peer, LeaveReason.SLOW, ts)
+        peer.drop(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)
+
+    def _stop(self, ts: str) -> None:
+        """The hub is closing: every local member leaves (reason `shutdown`)."""
+        self._stopping = True
+        for member in list(self._members.values()):
+            admitted = member.peer in member.room.members
+            self._unregister(member.peer, LeaveReason.SHUTDOWN, ts)
+            if not admitted:
+                self._refuse(member, trio.ClosedResourceError("the hub has shut down"))
+
+    def _stopped_reply(self, message: SharedHubMessage) -> None:
+        """A join answered just as the hub stopped: take the member out again."""
+        if isinstance(message, _JoinReplied) and isinstance(message.outcome, Admitted):
+            member = message.member
+            self._call(self._leave_call(member.room.name, member, LeaveReason.SHUTDOWN, member.ts))
+
+    # -- saying --------------------------------------------------------------
+
+    def _broadcast(self, message: Broadcast, ts: str) -> None:
+        member = self._members.get(message.peer)
+        if member is None or message.peer not in member.room.members:
+            return  # not a member (or not yet): nothing to say
+        room = member.room
+        command = message.command
+        if isinstance(command, Say):
+            if len(self._calls) >= MAX_QUEUED_CALLS:
+                self._lost_posts += 1
+                return
+            line = protocol.message_event(
+                0, room.name, member.name, command.text, ts, ref=command.ref
+            )
+            self._call(Post(room.name, member.token, line))
+            return
+        # Typing notices stay within the process until the backplane publishes them.
+        line = protocol.typing_event(room.name, member.name)
+        others = [peer for peer in room.members if peer is not message.peer]
+        self._touched.update(others)
+        slow = [peer for peer in others if not peer.deliver_nowait(line)]
+        for peer in slow:
+            self._drop_slow(peer, ts)
+
+    # -- hearing -------------------------------------------------------------
+
+    def _heard(self, message: _Heard) -> None:
+        for name, line in message.events:
+            room = self._rooms.get(name)
+            if room is None:
+                continue  # no longer ours: an event still queued at unsubscription
+            try:
+                event = StoredEvent(event_id_of(line), line)
+            except ValueError:
+                log.warning("room %r: ignoring a published line with no id", name)
+                continue
+            if room.feed is None:
+                room.early.append(event)
+            else:
+                self._feed_step(room, room.feed.receive(event))
+
+    def _feed_step(self, room: _Room, step: FeedStep) -> None:
+        self._queue.extend((room, event) for event in step.events)
+        if step.fill is not None:
+            self._tasks.start_soon(self._fill, room, step.fill)
+        elif room.resync and room.feed is not None and not room.feed.filling:
+            self._resync(room)
+
+    def _filled(self, room: _Room, events: list[StoredEvent]) -> None:
+        assert room.feed is not None
+        self._feed_step(room, room.feed.filled(events))
+
+    def _resync(self, room: _Room) -> None:
+        """The subscription dropped some of `room`'s events: read what follows."""
+        feed = room.feed
+        if feed is None or feed.filling:
+            room.resync = True  # asked for once the feed can
+            return
+        room.resync = False
+        self._feed_step(room, feed.resync())
+
+    def _deliver(self, room: _Room, event: StoredEvent) -> None:
+        """One event to the local members who joined before it; drop the full."""
+        room.window.append(event)
+        recipients = recipients_of(room.members, event.id)
+        self._touched.update(recipients)
+        slow = [peer for peer in recipients if not peer.deliver_nowait(event.line)]
+        self._deliveries += len(recipients) - len(slow)
+        if slow:
+            ts = protocol.format_timestamp(time.time())
+            for peer in slow:
+                self._drop_slow(peer, ts)
+
+    # -- hand-offs to the workers --------------------------------------------
+
+    def _call(self, call: _Call) -> None:
+        self._calls.append(call)
+        self._calls_wakeup.set()
+
+    def _subscribe(self, room: _Room) -> None:
+        self._subscriptions.append((True, room))
+        self._subscriptions_wakeup.set()
+
+    def _unsubscribe(self, room: _Room) -> None:
+        self._subscriptions.append((False, room))
+        self._subscriptions_wakeup.set()
+
+    # -- tasks in the hub's nursery ------------------------------------------
+
+    async def _post(self, message: SharedHubMessage) -> None:
+        """Hand a task's result to the hub task; dropped once it has stopped."""
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self._replies.send(message)
+
+    async def serve_scripts(self) -> None:
+        """Run the queued script calls in order, a round trip at a time; the
+        posts queued together go out as one `say_many`. Ends once the hub
+        task has stopped and the queue is empty."""
+        try:
+            while True:
+                if not self._calls:
+                    if self._stopped.is_set():
+                        return
+                    self._calls_wakeup = trio.Event()
+                    await self._calls_wakeup.wait()  # set by `_call`, and by `_finish`
+                    continue
+                calls = list(self._calls)
+                self._calls.clear()
+                posts: list[Post] = []
+                for call in calls:
+                    if isinstance(call, Post):
+                        posts.append(call)
+                        continue
+                    await self._say_many(posts)
+                    posts = []
+                    if isinstance(call, _JoinCall):
+                        await self._run_join(call.member)
+                    else:
+                        await self._run_leave(call)
+                await self._say_many(posts)
+        finally:
+            self._calls_done.set()
+
+    async def _say_many(self, posts: list[Post]) -> None:
+        if not posts:
+            return
+        try:
+            ids = await self._backplane.say_many(posts)
+        except BackplaneError as error:
+            # The next step tells the senders (an `unavailable` error code).
+            log.warning("%d messages were not sent: %s", len(posts), error)
+            return
+        numbered = sum(event_id is not None for event_id in ids)
+        self._events += numbered
+        if numbered < len(ids):
+            log.info(
+                "%d messages refused: their senders are no longer members", len(ids) - numbered
+            )
+
+    async def _run_join(self, member: _Member) -> None:
+        if member.left is not None and self._stopping:
+            return  # never sent; nobody waits for it
+        hello = member.hello
+        room = member.room.name
+        outcome: Admitted | NameTaken | BackplaneError
+        try:
+            outcome = await self._backplane.join(
+                room,
+                member.token,
+                hello.name,
+                protocol.join_event(0, room, hello.name, member.ts),
+                since=hello.since,
+                client_epoch=hello.epoch,
+                replay_limit=self._replay_limit,
+            )
+        except BackplaneError as error:
+            outcome = error
+        if isinstance(outcome, Admitted):
+            self._events += 1
+        if self._stopping:  # the hub task is gone: undo the join here
+            if not isinstance(outcome, NameTaken):
+                await self._run_leave(
+                    self._leave_call(room, member, LeaveReason.SHUTDOWN, member.ts)
+                )
+            return
+        await self._post(_JoinReplied(member, outcome))
+
+    async def _run_leave(self, call: _LeaveCall) -> None:
+        try:
+            event_id = await self._backplane.leave(call.room, call.token, call.name, call.line)
+        except BackplaneError as error:
+            # The member stays on the backplane until this node's lease lapses
+            # and another process reaps it.
+            log.warning("a leave from room %r failed: %s", call.room, error)
+            return
+        self._events += event_id is not None
+
+    async def serve_subscriptions(self) -> None:
+        """Subscribe and unsubscribe rooms in the order the hub asked."""
+        while True:
+            while not self._subscriptions:
+                self._subscriptions_wakeup = trio.Event()
+                await self._subscriptions_wakeup.wait()
+            subscribe, room = self._subscriptions.popleft()
+            try:
+                if subscribe:
+                    await self._backplane.subscribe(room.name)
+                else:
+                    await self._backplane.unsubscribe(room.name)
+            except BackplaneError as error:
+                if not subscribe:
+                    log.warning("cannot unsubscribe from room %r: %s", room.name, error)
+                    continue
+                await self._post(_Subscribed(room, error))
+            else:
+                if subscribe:
+                    await self._post(_Subscribed(room, None))
+
+    async def serve_heard(self, send: trio.MemorySendChannel[SharedHubMessage]) -> None:
+        """Pass the subscription's events to the hub task, a burst per message."""
+        events = self._backplane.events
+        with contextlib.suppress(trio.BrokenResourceError):  # the hub task has stopped
+            await self._pass_heard(events, send)
+
+    async def _pass_heard(
+        self,
+        events: trio.MemoryReceiveChannel[tuple[str, bytes]],
+        send: trio.MemorySendChannel[SharedHubMessage],
+    ) -> None:
+        async with send:
+            async for first in events:
+                batch = [first]
+                while len(batch) < self._burst:
+                    try:
+                        batch.append(events.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await send.send(_Heard(batch))
+
+    async def serve_resync(self) -> None:
+        """Every `RESYNC_PERIOD`, hand the hub the rooms whose events the
+        subscription dropped (a full channel)."""
+        while True:
+            await trio.sleep(RESYNC_PERIOD)
+            rooms = self._backplane.take_overflowed_rooms()
+            if rooms:
+                await self._post(_Overflowed(rooms))
+
+    async def _fill(self, room: _Room, fill: Fill) -> None:
+        """Read a feed's gap from the log; retried until it works or the room
+        is no longer this process's."""
+        while not room.forgotten:
+            try:
+                up_to = fill.up_to_id
+                if up_to is None:
+                    up_to = await self._backplane.last_id(room.name)
+                events = await self._backplane.read_range(room.name, fill.after_id, up_to)
+            except BackplaneError as error:
+                log.warning("cannot read room %r's log: %s", room.name, error)
+                await trio.sleep(READ_RETRY)
+                continue
+            await self._post(_Filled(room, events))
+            return
+
+    async def _catch_up(self, member: _Member, after_id: int, up_to_id: int) -> None:
+        """Read what a late-answered join missed, beyond the room's window."""
+        while True:
+            try:
+                events = await self._backplane.read_range(member.room.name, after_id, up_to_id)
+            except BackplaneError as error:
+                log.warning("cannot read room %r's log: %s", member.room.name, error)
+                await trio.sleep(READ_RETRY)
+                continue
+            await self._post(_CaughtUp(member, up_to_id, events))
+            return
+
+    # -- closing ---------------------------------------------------------------
+
+    def _close_channels(self) -> None:
+        self.register.close()
+        self.unregister.close()
+        self.broadcast.close()
+
+    async def _finish(self) -> None:
+        """Stop the hub task, then wait for the last script calls (the leaves)."""
+        with contextlib.suppress(trio.BrokenResourceError):  # the hub task died
+            await self._replies.send(_Stop())
+        await self._stopped.wait()
+        self._calls_wakeup.set()
+        await self._calls_done.wait()
+
+
+@asynccontextmanager
+async def open_shared_hub(
+    backplane: Backplane,
+    *,
+    replay_limit: int,
+    send_queue_size: int,
+) -> AsyncIterator[SharedHub]:
+    """Run a shared hub on `backplane` for the duration of the `async with` block.
+
+    The member tokens carry `backplane.node`, and the room logs keep about
+    `backplane.history_limit` events (both set by `open_backplane`). The hub
+    reads the backplane's `events` channel: nothing else may.
+
+    `send_queue_size` is the clients' outbox limit: at most a quarter of it
+    is delivered in one go before writers may run.
+
+    On exit the session channels are closed, every member still here leaves
+    through the backplane (bounded by `STOP_WAIT`), and the hub's tasks end.
+    """
+    send, receive = trio.open_memory_channel[SharedHubMessage](INBOX_SIZE)
+    async with trio.open_nursery() as nursery:
+        hub = SharedHub(
+            backplane,
+            send,
+            nursery,
+            replay_limit=replay_limit,
+            burst=max(send_queue_size // 4, 1),
+        )
+        nursery.start_soon(hub.serve, receive)
+        nursery.start_soon(hub.serve_scripts)
+        nursery.start_soon(hub.serve_subscriptions)
+        nursery.start_soon(hub.serve_heard, send.clone())
+        nursery.start_soon(hub.serve_resync)
+        send.close()
+        try:
+            yield hub
+        finally:
+            hub._close_channels()
+            with trio.move_on_after(STOP_WAIT):
+                await hub._finish()
+            nursery.cancel_scope.cancel()
