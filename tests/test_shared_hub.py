@@ -33,7 +33,7 @@ from trio_chat.core.protocol import Typing as TypingCommand
 from trio_chat.server import shared_hub
 from trio_chat.server.hub import Unavailable
 from trio_chat.server.outbox import Outbox
-from trio_chat.server.shared_hub import SharedHub, event_id_of, open_shared_hub
+from trio_chat.server.shared_hub import SharedHub, open_shared_hub
 
 WAIT = 10  # seconds any one test step may take, on a busy machine
 _names = itertools.count()
@@ -111,29 +111,6 @@ def check_member(peer: RecordingPeer, room: str, log: list[dict[str, Any]]) -> N
     assert (own_join["type"], own_join["name"]) == ("join", peer.name)
     assert ids[0] <= welcome["last_id"] <= ids[-1]
     assert not any(e["type"] == "typing" and e["name"] == peer.name for e in rest)
-
-
-# -- pure helpers ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "event_id"),
-    [
-        (b'{"type":"message","id":7,"room":"r"}', 7),
-        (b'{"type":"join","id":123456789012}', 123456789012),
-        (b'{"type":"leave","id":0,"text":"\\"id\\":5"}', 0),
-    ],
-)
-def test_event_id_of(line: bytes, event_id: int) -> None:
-    assert event_id_of(line) == event_id
-
-
-@pytest.mark.parametrize(
-    "line", [b"", b'{"id":1,"type":"join"}', b'{"type":"typing","room":"r"}', b"[1]"]
-)
-def test_event_id_of_refuses_lines_without_an_id(line: bytes) -> None:
-    with pytest.raises(ValueError, match="not a stored event"):
-        event_id_of(line)
 
 
 # -- two hubs on one Redis ---------------------------------------------------

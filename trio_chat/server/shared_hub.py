@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -58,7 +57,7 @@ import trio
 
 from ..backplane import keys
 from ..backplane.redis import Backplane, BackplaneError
-from ..backplane.scripts import Admitted, NameTaken, Post
+from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of
 from ..core import protocol
 from ..core.feed import FeedStep, Fill, RoomFeed, catch_up, recipients_of
 from ..core.history import StoredEvent
@@ -81,26 +80,6 @@ RESYNC_PERIOD: Final = 0.5  # seconds between checks for events the subscription
 READ_RETRY: Final = 0.5  # seconds before a failed log read is tried again
 MAX_QUEUED_CALLS: Final = 10_000  # script calls waiting; over it, posts and hellos are refused
 STOP_WAIT: Final = 5.0  # seconds the last leaves may take to reach the backplane at exit
-
-# --------------------------------------------------------------------------
-# The id of a heard line
-
-# Every stored event starts `{"type":"WORD","id":N` (protocol.encode keeps the
-# dict's order), as the backplane's scripts rely on too.
-_HEAD: Final = re.compile(rb'\{"type":"[a-z_]+","id":([0-9]+)[,}]')
-
-
-def event_id_of(line: bytes) -> int:
-    """The id of a stored event's line.
-
-    Raises:
-        ValueError: `line` does not start like a stored event.
-    """
-    head = _HEAD.match(line)
-    if head is None:
-        raise ValueError("not a stored event line")
-    return int(head[1])
-
 
 # --------------------------------------------------------------------------
 # State, owned by the hub task
@@ -636,11 +615,11 @@ class SharedHub:
             room = self._rooms.get(name)
             if room is None:
                 continue  # no longer ours: an event still queued at unsubscription
-            try:
-                event = StoredEvent(event_id_of(line), line)
-            except ValueError:
+            event_id = event_id_of(line)
+            if event_id is None:  # typing notices are not published across processes yet
                 log.warning("room %r: ignoring a published line with no id", name)
                 continue
+            event = StoredEvent(event_id, line)
             if room.feed is None:
                 room.early.append(event)
             else:
