@@ -314,6 +314,109 @@ async def test_an_unreachable_backplane_refuses_the_hello(
         assert (await hub.join(alice, Hello("alice", room))).join_id == 1
 
 
+# -- a process that dies ------------------------------------------------------
+
+LEASE_PERIOD = 0.2  # short leases, so that a dead process is noticed in about a second
+LEASE_TTL = 1.0
+REAP_PERIOD = 0.2
+SHORT_LEASES = {"lease_period": LEASE_PERIOD, "lease_ttl": LEASE_TTL, "reap_period": REAP_PERIOD}
+
+
+def leaves_of(peer: RecordingPeer, name: str) -> list[dict[str, Any]]:
+    return [e for e in stored(peer) if e["type"] == "leave" and e["name"] == name]
+
+
+async def test_the_members_of_a_dead_process_leave_once_with_reason_timeout(
+    redis_url: str,
+) -> None:
+    """Process b dies (its hub and backplane are cancelled: no leave is sent,
+    no lease renewed); once its lease lapses, the two survivors' reapers race
+    and its member leaves once, reason `timeout`, and its name is free."""
+    room = new_name("room")
+    alice, bob, carol = peer("alice"), peer("bob"), peer("carol")
+    async with (
+        backplanes(redis_url) as (bp_a, bp_c),
+        open_shared_hub(bp_a, replay_limit=100, send_queue_size=1000, **SHORT_LEASES) as a,
+        open_shared_hub(bp_c, replay_limit=100, send_queue_size=1000, **SHORT_LEASES) as c,
+        trio.open_nursery() as tasks,
+    ):
+        for p in (alice, bob, carol):
+            tasks.start_soon(p.consume, [])
+        await a.join(alice, Hello("alice", room))
+        await c.join(carol, Hello("carol", room))
+
+        async def process_b(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as killed:
+                async with (
+                    open_backplane(redis_url, new_name("node")) as bp_b,
+                    open_shared_hub(
+                        bp_b, replay_limit=100, send_queue_size=1000, **SHORT_LEASES
+                    ) as b,
+                ):
+                    await b.join(bob, Hello("bob", room))
+                    task_status.started(killed)
+                    await trio.sleep_forever()
+
+        kill = await tasks.start(process_b)
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: all(last_seen(p) >= 3 for p in (alice, carol)))
+        kill.cancel()
+        died = trio.current_time()
+        with trio.fail_after(LEASE_TTL + REAP_PERIOD + 2.0):  # 2 s: a busy machine's round trips
+            await wait_until(lambda: bool(leaves_of(alice, "bob") and leaves_of(carol, "bob")))
+        # Not before the lease lapsed: its last renewal was at most a period before.
+        assert trio.current_time() - died >= LEASE_TTL - 2 * LEASE_PERIOD
+        # More reaper rounds on both survivors announce nothing more.
+        await trio.sleep(3 * REAP_PERIOD)
+        log = await room_log(bp_a, room)
+        leaves = [e for e in log if e["type"] == "leave"]
+        assert [(e["name"], e["reason"]) for e in leaves] == [("bob", "timeout")]
+        for p in (alice, carol):
+            assert leaves_of(p, "bob") == leaves
+            check_member(p, room, log)
+        # The name is free again.
+        bob_again = peer("bob")
+        tasks.start_soon(bob_again.consume, [])
+        joined = await a.join(bob_again, Hello("bob", room))
+        assert joined.join_id == leaves[0]["id"] + 1
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(carol) == joined.join_id)
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_failing_reaper_warns_once_a_while_and_keeps_going(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    room = new_name("room")
+    async with (
+        backplanes(redis_url, 1) as (bp,),
+        open_shared_hub(bp, replay_limit=100, send_queue_size=1000, **SHORT_LEASES) as hub,
+    ):
+        await hub.join(peer("alice"), Hello("alice", room))
+        calls = 0
+
+        async def failing_dead_nodes(rooms: Any) -> set[str]:
+            nonlocal calls
+            calls += 1
+            raise BackplaneError("ConnectionError: gone")
+
+        monkeypatch.setattr(bp, "dead_nodes", failing_dead_nodes)
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: calls >= 3)
+        warnings = [r for r in caplog.records if "cannot reap" in r.getMessage()]
+        assert [r.levelname for r in warnings if r.levelname == "WARNING"] == ["WARNING"]
+        assert hub.statistics().members == 1
+
+
+async def test_leases_must_outlive_their_period(redis_url: str) -> None:
+    async with backplanes(redis_url, 1) as (bp,):
+        with pytest.raises(ValueError, match="lease_period < lease_ttl"):
+            async with open_shared_hub(
+                bp, replay_limit=100, send_queue_size=1000, lease_period=1.0, lease_ttl=1.0
+            ):
+                pass  # pragma: no cover
+
+
 # -- the property --------------------------------------------------------------
 
 ROOMS = 2

@@ -37,6 +37,20 @@ the hub applies its inbox stays the one order of this process's deliveries.
 Typing notices are not numbered: they stay within the process until the
 backplane publishes them, reaching this process's other members of the room.
 
+Leases and the reaper
+---------------------
+`open_shared_hub` owns the node's lease: it runs `Backplane.serve_lease` in
+the hub's nursery, started before the hub takes its first hello, so no other
+process sees this node's members without a live lease. Nothing else may run
+it for the same backplane. A process that dies (SIGKILL, a cancelled hub)
+sends no leaves and stops renewing; once its lease has lapsed, the reaper of
+any process sharing one of its rooms makes its members leave (reason
+`timeout`): every `reap_period`, `dead_nodes` of this process's rooms, then
+`reap` of each, which one process wins per dead node (`SET NX`), so each
+leave is published once. The leaves come back on the rooms' subscriptions
+like any event, in the rooms' order. With the defaults a dead process's
+members leave within `LEASE_TTL + REAP_PERIOD` (13 s) of its last renewal.
+
 An exception in the hub task is a bug: it is logged and re-raised, ending the
 server, as in hub.py.
 """
@@ -44,8 +58,10 @@ server, as in hub.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -56,7 +72,7 @@ from typing import Final
 import trio
 
 from ..backplane import keys
-from ..backplane.redis import Backplane, BackplaneError
+from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane, BackplaneError
 from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of
 from ..core import protocol
 from ..core.feed import FeedStep, Fill, RoomFeed, catch_up, recipients_of
@@ -80,6 +96,8 @@ RESYNC_PERIOD: Final = 0.5  # seconds between checks for events the subscription
 READ_RETRY: Final = 0.5  # seconds before a failed log read is tried again
 MAX_QUEUED_CALLS: Final = 10_000  # script calls waiting; over it, posts and hellos are refused
 STOP_WAIT: Final = 5.0  # seconds the last leaves may take to reach the backplane at exit
+REAP_PERIOD: Final = LEASE_PERIOD  # seconds between looks for dead processes' members
+REAP_WARN_EVERY: Final = 60.0  # seconds between warnings that reaping keeps failing
 
 # --------------------------------------------------------------------------
 # State, owned by the hub task
@@ -812,6 +830,35 @@ class SharedHub:
             if rooms:
                 await self._post(_Overflowed(rooms))
 
+    async def serve_reaper(self, period: float) -> None:
+        """Every `period`, make the members of dead processes that share a room
+        with this one leave (reason `timeout`); see the module docstring.
+
+        It only reads the names of this process's rooms (members there or on
+        their way in), with no await in between: the hub task still owns
+        them. A failed round trip is retried at the next period, and logged
+        at WARNING at most once every `REAP_WARN_EVERY` seconds.
+        """
+        warned_at = -math.inf
+        while True:
+            await trio.sleep(period)
+            rooms = sorted(self._rooms)
+            if not rooms:
+                continue
+            try:
+                for node in sorted(await self._backplane.dead_nodes(rooms)):
+                    ts = protocol.format_timestamp(time.time())
+                    reaped = await self._backplane.reap(node, ts)
+                    if reaped:
+                        log.info("node %r is gone: %d members left", node, len(reaped))
+            except BackplaneError as error:
+                now = trio.current_time()
+                if now - warned_at >= REAP_WARN_EVERY:
+                    warned_at = now
+                    log.warning("cannot reap the members of dead processes: %s", error)
+                else:
+                    log.debug("cannot reap the members of dead processes: %s", error)
+
     async def _fill(self, room: _Room, fill: Fill) -> None:
         """Read a feed's gap from the log; retried until it works or the room
         is no longer this process's."""
@@ -862,6 +909,9 @@ async def open_shared_hub(
     *,
     replay_limit: int,
     send_queue_size: int,
+    lease_period: float = LEASE_PERIOD,
+    lease_ttl: float = LEASE_TTL,
+    reap_period: float = REAP_PERIOD,
 ) -> AsyncIterator[SharedHub]:
     """Run a shared hub on `backplane` for the duration of the `async with` block.
 
@@ -872,11 +922,29 @@ async def open_shared_hub(
     `send_queue_size` is the clients' outbox limit: at most a quarter of it
     is delivered in one go before writers may run.
 
+    The hub owns the node's lease (`Backplane.serve_lease`, renewed every
+    `lease_period` seconds to last `lease_ttl`): do not run it elsewhere. It
+    is held before the block starts. Every `reap_period` seconds the hub
+    reaps the members of processes whose lease has lapsed (module docstring).
+    Every process sharing the server should use the same `lease_ttl`.
+
     On exit the session channels are closed, every member still here leaves
     through the backplane (bounded by `STOP_WAIT`), and the hub's tasks end.
+    If the block is left because an enclosing scope was cancelled, the hub
+    ends at once, as a killed process would: no leaves are sent, the lease
+    stops, and the other processes reap the members once it has lapsed.
+
+    Raises:
+        ValueError: `lease_ttl` is not longer than `lease_period`.
+        BackplaneError: the first lease renewal failed.
     """
+    if not lease_ttl > lease_period > 0 or reap_period <= 0:
+        raise ValueError("need 0 < lease_period < lease_ttl and 0 < reap_period")
     send, receive = trio.open_memory_channel[SharedHubMessage](INBOX_SIZE)
     async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(backplane.serve_lease, period=lease_period, ttl=lease_ttl)
+        )
         hub = SharedHub(
             backplane,
             send,
@@ -889,6 +957,7 @@ async def open_shared_hub(
         nursery.start_soon(hub.serve_subscriptions)
         nursery.start_soon(hub.serve_heard, send.clone())
         nursery.start_soon(hub.serve_resync)
+        nursery.start_soon(hub.serve_reaper, reap_period)
         send.close()
         try:
             yield hub
