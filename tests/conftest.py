@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from redis_server import command, running_redis
 from wsclient import RawClient
 
 from trio_chat.config import Settings
@@ -104,3 +106,20 @@ async def start_server() -> AsyncIterator[StartServer]:
 async def server(start_server: StartServer) -> RunningServer:
     """A server on its defaults, but with the rate limit off."""
     return await start_server(rate_limit=0)
+
+
+# -- a real redis-server, for the backplane tests ------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    directory: Path = tmp_path_factory.mktemp("redis")
+    with running_redis(directory) as port:
+        yield port
+
+
+@pytest.fixture
+def redis_url(redis_port: int) -> str:
+    """The server, emptied for this test."""
+    assert command(redis_port, "FLUSHALL") == b"+OK"
+    return f"redis://127.0.0.1:{redis_port}/0"

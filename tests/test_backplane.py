@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 import pytest
 import trio
 from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_server import command, free_port, running_redis
+from redis_server import command, free_port
 
 from trio_chat.backplane import keys, scripts
 from trio_chat.backplane.redis import Backplane, BackplaneError, open_backplane
@@ -245,20 +244,6 @@ _rooms = itertools.count()
 def new_room() -> str:
     """A room no other test (or example) uses."""
     return f"room-{next(_rooms)}"
-
-
-@pytest.fixture(scope="session")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    directory: Path = tmp_path_factory.mktemp("redis")
-    with running_redis(directory) as port:
-        yield port
-
-
-@pytest.fixture
-def redis_url(redis_port: int) -> str:
-    """The server, emptied for this test."""
-    assert command(redis_port, "FLUSHALL") == b"+OK"
-    return f"redis://127.0.0.1:{redis_port}/0"
 
 
 @asynccontextmanager

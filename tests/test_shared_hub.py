@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ import trio.lowlevel
 from conftest import wait_until
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from redis_server import command, running_redis
 from test_hub import RecordingPeer
 
 from trio_chat.backplane.redis import Backplane, BackplaneError, open_backplane
@@ -42,20 +40,6 @@ _names = itertools.count()
 def new_name(prefix: str) -> str:
     """A room or node name no other test (or example) uses."""
     return f"{prefix}-{next(_names)}"
-
-
-@pytest.fixture(scope="session")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    directory: Path = tmp_path_factory.mktemp("redis")
-    with running_redis(directory) as port:
-        yield port
-
-
-@pytest.fixture
-def redis_url(redis_port: int) -> str:
-    """The server, emptied for this test."""
-    assert command(redis_port, "FLUSHALL") == b"+OK"
-    return f"redis://127.0.0.1:{redis_port}/0"
 
 
 @asynccontextmanager
