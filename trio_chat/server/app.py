@@ -46,7 +46,7 @@ from ..core.websocket import (
 )
 from ..stores.sqlite import SqliteHistoryStore
 from .http import BadRequest, HttpConnection, Request
-from .hub import Hub, open_hub
+from .hub import HubFront, open_hub
 from .session import Session
 
 if sys.platform != "win32":
@@ -146,7 +146,9 @@ class _ChatCollector(Collector):
 class ChatServer:
     """Routes each accepted TCP connection; tracks the open sessions."""
 
-    def __init__(self, settings: Settings, hub: Hub, store: HistoryStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, hub: HubFront, store: HistoryStore | None = None
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.store = store

@@ -130,7 +130,73 @@ class HubStatistics:
     inbox: int  # commands waiting for the hub task
 
 
-class Hub:
+FrontMessage = Registration | Unregistration | Broadcast
+
+
+class HubFront:
+    """What a session calls, whichever hub serves it: `join`, `leave`, `say`.
+
+    Each call becomes a message in the hub's one FIFO inbox (`register`,
+    `unregister` and `broadcast` are clones of its sending end). The hub of
+    one process (`Hub`) and the hub of rooms shared through a backplane
+    (`shared_hub.SharedHub`) both build on it.
+    """
+
+    def __init__(self, inbox: trio.MemorySendChannel[FrontMessage]) -> None:
+        self.register = inbox.clone()
+        self.unregister = inbox.clone()
+        self.broadcast = inbox.clone()
+
+    async def join(self, peer: Peer, hello: Hello) -> Joined[Peer]:
+        """Make `peer` a member of the room `hello` names.
+
+        On success the welcome and replay are already in the peer's outbox,
+        ahead of any live event of the room.
+
+        Raises:
+            ProtocolError: the hello was refused (e.g. `name_taken`).
+            Unavailable: the hub cannot admit it now (close 1013).
+            Exception: whatever the store's `load` raised: the room's
+                history could not be read.
+            trio.ClosedResourceError: the hub has shut down.
+        """
+        registration = Registration(peer, hello)
+        await self.register.send(registration)
+        await registration.done.wait()
+        outcome = registration.outcome
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    async def leave(self, peer: Peer, reason: LeaveReason) -> None:
+        """Remove `peer` from its room, if it is (still) a member or joining."""
+        await self.unregister.send(Unregistration(peer, reason))
+
+    async def say(self, peer: Peer, command: Say | Typing) -> None:
+        """Broadcast a message or typing notice from `peer` to its room.
+
+        Unlike a plain channel send this does not yield while the inbox has
+        room, so a session hands over every command of one network read
+        before the hub runs, and the hub's deliveries batch into one write
+        per recipient. It waits (and so yields) only when the inbox is full.
+        """
+        message = Broadcast(peer, command)
+        try:
+            self.broadcast.send_nowait(message)
+        except trio.WouldBlock:
+            await self.broadcast.send(message)
+
+    def statistics(self) -> HubStatistics:
+        raise NotImplementedError  # each hub counts its own
+
+    def _close_channels(self) -> None:
+        self.register.close()
+        self.unregister.close()
+        self.broadcast.close()
+
+
+class Hub(HubFront):
     """Owns the chat state; see the module docstring. Create with `open_hub`."""
 
     def __init__(
@@ -152,51 +218,15 @@ class Hub:
         self._queue: deque[Delivery[Peer]] = deque()  # numbered, not yet delivered
         self._gone: set[Peer] = set()  # dropped while the queue was being emptied
         self._burst = burst
-        self.register = inbox.clone()
-        self.unregister = inbox.clone()
-        self.broadcast = inbox.clone()
+        super().__init__(inbox)
+        self._loaded = inbox.clone()  # rooms read off the hub task come back here
         self._events = 0
         self._deliveries = 0
         self._slow_drops = 0
 
-    async def join(self, peer: Peer, hello: Hello) -> Joined[Peer]:
-        """Make `peer` a member of the room `hello` names.
-
-        On success the welcome and replay are already in the peer's outbox,
-        ahead of any live event of the room.
-
-        Raises:
-            ProtocolError: the hello was refused (e.g. `name_taken`).
-            Exception: whatever the store's `load` raised: the room's
-                history could not be read.
-            trio.ClosedResourceError: the hub has shut down.
-        """
-        registration = Registration(peer, hello)
-        await self.register.send(registration)
-        await registration.done.wait()
-        outcome = registration.outcome
-        if isinstance(outcome, Exception):
-            raise outcome
-        assert outcome is not None
-        return outcome
-
-    async def leave(self, peer: Peer, reason: LeaveReason) -> None:
-        """Remove `peer` from its room, if it is (still) a member."""
-        await self.unregister.send(Unregistration(peer, reason))
-
-    async def say(self, peer: Peer, command: Say | Typing) -> None:
-        """Broadcast a message or typing notice from `peer` to its room.
-
-        Unlike a plain channel send this does not yield while the inbox has
-        room, so a session hands over every command of one network read
-        before the hub runs, and the hub's deliveries batch into one write
-        per recipient. It waits (and so yields) only when the inbox is full.
-        """
-        message = Broadcast(peer, command)
-        try:
-            self.broadcast.send_nowait(message)
-        except trio.WouldBlock:
-            await self.broadcast.send(message)
+    def _close_channels(self) -> None:
+        super()._close_channels()
+        self._loaded.close()
 
     def statistics(self) -> HubStatistics:
         chat = self._chat.statistics()
@@ -208,11 +238,6 @@ class Hub:
             slow_drops=self._slow_drops,
             inbox=self.broadcast.statistics().current_buffer_used,
         )
-
-    def _close_channels(self) -> None:
-        self.register.close()
-        self.unregister.close()
-        self.broadcast.close()
 
     async def serve(self, inbox: trio.MemoryReceiveChannel[HubMessage]) -> None:
         """Apply commands until every send channel is closed.
@@ -330,7 +355,7 @@ class Hub:
                 log.exception("cannot load the history of room %r", room)
                 history = exc
         with contextlib.suppress(trio.ClosedResourceError):
-            await self.register.send(RoomLoaded(room, history))
+            await self._loaded.send(RoomLoaded(room, history))
 
     def _room_loaded(self, loaded: RoomLoaded, ts: str) -> None:
         waiting = self._loading.pop(loaded.room, [])

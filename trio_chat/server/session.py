@@ -42,7 +42,7 @@ from ..config import Settings
 from ..core import protocol
 from ..core.limits import ErrorBudget, Throttle, TokenBucket
 from ..core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from .hub import Hub, Unavailable
+from .hub import HubFront, Unavailable
 from .outbox import Outbox
 from .socket_writer import SocketWriter
 
@@ -111,7 +111,7 @@ class Session:
         self,
         stream: trio.abc.Stream,
         ws: Connection,
-        hub: Hub,
+        hub: HubFront,
         settings: Settings,
         *,
         hello_deadline: float,

@@ -81,6 +81,7 @@ from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Sa
 from ..core.rooms import Delivery, Joined, name_taken
 from .hub import (
     Broadcast,
+    HubFront,
     HubStatistics,
     Peer,
     Registration,
@@ -237,10 +238,13 @@ SharedHubMessage = (
 )
 
 
-class SharedHub:
+class SharedHub(HubFront):
     """Delivers shared rooms' events to local members; see the module docstring.
 
-    Create with `open_shared_hub`.
+    Sessions call it as they call `Hub` (`HubFront`). A hello it cannot admit
+    for want of the backplane raises `Unavailable` (close 1013); a message
+    the backplane refuses or cannot take reaches nobody, and the sender is
+    not told yet. Create with `open_shared_hub`.
     """
 
     def __init__(
@@ -256,9 +260,7 @@ class SharedHub:
         self._tasks = tasks
         self._replay_limit = replay_limit
         self._burst = burst
-        self.register = inbox.clone()
-        self.unregister = inbox.clone()
-        self.broadcast = inbox.clone()
+        super().__init__(inbox)
         self._replies = inbox.clone()  # what the hub's own tasks post back
         self._rooms: dict[str, _Room] = {}
         self._members: dict[Peer, _Member] = {}  # every member, admitted or on its way
@@ -280,45 +282,7 @@ class SharedHub:
         self._slow_drops = 0
         self._lost_posts = 0
 
-    # -- what sessions call ------------------------------------------------
-
-    async def join(self, peer: Peer, hello: protocol.Hello) -> Joined[Peer]:
-        """Make `peer` a member of the room `hello` names, through the backplane.
-
-        On success the welcome and replay (and any event the room had
-        delivered here before the join's reply came back) are already in the
-        peer's outbox, ahead of any live event of the room.
-
-        Raises:
-            ProtocolError: the hello was refused (`name_taken`, `already_joined`).
-            Unavailable: the backplane could not be reached: close 1013.
-            trio.ClosedResourceError: the hub has shut down.
-        """
-        registration = Registration(peer, hello)
-        await self.register.send(registration)
-        await registration.done.wait()
-        outcome = registration.outcome
-        if isinstance(outcome, Exception):
-            raise outcome
-        assert outcome is not None
-        return outcome
-
-    async def leave(self, peer: Peer, reason: LeaveReason) -> None:
-        """Remove `peer` from its room, if it is (still) a member or joining."""
-        await self.unregister.send(Unregistration(peer, reason))
-
-    async def say(self, peer: Peer, command: Say | protocol.Typing) -> None:
-        """Send a message or typing notice from `peer` to its room.
-
-        As `Hub.say`, it yields only when the inbox is full. A message the
-        backplane refuses or cannot take reaches nobody, and the sender is
-        not told (yet).
-        """
-        message = Broadcast(peer, command)
-        try:
-            self.broadcast.send_nowait(message)
-        except trio.WouldBlock:
-            await self.broadcast.send(message)
+    # -- statistics ------------------------------------------------------------
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(
@@ -888,11 +852,6 @@ class SharedHub:
             return
 
     # -- closing ---------------------------------------------------------------
-
-    def _close_channels(self) -> None:
-        self.register.close()
-        self.unregister.close()
-        self.broadcast.close()
 
     async def _finish(self) -> None:
         """Stop the hub task, then wait for the last script calls (the leaves)."""
