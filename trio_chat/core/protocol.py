@@ -72,6 +72,7 @@ class ErrorCode(enum.StrEnum):
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"  # only from a server sharing rooms through a backplane
 
 
 class CloseCode(enum.IntEnum):
