@@ -323,10 +323,14 @@ class ChatServer:
     def readiness(self) -> str | None:
         """Why this server should not be sent new clients now, or None.
 
-        `/healthz` says the process is alive; this says it is well: today,
+        `/healthz` says the process is alive; this says it is well: that its
+        hub can serve new clients (a shared hub reaches its backplane), then
         that history reaches its file (a server whose disk is full keeps its
         clients, but a restart would lose what it holds).
         """
+        trouble = self.hub.trouble()
+        if trouble is not None:
+            return trouble
         if isinstance(self.store, SqliteHistoryStore):
             return self.store.trouble()
         return None

@@ -190,6 +190,12 @@ class HubFront:
     def statistics(self) -> HubStatistics:
         raise NotImplementedError  # each hub counts its own
 
+    def trouble(self) -> str | None:
+        """Why this hub cannot serve new clients now (a one-line reason), or
+        None. The hub of one process has none; the shared hub has one while
+        its backplane is failing."""
+        return None
+
     def _close_channels(self) -> None:
         self.register.close()
         self.unregister.close()
