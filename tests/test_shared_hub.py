@@ -26,9 +26,11 @@ from test_hub import RecordingPeer
 
 from trio_chat.backplane.redis import Backplane, BackplaneError, open_backplane
 from trio_chat.backplane.scripts import Admitted, NameTaken
+from trio_chat.config import Settings
 from trio_chat.core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say
 from trio_chat.core.protocol import Typing as TypingCommand
 from trio_chat.server import shared_hub
+from trio_chat.server.app import ChatServer
 from trio_chat.server.hub import Unavailable
 from trio_chat.server.outbox import Outbox
 from trio_chat.server.shared_hub import SharedHub, open_shared_hub
@@ -296,6 +298,120 @@ async def test_an_unreachable_backplane_refuses_the_hello(
         monkeypatch.undo()
         alice = peer("alice")
         assert (await hub.join(alice, Hello("alice", room))).join_id == 1
+
+
+def errors(peer: RecordingPeer) -> list[dict[str, Any]]:
+    return [e for e in peer.received if e["type"] == "error"]
+
+
+def failing(message: str) -> Any:
+    """A stand-in for a `Backplane` method that cannot reach the server."""
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        raise BackplaneError(message)
+
+    return call
+
+
+async def test_a_say_the_backplane_cannot_take_is_answered_unavailable(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = new_name("room")
+    alice, bob = peer("alice"), peer("bob")
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for p in (alice, bob):
+            tasks.start_soon(p.consume, [])
+        await a.join(alice, Hello("alice", room))
+        await b.join(bob, Hello("bob", room))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(alice) >= 2 and last_seen(bob) >= 2)
+        assert a.trouble() is None
+        server = ChatServer(Settings(), a)
+        assert server.readiness() is None
+
+        monkeypatch.setattr(bps[0], "say_many", failing("ConnectionError: gone"))
+        refs = ["r0", "r1", None, "r3"]
+        for n, ref in enumerate(refs):
+            await a.say(alice, Say(f"lost {n}", ref=ref))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: len(errors(alice)) == len(refs))
+        assert [(e["code"], e.get("ref")) for e in errors(alice)] == [
+            ("unavailable", ref) for ref in refs
+        ]
+        trouble = a.trouble()
+        assert trouble is not None
+        assert trouble.startswith("backplane unreachable for ")
+        assert trouble.endswith(" s: ConnectionError: gone")
+        assert "\n" not in trouble
+        assert server.readiness() == trouble
+        assert b.trouble() is None  # its own calls have not failed
+
+        monkeypatch.undo()
+        await a.say(alice, Say("back", ref="r4"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(alice) >= 3 and last_seen(bob) >= 3)
+        assert a.trouble() is None
+        assert server.readiness() is None
+        await b.say(bob, Say("welcome back"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(alice) >= 4 and last_seen(bob) >= 4)
+        log = await room_log(bps[0], room)
+        assert [(e["type"], e["name"], e.get("text")) for e in log] == [
+            ("join", "alice", None),
+            ("join", "bob", None),
+            ("message", "alice", "back"),
+            ("message", "bob", "welcome back"),
+        ]
+        assert log[2]["ref"] == "r4"
+        # Alice: her replay, Bob's join, the four errors, then the room's order.
+        assert [e["type"] for e in alice.received] == [
+            "welcome",
+            "join",
+            "join",
+            *["error"] * len(refs),
+            "message",
+            "message",
+        ]
+        assert stored(alice) == log
+        check_member(bob, room, log)
+        assert all("id" in e for e in bob.received[1:])  # nothing of the lost posts
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_sender_gone_before_its_say_failed_is_not_told(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = new_name("room")
+    alice, bob, carol = peer("alice"), peer("bob"), peer("carol")
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for p in (alice, bob, carol):
+            tasks.start_soon(p.consume, [])
+        await a.join(alice, Hello("alice", room))
+        await b.join(bob, Hello("bob", room))
+        release = trio.Event()
+
+        async def say_many_failing_late(*args: Any) -> list[int | None]:
+            await release.wait()
+            raise BackplaneError("ConnectionError: gone")
+
+        monkeypatch.setattr(bps[0], "say_many", say_many_failing_late)
+        await a.say(alice, Say("lost", ref="r0"))
+        await a.leave(alice, LeaveReason.QUIT)
+        release.set()
+        with trio.fail_after(WAIT):  # her leave runs after the failed say
+            await wait_until(lambda: last_seen(bob) >= 3)
+        # The failure reached the hub before this hello did.
+        await a.join(carol, Hello("carol", room))
+        assert errors(alice) == []
+        assert not alice.dropped
+        log = await room_log(bps[0], room)
+        assert [(e["type"], e["name"]) for e in log] == [
+            ("join", "alice"),
+            ("join", "bob"),
+            ("leave", "alice"),
+            ("join", "carol"),
+        ]
+        tasks.cancel_scope.cancel()
 
 
 # -- a process that dies ------------------------------------------------------

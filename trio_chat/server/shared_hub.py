@@ -33,6 +33,10 @@ the hub applies its inbox stays the one order of this process's deliveries.
 * A full outbox drops the member (close 1013, leave reason `slow`) as hub.py
   does; its leave goes through the backplane like any other, and comes back
   to the others from the subscription, so a drop never cascades locally.
+* Losing the backplane closes nobody. A `say_many` that fails comes back to
+  the hub task as `_SaysFailed`, which answers each sender still here with
+  an `error` event `unavailable` (its post's `ref`); hellos are refused
+  (`Unavailable`, close 1013); `trouble()` says so until a call succeeds.
 
 Typing notices are not numbered: they stay within the process until the
 backplane publishes them, reaching this process's other members of the room.
@@ -99,6 +103,7 @@ MAX_QUEUED_CALLS: Final = 10_000  # script calls waiting; over it, posts and hel
 STOP_WAIT: Final = 5.0  # seconds the last leaves may take to reach the backplane at exit
 REAP_PERIOD: Final = LEASE_PERIOD  # seconds between looks for dead processes' members
 REAP_WARN_EVERY: Final = 60.0  # seconds between warnings that reaping keeps failing
+UNAVAILABLE_MESSAGE: Final = "not sent: the backplane is unavailable; send it again later"
 
 # --------------------------------------------------------------------------
 # State, owned by the hub task
@@ -178,7 +183,16 @@ class _LeaveCall:
     line: bytes
 
 
-_Call = _JoinCall | _LeaveCall | Post
+@dataclass(frozen=True, slots=True)
+class _SayCall:
+    """A member's `say`, with what its sender is told if it cannot be sent."""
+
+    member: _Member
+    ref: str | None
+    post: Post
+
+
+_Call = _JoinCall | _LeaveCall | _SayCall
 
 
 # What tasks post back into the inbox.
@@ -220,6 +234,13 @@ class _Overflowed:
 
 
 @dataclass(frozen=True, slots=True)
+class _SaysFailed:
+    """A `say_many` that failed: none of its posts was stored or published."""
+
+    says: list[_SayCall]
+
+
+@dataclass(frozen=True, slots=True)
 class _Stop:
     pass
 
@@ -234,6 +255,7 @@ SharedHubMessage = (
     | _Filled
     | _CaughtUp
     | _Overflowed
+    | _SaysFailed
     | _Stop
 )
 
@@ -243,8 +265,12 @@ class SharedHub(HubFront):
 
     Sessions call it as they call `Hub` (`HubFront`). A hello it cannot admit
     for want of the backplane raises `Unavailable` (close 1013); a message
-    the backplane refuses or cannot take reaches nobody, and the sender is
-    not told yet. Create with `open_shared_hub`.
+    the backplane cannot take reaches nobody, and its sender gets an `error`
+    event `unavailable` with the message's `ref` (it may send it again). A
+    message the backplane refuses because its sender is no longer a member
+    there (reaped while this process was cut off) reaches nobody, and the
+    sender is not told. `trouble` says why new clients should go elsewhere
+    while the backplane is failing. Create with `open_shared_hub`.
     """
 
     def __init__(
@@ -280,7 +306,12 @@ class SharedHub(HubFront):
         self._events = 0
         self._deliveries = 0
         self._slow_drops = 0
-        self._lost_posts = 0
+        self._refused_posts = 0  # answered `unavailable`: the sender may send them again
+        self._lost_posts = 0  # refused by the backplane, their senders no longer members
+        # The backplane's health, kept by every task that calls it: since when
+        # its calls have failed (None while the last one succeeded), and why.
+        self._failing_since: float | None = None
+        self._failure = ""
 
     # -- statistics ------------------------------------------------------------
 
@@ -293,6 +324,22 @@ class SharedHub(HubFront):
             slow_drops=self._slow_drops,
             inbox=self.broadcast.statistics().current_buffer_used,
         )
+
+    def trouble(self) -> str | None:
+        """Why this hub cannot serve new clients now: the last call to the
+        backplane (of any task) failed, and none has succeeded since."""
+        if self._failing_since is None:
+            return None
+        failing_for = trio.current_time() - self._failing_since
+        return f"backplane unreachable for {failing_for:.0f} s: {self._failure}"
+
+    def _backplane_ok(self) -> None:
+        self._failing_since = None
+
+    def _backplane_failed(self, error: BackplaneError) -> None:
+        if self._failing_since is None:
+            self._failing_since = trio.current_time()
+        self._failure = str(error)
 
     # -- the hub task --------------------------------------------------------
 
@@ -376,6 +423,9 @@ class SharedHub(HubFront):
                 self._filled(message.room, message.events)
         elif isinstance(message, _CaughtUp):
             self._caught_up(message)
+        elif isinstance(message, _SaysFailed):
+            for say in message.says:
+                self._refuse_say(say.member, say.ref, ts)
         else:
             assert isinstance(message, _Overflowed)
             for name in message.rooms:
@@ -575,12 +625,12 @@ class SharedHub(HubFront):
         command = message.command
         if isinstance(command, Say):
             if len(self._calls) >= MAX_QUEUED_CALLS:
-                self._lost_posts += 1
+                self._refuse_say(member, command.ref, ts)
                 return
             line = protocol.message_event(
                 0, room.name, member.name, command.text, ts, ref=command.ref
             )
-            self._call(Post(room.name, member.token, line))
+            self._call(_SayCall(member, command.ref, Post(room.name, member.token, line)))
             return
         # Typing notices stay within the process until the backplane publishes them.
         line = protocol.typing_event(room.name, member.name)
@@ -588,6 +638,18 @@ class SharedHub(HubFront):
         self._touched.update(others)
         slow = [peer for peer in others if not peer.deliver_nowait(line)]
         for peer in slow:
+            self._drop_slow(peer, ts)
+
+    def _refuse_say(self, member: _Member, ref: str | None, ts: str) -> None:
+        """Tell a member its `say` was neither stored nor delivered (it may
+        send it again); nothing if it has left meanwhile."""
+        self._refused_posts += 1
+        peer = member.peer
+        if self._members.get(peer) is not member or peer not in member.room.members:
+            return
+        line = protocol.error_event(ErrorCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, ref)
+        self._touched.add(peer)
+        if not peer.deliver_nowait(line):
             self._drop_slow(peer, ts)
 
     # -- hearing -------------------------------------------------------------
@@ -674,33 +736,39 @@ class SharedHub(HubFront):
                     continue
                 calls = list(self._calls)
                 self._calls.clear()
-                posts: list[Post] = []
+                says: list[_SayCall] = []
                 for call in calls:
-                    if isinstance(call, Post):
-                        posts.append(call)
+                    if isinstance(call, _SayCall):
+                        says.append(call)
                         continue
-                    await self._say_many(posts)
-                    posts = []
+                    await self._say_many(says)
+                    says = []
                     if isinstance(call, _JoinCall):
                         await self._run_join(call.member)
                     else:
                         await self._run_leave(call)
-                await self._say_many(posts)
+                await self._say_many(says)
         finally:
             self._calls_done.set()
 
-    async def _say_many(self, posts: list[Post]) -> None:
-        if not posts:
+    async def _say_many(self, says: list[_SayCall]) -> None:
+        """Send `says` as one `say_many`; if it fails, the hub task tells
+        their senders (`_SaysFailed`)."""
+        if not says:
             return
         try:
-            ids = await self._backplane.say_many(posts)
+            ids = await self._backplane.say_many([say.post for say in says])
         except BackplaneError as error:
-            # The next step tells the senders (an `unavailable` error code).
-            log.warning("%d messages were not sent: %s", len(posts), error)
+            self._backplane_failed(error)
+            log.warning("%d messages were not sent: %s", len(says), error)
+            if not self._stopping:  # else the hub task is gone, and so are the senders
+                await self._post(_SaysFailed(says))
             return
+        self._backplane_ok()
         numbered = sum(event_id is not None for event_id in ids)
         self._events += numbered
         if numbered < len(ids):
+            self._lost_posts += len(ids) - numbered
             log.info(
                 "%d messages refused: their senders are no longer members", len(ids) - numbered
             )
@@ -722,7 +790,10 @@ class SharedHub(HubFront):
                 replay_limit=self._replay_limit,
             )
         except BackplaneError as error:
+            self._backplane_failed(error)
             outcome = error
+        else:
+            self._backplane_ok()
         if isinstance(outcome, Admitted):
             self._events += 1
         if self._stopping:  # the hub task is gone: undo the join here
@@ -737,10 +808,12 @@ class SharedHub(HubFront):
         try:
             event_id = await self._backplane.leave(call.room, call.token, call.name, call.line)
         except BackplaneError as error:
+            self._backplane_failed(error)
             # The member stays on the backplane until this node's lease lapses
             # and another process reaps it.
             log.warning("a leave from room %r failed: %s", call.room, error)
             return
+        self._backplane_ok()
         self._events += event_id is not None
 
     async def serve_subscriptions(self) -> None:
@@ -756,11 +829,13 @@ class SharedHub(HubFront):
                 else:
                     await self._backplane.unsubscribe(room.name)
             except BackplaneError as error:
+                self._backplane_failed(error)
                 if not subscribe:
                     log.warning("cannot unsubscribe from room %r: %s", room.name, error)
                     continue
                 await self._post(_Subscribed(room, error))
             else:
+                self._backplane_ok()
                 if subscribe:
                     await self._post(_Subscribed(room, None))
 
@@ -816,12 +891,15 @@ class SharedHub(HubFront):
                     if reaped:
                         log.info("node %r is gone: %d members left", node, len(reaped))
             except BackplaneError as error:
+                self._backplane_failed(error)
                 now = trio.current_time()
                 if now - warned_at >= REAP_WARN_EVERY:
                     warned_at = now
                     log.warning("cannot reap the members of dead processes: %s", error)
                 else:
                     log.debug("cannot reap the members of dead processes: %s", error)
+            else:
+                self._backplane_ok()
 
     async def _fill(self, room: _Room, fill: Fill) -> None:
         """Read a feed's gap from the log; retried until it works or the room
@@ -833,9 +911,11 @@ class SharedHub(HubFront):
                     up_to = await self._backplane.last_id(room.name)
                 events = await self._backplane.read_range(room.name, fill.after_id, up_to)
             except BackplaneError as error:
+                self._backplane_failed(error)
                 log.warning("cannot read room %r's log: %s", room.name, error)
                 await trio.sleep(READ_RETRY)
                 continue
+            self._backplane_ok()
             await self._post(_Filled(room, events))
             return
 
@@ -845,9 +925,11 @@ class SharedHub(HubFront):
             try:
                 events = await self._backplane.read_range(member.room.name, after_id, up_to_id)
             except BackplaneError as error:
+                self._backplane_failed(error)
                 log.warning("cannot read room %r's log: %s", member.room.name, error)
                 await trio.sleep(READ_RETRY)
                 continue
+            self._backplane_ok()
             await self._post(_CaughtUp(member, up_to_id, events))
             return
 
