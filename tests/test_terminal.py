@@ -444,6 +444,29 @@ async def test_rate_limited_lines_are_sent_again_in_order(
     assert "! rate_limited: slow down (sending again in 0.25 s)" in err.splitlines()
 
 
+async def test_a_line_refused_as_unavailable_is_sent_again(
+    scripted: Scripted, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A server whose backplane is down answers a say with `unavailable`:
+    the text was not accepted, so the client sends it again, later."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            terminal = await start_terminal(nursery, url(scripted.port), "--name", "bot")
+            ws = await scripted.joined(join(1, "bot"))
+            await terminal.type("still there?")
+            first = json.loads(await ws.get_message())
+            refused = {"type": "error", "code": "unavailable", "message": "not sent"}
+            await send(ws, refused | {"ref": first["ref"]})
+            start = trio.current_time()
+            again = json.loads(await ws.get_message())
+            assert trio.current_time() - start == pytest.approx(0.25, abs=0.01)
+            assert (again["text"], again["ref"]) == ("still there?", first["ref"])
+            await send(ws, say(2, "bot", "still there?") | {"ref": again["ref"]})
+            await terminal.end_input()
+            assert await terminal.exit_status() == 0
+    assert terminal.stderr.lines == ["! unavailable: not sent (sending again in 0.25 s)"]
+
+
 async def test_unconfirmed_message_gives_up_after_a_bounded_wait(
     scripted: Scripted, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -669,8 +669,9 @@ class _Client:
         if message is None or not message.sent or event.get("ref") != message.ref:
             self._warn(f"{code}: {text}")
             return
-        if code == "rate_limited":
-            # The server dropped it: send it again, later; lines behind it wait.
+        if code in ("rate_limited", "unavailable"):
+            # The server dropped it (too fast, or its backplane is down): send
+            # it again, later; lines behind it wait.
             message.rate_limited += 1
             delay = min(RATE_RETRY_CAP, RATE_RETRY_BASE * 2.0 ** (message.rate_limited - 1))
             message.sent = False
