@@ -335,6 +335,12 @@ def event_id_of(line: bytes) -> int | None:
 # --------------------------------------------------------------------------
 # Calls and replies
 
+
+def _numbering_keys(room: str) -> tuple[str, str, str, str]:
+    """The KEYS every numbering script starts with: seq, epoch, log, members."""
+    return (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room))
+
+
 Arg = str | bytes
 
 
@@ -393,7 +399,7 @@ def join_call(
     assert found, "a name has at least one key"
     return Call(
         "JOIN",
-        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room), keys.names(room)),
+        (*_numbering_keys(room), keys.names(room)),
         (
             token,
             name,
@@ -442,7 +448,7 @@ def say_many_call(room: str, posts: Sequence[Post], *, candidate: str, history_l
         args += (post.token, prefix, suffix)
     return Call(
         "SAY_MANY",
-        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room)),
+        _numbering_keys(room),
         tuple(args),
     )
 
@@ -473,7 +479,7 @@ def leave_call(
     prefix, suffix = split_line(line)
     return Call(
         "LEAVE",
-        (keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room), keys.names(room)),
+        (*_numbering_keys(room), keys.names(room)),
         (
             token,
             prefix,
