@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from redis_server import command, free_port
 
 from trio_chat.backplane import keys, scripts
-from trio_chat.backplane.redis import Backplane, BackplaneError, open_backplane
+from trio_chat.backplane.errors import BackplaneError
+from trio_chat.backplane.redis import Backplane, open_backplane
 from trio_chat.backplane.scripts import Admitted, NameTaken, Post
 from trio_chat.backplane.url import BackplaneUrl, BackplaneUrlError, parse_backplane_url
 from trio_chat.core import protocol

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_hub import RecordingPeer
 
-from trio_chat.backplane.redis import Backplane, BackplaneError, open_backplane
+from trio_chat.backplane.errors import BackplaneError
+from trio_chat.backplane.redis import Backplane, open_backplane
 from trio_chat.backplane.scripts import Admitted, NameTaken
 from trio_chat.config import Settings
 from trio_chat.core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say

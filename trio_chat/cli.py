@@ -18,6 +18,7 @@ from typing import NoReturn
 import trio
 
 from . import __version__
+from .backplane.errors import BackplaneError
 from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server.app import open_listeners, open_store, serve_chat
 from .stores.sqlite import HistoryError
@@ -125,6 +126,12 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def _summary(error: BaseException) -> str:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
@@ -150,22 +157,36 @@ async def _serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    try:
-        store = await open_store(settings)
-    except HistoryError as error:
-        print(f"trio-chat: {error} (--db)", file=sys.stderr)
-        for listener in listeners:
-            await listener.aclose()
-        return EXIT_USAGE
+    store = None
+    if settings.backplane is None:  # else history lives in the backplane
+        try:
+            store = await open_store(settings)
+        except HistoryError as error:
+            print(f"trio-chat: {error} (--db)", file=sys.stderr)
+            for listener in listeners:
+                await listener.aclose()
+            return EXIT_USAGE
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             # The watcher stays outside what it may cancel, to keep its deadline.
             force = trio.CancelScope()
             nursery.start_soon(watch_signals, signals, shutdown, force)
-            with force:
-                await serve_chat(settings, shutdown, listeners=listeners, store=store)
-            nursery.cancel_scope.cancel()
+            unreachable: BaseException | None = None
+            try:
+                with force:
+                    await serve_chat(settings, shutdown, listeners=listeners, store=store)
+            except* BackplaneError as group:
+                unreachable = _first(group)
+            finally:
+                nursery.cancel_scope.cancel()
+    if unreachable is not None:
+        print(
+            f"trio-chat: cannot use the backplane at {settings.backplane} "
+            f"(--backplane): {unreachable}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return 0
 
 

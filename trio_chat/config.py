@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from .backplane.url import BackplaneUrl, BackplaneUrlError, parse_backplane_url
 from .core.errors import TrioChatError
 from .core.websocket import DEFAULT_PORT, normalize_allowed_host, normalize_origin
 
@@ -30,6 +32,7 @@ ENV_PREFIX = "TRIO_CHAT_"
 MAX_DURATION = 24 * 3600.0  # a day: beyond it, a typo ("10h" for "10s") is likelier than intent
 MAX_COUNT = 2**31 - 1  # sizes and counts: anything larger is a mistake, not a plan
 MAX_RATE = 1e6  # messages per second; use 0 to turn the limit off instead
+MAX_WORKERS = 1024  # processes under one parent: more is a typo, not a machine
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # Also read without the prefix: the names of the Go chat this project re-imagines.
@@ -53,6 +56,12 @@ def _env(setting: str) -> str:
     return ENV_PREFIX + setting.upper().replace("-", "_")
 
 
+def _masked(text: str) -> str:
+    """`text` with the password of a URL's user information replaced by `***`:
+    a setting's value is quoted in errors, and a backplane URL may hold one."""
+    return re.sub(r"(://[^@/]*?:)[^@/]*@", r"\1***@", text)
+
+
 class SettingError(TrioChatError):
     """A bad setting value, found at start-up before anything is bound.
 
@@ -70,7 +79,7 @@ class SettingError(TrioChatError):
     """
 
     def __init__(self, setting: str, value: str, source: str, reason: str) -> None:
-        shown = repr(value if len(value) <= 80 else value[:77] + "...")
+        shown = repr(_masked(value) if len(value) <= 80 else _masked(value)[:77] + "...")
         flag, env = _flag(setting), _env(setting)
         if source == "default":
             where = f"default {shown} for {flag} ({env})"
@@ -111,6 +120,8 @@ class Settings:
     db: str = "trio-chat.db"
     history_limit: int = 1000
     history_replay: int = 50
+    backplane: BackplaneUrl | None = None  # none: one process, history in `db`
+    workers: int = 1
     log_level: str = "info"
     debug: bool = False
 
@@ -204,6 +215,29 @@ def _db(text: str) -> str:
     if "\x00" in text:
         raise ValueError("a path cannot contain NUL")
     return text
+
+
+def _backplane(text: str) -> BackplaneUrl:
+    try:
+        return parse_backplane_url(text)
+    except BackplaneUrlError as error:
+        raise ValueError(str(error).removeprefix("the backplane URL ")) from None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def _workers(text: str) -> int:
+    if text.lower() == "auto":
+        return available_cores()
+    try:
+        return _integer(1, MAX_WORKERS)(text)
+    except ValueError as error:
+        raise ValueError(f"{error} (or auto: one per core)") from None
 
 
 def _log_level(text: str) -> str:
@@ -330,6 +364,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         db=get("db", _db),
         history_limit=get("history-limit", _integer(1)),
         history_replay=get("history-replay", _integer(0)),
+        backplane=get("backplane", _backplane),
+        workers=get("workers", _workers),
         log_level=get("log-level", _log_level),
         debug=get("debug", _boolean),
     )
@@ -341,6 +377,12 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         )
         reason = f"must be below the pong wait ({_show_duration(settings.pong_wait)})"
         raise SettingError("ping-period", text, source, reason)
+    if settings.workers > 1 and settings.backplane is None:
+        # Processes that share nothing would each hold their own rooms and
+        # history: members behind the same port would not see each other.
+        text, source = sources.raw("workers") or (str(settings.workers), "default")
+        reason = "several workers share rooms through a backplane: set --backplane too"
+        raise SettingError("workers", text, source, reason)
     if settings.debug:
         settings = dataclasses.replace(settings, log_level="debug")
     return settings
@@ -378,6 +420,17 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
     "db": ("PATH", "SQLite file for history, created if missing; :memory: keeps none"),
     "history-limit": ("N", "events retained per room"),
     "history-replay": ("N", "events replayed to a client that joins without since"),
+    "backplane": (
+        "URL",
+        "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS): a Redis or Valkey "
+        "server through which several processes share rooms, members and history (which "
+        "then lives there, not in --db)",
+    ),
+    "workers": (
+        "N",
+        "processes serving the port together (SO_REUSEPORT), restarted if they die; "
+        "auto = one per core; above 1 needs --backplane",
+    ),
     "log-level": ("LEVEL", "one of debug, info, warning, error"),
     "debug": ("", "debug logging; implies --log-level debug"),
 }
@@ -391,7 +444,7 @@ def _show_default(setting: str) -> str:
         return "on" if value else "off"
     if setting == "allowed-hosts":
         return "localhost, *.localhost, 127.x.x.x and [::1] if bound to loopback, else any"
-    if value == ():
+    if value == () or value is None:
         return "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 

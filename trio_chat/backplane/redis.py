@@ -49,6 +49,7 @@ comes out as `BackplaneError`, with a one-line reason and never the password.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -62,17 +63,21 @@ from glide import (
     GlideClient,
     GlideClientConfiguration,
     GlideError,
+    Logger,
+    LogLevel,
     NodeAddress,
     PubSubMsg,
     ServerCredentials,
 )
 
 from ..core import protocol
-from ..core.errors import TrioChatError
 from ..core.history import StoredEvent
 from . import keys, scripts
+from .errors import BackplaneError
 from .scripts import Admitted, Arg, Call, NameTaken, Post
 from .url import BackplaneUrl, parse_backplane_url
+
+log = logging.getLogger(__name__)
 
 CHANNEL_SIZE: Final = 4096  # subscribed events waiting for the hub
 HISTORY_LIMIT: Final = 1000  # events each room's log keeps (about: MAXLEN ~)
@@ -82,10 +87,6 @@ LEASE_TTL: Final = 10.0  # seconds a lease outlives its last renewal
 REAPER_TTL_MS: Final = 30_000  # how long one process may take to reap a dead node
 REQUEST_TIMEOUT_MS: Final = 10_000  # glide's own backstop (its default is 250 ms)
 CLOSE_WAIT: Final = 2.0  # seconds to close a client while the caller is cancelled
-
-
-class BackplaneError(TrioChatError):
-    """The Redis server failed a request, or could not be reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,10 @@ async def open_backplane(
     if isinstance(url, str):
         url = parse_backplane_url(url)
     keys.validate_node(node)
+    # glide's core writes its own colored lines to the console (a refused
+    # connection, each retry): our errors already say what failed, once, in
+    # our log format. At debug level its warnings are worth seeing too.
+    Logger.set_logger_config(LogLevel.WARN if log.isEnabledFor(logging.DEBUG) else LogLevel.OFF)
     inbox = _Inbox(channel_size)
     with inbox.send, inbox.receive:
         commands = await _connect(_configuration(url, node, None), url)

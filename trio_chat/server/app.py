@@ -17,6 +17,9 @@ import json
 import logging
 import mimetypes
 import os
+import re
+import secrets
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -602,61 +605,100 @@ async def serve_chat(
 
     `listeners` and `store` may be opened beforehand with `open_listeners`
     and `open_store` (the CLI does, to report a busy port or a bad database
-    before anything starts); `serve_chat` closes the store. Reports the bound
-    port through `task_status` (useful with port 0). Returns once every
-    client has been closed (1001) and all history is written.
+    before anything starts); `serve_chat` closes both. With a backplane
+    (`settings.backplane`) there is no store: history lives in the
+    backplane, and `store` must be None. Reports the bound port through
+    `task_status` (useful with port 0). Returns once every client has been
+    closed (1001) and all history is written.
+
+    Raises:
+        BackplaneError: the backplane could not be reached at start (possibly
+            inside an exception group).
     """
     if listeners is None:
         listeners = await open_listeners(settings)
-    if store is None:
-        try:
-            store = await open_store(settings)
-        except BaseException:
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
-            raise
-    async with _writing(store, settings.db):
-        await _serve(settings, shutdown, listeners, store, task_status)
+    try:
+        if settings.backplane is not None:
+            assert store is None, "with a backplane, history lives there"
+            # Imported here: the Redis client takes most of a second to load.
+            from ..backplane.redis import open_backplane  # noqa: PLC0415
+            from .shared_hub import open_shared_hub  # noqa: PLC0415
+
+            node = node_name()
+            async with (
+                open_backplane(
+                    settings.backplane, node, history_limit=settings.history_limit
+                ) as backplane,
+                open_shared_hub(
+                    backplane,
+                    replay_limit=settings.history_replay,
+                    send_queue_size=settings.send_queue_size,
+                ) as hub,
+            ):
+                log.info("rooms shared through %s as node %s", backplane.url, node)
+                await _serve(settings, shutdown, listeners, hub, task_status, store=None)
+        else:
+            if store is None:
+                store = await open_store(settings)
+            async with (
+                _writing(store, settings.db),
+                open_hub(
+                    store,
+                    load=store.load if isinstance(store, SqliteHistoryStore) else None,
+                    replay_limit=settings.history_replay,
+                    send_queue_size=settings.send_queue_size,
+                ) as hub,
+            ):
+                await _serve(settings, shutdown, listeners, hub, task_status, store=store)
+    finally:
+        # Closed by the acceptor once serving; here if serving never began.
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
     log.info("shutdown complete")
+
+
+def node_name() -> str:
+    """A name for this process among those sharing a backplane: the host,
+    the process id and a random part, so that a restarted process (same host,
+    maybe the same pid in a container) is never taken for its predecessor,
+    whose members the others must reap."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 async def _serve(
     settings: Settings,
     shutdown: trio.Event,
     listeners: list[trio.SocketListener],
-    store: HistoryStore,
+    hub: HubFront,
     task_status: trio.TaskStatus[int],
+    *,
+    store: HistoryStore | None,
 ) -> None:
     port = listeners[0].socket.getsockname()[1]
-    async with open_hub(
-        store,
-        load=store.load if isinstance(store, SqliteHistoryStore) else None,
-        replay_limit=settings.history_replay,
-        send_queue_size=settings.send_queue_size,
-    ) as hub:
-        server = ChatServer(settings, hub, store)
-        raise_open_file_limit(settings.max_connections)
-        async with trio.open_nursery() as connections:
-            async with trio.open_nursery() as acceptor:
-                await acceptor.start(
-                    partial(serve_connections, handler_nursery=connections),
-                    server.handle_connection,
-                    listeners,
-                )
-                log.info(
-                    "trio-chat serving on http://%s:%d/ (WebSocket at /ws)",
-                    _display_host(settings.host),
-                    port,
-                )
-                task_status.started(port)
-                await shutdown.wait()
-                log.info("shutting down: closing %d connections", len(server.sessions))
-                acceptor.cancel_scope.cancel()
-            server.close_all()
-            # Sessions send their close frame and wait for the answer, but a
-            # client that does not answer must not hold the exit for long.
-            grace = min(settings.write_wait, SHUTDOWN_GRACE)
-            connections.cancel_scope.deadline = trio.current_time() + grace
+    server = ChatServer(settings, hub, store)
+    raise_open_file_limit(settings.max_connections)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as acceptor:
+            await acceptor.start(
+                partial(serve_connections, handler_nursery=connections),
+                server.handle_connection,
+                listeners,
+            )
+            log.info(
+                "trio-chat serving on http://%s:%d/ (WebSocket at /ws)",
+                _display_host(settings.host),
+                port,
+            )
+            task_status.started(port)
+            await shutdown.wait()
+            log.info("shutting down: closing %d connections", len(server.sessions))
+            acceptor.cancel_scope.cancel()
+        server.close_all()
+        # Sessions send their close frame and wait for the answer, but a
+        # client that does not answer must not hold the exit for long.
+        grace = min(settings.write_wait, SHUTDOWN_GRACE)
+        connections.cancel_scope.deadline = trio.current_time() + grace
 
 
 def _display_host(host: str) -> str:

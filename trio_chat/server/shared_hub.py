@@ -76,7 +76,8 @@ from typing import Final
 import trio
 
 from ..backplane import keys
-from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane, BackplaneError
+from ..backplane.errors import BackplaneError
+from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane
 from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of
 from ..core import protocol
 from ..core.feed import FeedStep, Fill, RoomFeed, catch_up, recipients_of
