@@ -22,6 +22,7 @@ import trio.lowlevel
 from conftest import wait_until
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from redis_server import command
 from test_hub import RecordingPeer
 
@@ -305,6 +306,16 @@ async def test_an_unreachable_backplane_refuses_the_hello(
         assert (await hub.join(alice, Hello("alice", room))).join_id == 1
 
 
+def scrape(server: ChatServer) -> dict[str, float]:
+    """The server's `/metrics`, as name -> value (series without labels)."""
+    text = generate_latest(server.metrics).decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if not name.startswith("#") and "{" not in name
+    }
+
+
 def errors(peer: RecordingPeer) -> list[dict[str, Any]]:
     return [e for e in peer.received if e["type"] == "error"]
 
@@ -350,6 +361,9 @@ async def test_a_say_the_backplane_cannot_take_is_answered_unavailable(
         assert "\n" not in trouble
         assert server.readiness() == trouble
         assert b.trouble() is None  # its own calls have not failed
+        metrics = scrape(server)
+        assert metrics["trio_chat_backplane_up"] == 0
+        assert metrics["trio_chat_backplane_refused_posts_total"] == len(refs)
 
         monkeypatch.undo()
         await a.say(alice, Say("back", ref="r4"))
@@ -357,6 +371,14 @@ async def test_a_say_the_backplane_cannot_take_is_answered_unavailable(
             await wait_until(lambda: last_seen(alice) >= 3 and last_seen(bob) >= 3)
         assert a.trouble() is None
         assert server.readiness() is None
+        with trio.fail_after(WAIT):  # the rooms are checked once it answers again
+            await wait_until(lambda: scrape(server)["trio_chat_backplane_recoveries_total"] >= 1)
+        metrics = scrape(server)
+        assert metrics["trio_chat_backplane_up"] == 1
+        assert metrics["trio_chat_backplane_resubscriptions_total"] >= 1
+        assert metrics["trio_chat_backplane_publish_seconds_count"] >= 1
+        assert metrics["trio_chat_backplane_publish_seconds_sum"] > 0
+        assert metrics["trio_chat_backplane_lost_members_total"] == 0
         await b.say(bob, Say("welcome back"))
         with trio.fail_after(WAIT):
             await wait_until(lambda: last_seen(alice) >= 4 and last_seen(bob) >= 4)

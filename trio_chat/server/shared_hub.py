@@ -107,6 +107,7 @@ from ..core.history import StoredEvent
 from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
 from ..core.rooms import Delivery, Joined, name_taken
 from .hub import (
+    BackplaneCounters,
     Broadcast,
     HubFront,
     HubStatistics,
@@ -364,6 +365,7 @@ class SharedHub(HubFront):
         self._lost_posts = 0  # refused by the backplane, their senders no longer members
         self._say_round_trips = 0  # say_many calls answered, and their total time
         self._say_seconds = 0.0
+        self._gap_fills = 0
         self._recoveries = 0  # checks of every room after a failure or a lost lease
         self._resubscriptions = 0
         self._restarted_rooms = 0  # rooms whose numbering restarted under local members
@@ -383,6 +385,24 @@ class SharedHub(HubFront):
             deliveries=self._deliveries,
             slow_drops=self._slow_drops,
             inbox=self.broadcast.statistics().current_buffer_used,
+        )
+
+    def backplane_counters(self) -> BackplaneCounters:
+        backplane = self._backplane.statistics()
+        return BackplaneCounters(
+            reachable=self._failing_since is None,
+            publish_round_trips=self._say_round_trips,
+            publish_seconds=self._say_seconds,
+            gap_fills=self._gap_fills,
+            resubscriptions=self._resubscriptions,
+            recoveries=self._recoveries,
+            refused_posts=self._refused_posts,
+            lost_posts=self._lost_posts,
+            lost_members=self._lost_members,
+            restarted_rooms=self._restarted_rooms,
+            overflowed=backplane.overflowed,
+            lease_failures=backplane.lease_failures,
+            leases_lost=backplane.leases_lost,
         )
 
     def trouble(self) -> str | None:
@@ -1140,6 +1160,7 @@ class SharedHub(HubFront):
                 if up_to is None:
                     up_to = await self._backplane.last_id(room.name)
                 events = await self._backplane.read_range(room.name, fill.after_id, up_to)
+                self._gap_fills += 1
             except BackplaneError as error:
                 self._backplane_failed(error)
                 log.warning("cannot read room %r's log: %s", room.name, error)
