@@ -59,6 +59,7 @@ from typing import Any, Final
 
 import trio
 from glide import (
+    BackoffStrategy,
     Batch,
     GlideClient,
     GlideClientConfiguration,
@@ -86,6 +87,9 @@ LEASE_PERIOD: Final = 3.0  # seconds between renewals of the node's lease
 LEASE_TTL: Final = 10.0  # seconds a lease outlives its last renewal
 REAPER_TTL_MS: Final = 30_000  # how long one process may take to reap a dead node
 REQUEST_TIMEOUT_MS: Final = 10_000  # glide's own backstop (its default is 250 ms)
+RECONNECT_FIRST_MS: Final = 100  # glide's first wait before reconnecting
+RECONNECT_STEPS: Final = 5  # doublings before the wait stops growing (3.2 s)
+RECONNECT_JITTER_PERCENT: Final = 20
 CLOSE_WAIT: Final = 2.0  # seconds to close a client while the caller is cancelled
 
 
@@ -161,6 +165,15 @@ def _configuration(url: BackplaneUrl, node: str, inbox: _Inbox | None) -> GlideC
         client_name=f"trio-chat-{node}" + ("-sub" if inbox else ""),
         request_timeout=REQUEST_TIMEOUT_MS,
         pubsub_subscriptions=pubsub,
+        # After a lost connection glide reconnects by itself, waiting 0.1 s,
+        # 0.2 s, ... up to 3.2 s between attempts (x2 each time, capped after
+        # five), with 20 % jitter so that many processes do not retry in step.
+        reconnect_strategy=BackoffStrategy(
+            num_of_retries=RECONNECT_STEPS,
+            factor=RECONNECT_FIRST_MS,
+            exponent_base=2,
+            jitter_percent=RECONNECT_JITTER_PERCENT,
+        ),
         # glide 2.6 connects inside `create` by a blocking call on the Trio
         # thread (up to 2 s when no server answers, deaf to cancellation);
         # lazily, the first request connects, and that wait is cancellable.
