@@ -23,7 +23,7 @@ CLIENT = PACKAGE / "client"
 PURE_CLIENT_MODULES = sorted(path.stem for path in CLIENT.glob("*.py"))
 BACKPLANE = PACKAGE / "backplane"
 # The backplane's pure modules; `redis` is its Trio shell.
-PURE_BACKPLANE_MODULES = ["__init__", "keys", "scripts", "url"]
+PURE_BACKPLANE_MODULES = ["__init__", "errors", "keys", "scripts", "url"]
 FORBIDDEN = {
     "trio",
     "trio_websocket",

@@ -33,7 +33,7 @@ from trio_chat.backplane.scripts import Admitted, NameTaken
 from trio_chat.config import Settings
 from trio_chat.core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say
 from trio_chat.core.protocol import Typing as TypingCommand
-from trio_chat.server import shared_hub
+from trio_chat.server import shared_state
 from trio_chat.server.app import ChatServer
 from trio_chat.server.hub import Unavailable
 from trio_chat.server.outbox import Outbox
@@ -180,7 +180,7 @@ async def test_a_join_answered_late_misses_nothing(
     """The room's events that hub b let through before the joiner's reply came
     back still reach it, right after its replay: from the room's window, or
     from the log when the window no longer holds them."""
-    monkeypatch.setattr(shared_hub, "JOIN_WINDOW", window)
+    monkeypatch.setattr(shared_state, "JOIN_WINDOW", window)
     room = new_name("room")
     observer, sender, joiner = peer("observer"), peer("sender"), peer("joiner")
     async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:

@@ -7,6 +7,7 @@ every process delivers a room's events from the room's channel, in id order.
 The modules, each importing only those listed before it (`url`, `keys` and
 `scripts` do no I/O, and a test scans them):
 
+- `errors`: `BackplaneError`, importable without loading the Redis client;
 - `url`: `redis://` and `rediss://` URLs, parsed; the password never shown;
 - `keys`: the names of the keys and channels, one hash slot per room;
 - `scripts`: the Lua scripts (`JOIN`, `SAY_MANY`, `LEAVE`), the
