@@ -364,8 +364,16 @@ async def test_a_say_the_backplane_cannot_take_is_answered_unavailable(
         metrics = scrape(server)
         assert metrics["trio_chat_backplane_up"] == 0
         assert metrics["trio_chat_backplane_refused_posts_total"] == len(refs)
+        assert scrape(server)["trio_chat_backplane_publish_seconds_count"] == 0
 
+        # Says are refused at once until a call succeeds again: the lease's
+        # renewal, which probes every half second while the backplane fails.
+        await a.say(alice, Say("refused at once", ref="r3b"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: len(errors(alice)) == len(refs) + 1)
         monkeypatch.undo()
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: a.trouble() is None)
         await a.say(alice, Say("back", ref="r4"))
         with trio.fail_after(WAIT):
             await wait_until(lambda: last_seen(alice) >= 3 and last_seen(bob) >= 3)
@@ -395,7 +403,7 @@ async def test_a_say_the_backplane_cannot_take_is_answered_unavailable(
             "welcome",
             "join",
             "join",
-            *["error"] * len(refs),
+            *["error"] * (len(refs) + 1),
             "message",
             "message",
         ]

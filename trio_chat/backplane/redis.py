@@ -86,7 +86,11 @@ REPLAY_LIMIT: Final = 50
 LEASE_PERIOD: Final = 3.0  # seconds between renewals of the node's lease
 LEASE_TTL: Final = 10.0  # seconds a lease outlives its last renewal
 REAPER_TTL_MS: Final = 30_000  # how long one process may take to reap a dead node
-REQUEST_TIMEOUT_MS: Final = 10_000  # glide's own backstop (its default is 250 ms)
+# glide's own bound on a request (its default is 250 ms). While the server is
+# out of reach a request waits for glide's reconnection until then: this is
+# how long an outage takes to be noticed, so short, but far above any script's
+# run time on a healthy server (a burst of 256 says takes about 1 ms).
+REQUEST_TIMEOUT_MS: Final = 2_000
 RECONNECT_FIRST_MS: Final = 100  # glide's first wait before reconnecting
 RECONNECT_STEPS: Final = 5  # doublings before the wait stops growing (3.2 s)
 RECONNECT_JITTER_PERCENT: Final = 20

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_PERIOD: Final = 0.5  # seconds between checks for events the subscription dropped
 READ_RETRY: Final = 0.5  # seconds before a failed read is tried again
+PROBE_PERIOD: Final = 0.5  # seconds between lease renewals while the backplane fails
 REAP_WARN_EVERY: Final = 60.0  # seconds between warnings that reaping keeps failing
 
 CheckRequest = tuple[dict[str, list[str]], dict[str, int]]
@@ -343,14 +344,17 @@ class BackplaneLink:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Keep this node's lease: renew it now (raising `BackplaneError` if
-        that fails), report started, then every `period` seconds. A lease
+        that fails), report started, then every `period` seconds (every
+        `PROBE_PERIOD` while the backplane is failing). A lease
         found gone (it lapsed while the server was out of reach, or the
         server lost its data) means members may have been reaped or lost:
         recover."""
         await self._backplane.renew_lease(ttl)
         task_status.started()
         while True:
-            await trio.sleep(period)
+            # While failing, the renewal is also the probe that ends the
+            # refusals (`trouble`): sooner than a full period.
+            await trio.sleep(period if self.reachable else min(period, PROBE_PERIOD))
             try:
                 kept = await self._backplane.renew_lease(ttl)
             except BackplaneError as error:

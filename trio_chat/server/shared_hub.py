@@ -36,8 +36,10 @@ inbox stays the one order of this process's deliveries.
   to the others from the subscription, so a drop never cascades locally.
 * Losing the backplane closes nobody. A `say_many` that fails comes back to
   the hub task as `SaysFailed`, which answers each sender still here with
-  an `error` event `unavailable` (its post's `ref`); hellos are refused
-  (`Unavailable`, close 1013); `trouble()` says so until a call succeeds.
+  an `error` event `unavailable` (its post's `ref`). Until a call succeeds
+  again (the lease renewal probes every half second meanwhile), `trouble()`
+  says why, and new says and hellos are refused at once: `unavailable`, and
+  `Unavailable` (close 1013).
 
 Recovery
 --------
@@ -341,8 +343,11 @@ class SharedHub(HubFront):
             )
             registration.done.set()
             return
-        if self._link.queued_calls >= MAX_QUEUED_CALLS:
-            registration.outcome = Unavailable("the backplane is not keeping up")
+        # Refused at once while the backplane is known to fail: the client
+        # learns it now (1013), not after a round trip that times out.
+        trouble = self._link.trouble()
+        if trouble is not None or self._link.queued_calls >= MAX_QUEUED_CALLS:
+            registration.outcome = Unavailable(trouble or "the backplane is not keeping up")
             registration.done.set()
             return
         room = self._rooms.get(hello.room)
@@ -603,7 +608,7 @@ class SharedHub(HubFront):
         room = member.room
         command = message.command
         if isinstance(command, Say):
-            if self._link.queued_calls >= MAX_QUEUED_CALLS:
+            if not self._link.reachable or self._link.queued_calls >= MAX_QUEUED_CALLS:
                 self._refuse_say(member, command.ref, ts)
                 return
             line = protocol.message_event(
