@@ -594,6 +594,7 @@ def test_char_count_counts_code_points(page: Page, text: str, count: int) -> Non
         ("rate_limited", None, "too fast"),
         ("text_too_long", None, "longer than 4000 characters"),
         ("empty_text", None, "empty"),
+        ("unavailable", "not sent", "sent again"),
         ("bad_request", "unknown type", r"^The server refused that: unknown type$"),
         ("bad_request", "", r"^The server refused that\.$"),
         ("", None, r"^The server refused that\.$"),
@@ -610,6 +611,7 @@ def test_error_text(page: Page, code: str, fallback: str | None, pattern: str) -
         (1001, True),
         (1006, True),
         (1011, True),
+        (1012, True),
         (1013, True),
         (1002, False),
         (1003, False),
@@ -624,6 +626,23 @@ def test_describe_close_retries_only_what_a_retry_can_fix(
     result = check(page, "describeClose", code)
     assert result["retry"] is retry
     assert result["text"]
+    # The same before a welcome: a close that refuses our hello.
+    assert check(page, "describeClose", code, {"welcomed": False})["retry"] is retry
+
+
+@pytest.mark.parametrize(
+    ("code", "welcomed", "text"),
+    [
+        (1012, True, "The chat service restarted."),
+        (1013, True, "The connection could not keep up."),
+        # 1013 answering our hello: the server admits nobody now (its
+        # backplane is down), not that we fell behind.
+        (1013, False, "The server is busy."),
+        (1001, False, "The server is restarting."),
+    ],
+)
+def test_describe_close_text(page: Page, code: int, welcomed: bool, text: str) -> None:
+    assert check(page, "describeClose", code, {"welcomed": welcomed})["text"] == text
 
 
 def test_backoff_delay_doubles_with_jitter_up_to_its_cap(page: Page) -> None:
