@@ -67,28 +67,31 @@ def _answers(process: subprocess.Popen[bytes], port: int) -> bool:
     return False
 
 
+def _spawn(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running_redis(directory: Path) -> Iterator[int]:
     """A `redis-server` on a free port; yields the port and stops it on exit."""
     binary = redis_server_binary()
     for _attempt in range(5):  # another program may take the free port first
         port = free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = _spawn(binary, port, directory)
         if _answers(process, port):
             break
         process.kill()
@@ -98,9 +101,45 @@ def running_redis(directory: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        _stop(process)
+
+
+class RedisProcess:
+    """A `redis-server` a test stops and starts again on the same port.
+
+    Persistence is off, so each start is an empty server: what a backplane
+    sees when its Redis restarts without its data.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def start(self) -> None:
+        """Start it (on a free port the first time, on the same one after)."""
+        assert self._process is None, "already running"
+        binary = redis_server_binary()
+        first = self.port == 0
+        for _attempt in range(5 if first else 1):
+            port = free_port() if first else self.port
+            process = _spawn(binary, port, self.directory)
+            if _answers(process, port):
+                self._process, self.port = process, port
+                return
             process.kill()
             process.wait()
+        pytest.fail(f"redis-server did not start on port {self.port or 'any'}")
+
+    def stop(self) -> None:
+        assert self._process is not None, "not running"
+        process, self._process = self._process, None
+        _stop(process)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 try:
-    from playwright.sync_api import Browser, WebSocketRoute, expect
+    from playwright.sync_api import Browser, Locator, Page, WebSocketRoute, expect
 except ImportError:  # the `browser` dependency group is not installed
     if os.environ.get("CI"):
         raise
@@ -47,6 +47,7 @@ from browser_helpers import (
     shown_ids,
     wait_until,
 )
+from redis_server import RedisProcess
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -649,3 +650,68 @@ def test_another_room_from_the_address_bar_starts_a_new_transcript(
     ]
     assert_complete_log(alice)
     assert shown_ids(alice) == shown_ids(bob)
+
+
+def delivered(page: Page) -> Locator:
+    """The messages in the log that the server stored (ours not sent yet left out)."""
+    return log(page).locator(".msg:not(.pending) .text")
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A `redis-server` of this test's own, which it may stop and start again."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    process = RedisProcess(directory)
+    process.start()
+    yield process
+    if process.running:
+        process.stop()
+
+
+def test_a_message_refused_while_the_backplane_is_down_is_delivered_once(
+    redis: RedisProcess, pages: Pages, start_server: StartServer
+) -> None:
+    # `redis` first: it must outlive the server, which stops before it.
+    server = start_server("--rate-limit", "0", "--backplane", redis.url)
+    alice = pages.open(server.url, who="alice")
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    say(alice, "before")
+    expect(message_texts(bob)).to_have_text(["before"])
+
+    # Redis goes away: the server answers the say `unavailable` once its
+    # request to the backplane times out. The message stays, marked.
+    redis.stop()
+    box = message_box(alice)
+    box.fill("while Redis is down")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    pending = log(alice).locator(".msg.pending")
+    expect(pending).to_have_count(1, timeout=3 * TIMEOUT_MS)
+    expect(pending.locator(".text")).to_have_text("while Redis is down")
+    expect(pending.locator(".status")).to_have_text(re.compile("Not sent yet"))
+    expect(alice.locator("#composer-error")).to_be_hidden()  # the log says it, quietly
+    expect(message_texts(bob)).to_have_text(["before"])
+    screenshots(alice, "desktop-pending")
+
+    # Redis comes back, empty. The message goes again, by itself, until the
+    # server takes it: then it is in both logs once, no longer pending.
+    redis.start()
+    for page in (alice, bob):
+        expect(delivered(page)).to_have_text(
+            ["before", "while Redis is down"], timeout=6 * TIMEOUT_MS
+        )
+    expect(pending).to_have_count(0)
+    # Every send of it was the same message: one ref, one text.
+    says = [frame for frame in sent if frame["type"] == "say"]
+    assert len(says) >= 3, says  # "before", then the message twice at least
+    assert {(frame["ref"], frame["text"]) for frame in says[1:]} == {
+        (says[1]["ref"], "while Redis is down")
+    }
+    alice.wait_for_timeout(1000)  # no late duplicate either
+    for page in (alice, bob):
+        expect(message_texts(page)).to_have_text(["before", "while Redis is down"])
+        expect(delivered(page)).to_have_text(["before", "while Redis is down"])

@@ -448,7 +448,8 @@ def test_pending_keeps_our_messages_until_echoed_or_refused(page: Page) -> None:
             out.push(pending.refused(four) ?? null, pending.refused(four) ?? null);
             out.push(pending.refused(three) ?? null, pending.size);
             pending.sent(pending.nextRef(), "fifth");
-            out.push(pending.takeAll(), pending.size, pending.takeAll());
+            const lost = (unechoedLost) => pending.rejoined({ unechoedLost });
+            out.push(lost(false), pending.size, lost(true), pending.size, lost(true));
             pending.sent(pending.nextRef(), "sixth");
             pending.clear();
             out.push(pending.size, pending.nextRef());
@@ -465,11 +466,175 @@ def test_pending_keeps_our_messages_until_echoed_or_refused(page: Page) -> None:
         None,  # refused once only
         None,
         1,
-        ["second", "fifth"],  # oldest first
+        {"resend": [], "lost": []},  # a resume that lost events: we cannot tell
+        2,
+        {"resend": [], "lost": ["second", "fifth"]},  # oldest first
         0,
-        [],
+        {"resend": [], "lost": []},
         0,
         "p-7",  # refs never repeat within a page
+    ]
+
+
+def run_pending(page: Page, script: str) -> Any:
+    """Run `script` (a function body) with `pending`, a new Pending("p"), and
+    `random`, a fixed jitter for its backoff; returns what the script returns."""
+    return page.evaluate(
+        """async () => {
+            const { Pending, RESEND_BACKOFF } = await import("/transcript.js");
+            const pending = new Pending("p");
+            const random = () => 0;  // the shortest delay of each round
+        """
+        + script
+        + "}"
+    )
+
+
+def test_unavailable_messages_go_again_after_a_backoff_until_echoed(page: Page) -> None:
+    results = run_pending(
+        page,
+        """
+        const out = [];
+        const [one, two, three] = [1, 2, 3].map(() => pending.nextRef());
+        pending.sent(one, "first");
+        pending.sent(two, "second");
+        out.push(pending.held(), pending.retryAt);
+        out.push(pending.unavailable(one, 1000, random), pending.retryAt, pending.held());
+        // The second answer of the same round keeps the first's time.
+        out.push(pending.unavailable(two, 1100, random), pending.retryAt);
+        out.push(pending.unavailable("p-99", 1100, random) ?? null);  // not pending
+        // Sent while those wait: queued behind them, not sent.
+        pending.hold(three, "third");
+        out.push(pending.resend(1499), pending.resend(1500), pending.retryAt, pending.held());
+        out.push(pending.resend(5000));  // once per round
+        // Refused again: the next round waits longer (1 s, 2 s... up to a cap).
+        for (const ref of [one, two, three]) pending.unavailable(ref, 2000, random);
+        out.push(pending.retryAt);
+        out.push(pending.resend(3000), pending.resend(3000).length);
+        // The first is confirmed; the backoff starts over for the others.
+        out.push(pending.echoed(one), pending.size);
+        pending.unavailable(two, 4000, random);
+        out.push(pending.retryAt);
+        out.push(pending.resend(4500).map(({ ref }) => ref));
+        // A confirmed message never goes again, even if an answer comes late.
+        out.push(pending.echoed(two), pending.unavailable(two, 5000, random) ?? null);
+        out.push(pending.refused(three), pending.size, pending.retryAt, pending.held());
+        return out;
+        """,
+    )
+    first, second, third = (
+        {"ref": "p-1", "text": "first"},
+        {"ref": "p-2", "text": "second"},
+        {"ref": "p-3", "text": "third"},
+    )
+    assert results == [
+        False,
+        None,
+        "first",
+        1500,  # now + half of the first round's 1 s ceiling
+        True,
+        "second",
+        1500,
+        None,
+        [],
+        [first, second, third],  # oldest first, the queued one last
+        None,
+        False,
+        [],
+        3000,  # the second round: half of 2 s
+        [first, second, third],
+        0,
+        True,
+        2,
+        4500,
+        ["p-2", "p-3"],
+        True,
+        None,
+        "third",  # another error: given back, not sent again
+        0,
+        None,
+        False,
+    ]
+
+
+def test_the_resend_backoff_is_jittered_and_capped(page: Page) -> None:
+    results = run_pending(
+        page,
+        """
+        const delays = [];
+        const ref = pending.nextRef();
+        pending.sent(ref, "text");
+        for (let round = 0; round < 8; round += 1) {
+            pending.unavailable(ref, 0, () => 0.999999);
+            delays.push(pending.retryAt);
+            pending.resend(pending.retryAt);
+        }
+        return [delays, RESEND_BACKOFF];
+        """,
+    )
+    delays, backoff = results
+    ceilings = [min(backoff["cap"], backoff["base"] * 2**n) for n in range(8)]
+    for delay, ceiling in zip(delays, ceilings, strict=True):
+        assert ceiling / 2 < delay < ceiling
+    assert ceilings[-1] == backoff["cap"] <= 10_000
+
+
+def test_messages_waiting_or_unanswered_go_again_after_our_next_join(page: Page) -> None:
+    results = run_pending(
+        page,
+        """
+        const out = [];
+        const [one, two, three, four] = [1, 2, 3, 4].map(() => pending.nextRef());
+        pending.sent(one, "first");
+        pending.sent(two, "second");
+        pending.sent(three, "third");
+        pending.unavailable(one, 0, random);
+        pending.unavailable(two, 0, random);
+        out.push(pending.resend(500).length);  // both on their way again...
+        pending.unavailable(two, 600, random);  // ...the second refused again, waiting
+        pending.hold(four, "fourth");
+        // The connection dropped; the replay of the next one echoed nothing
+        // of ours: the first was not stored either, so it goes again with the
+        // others; the third (never refused) was lost with the connection.
+        out.push(pending.rejoined({ unechoedLost: true }));
+        out.push(pending.retryAt, pending.held(), pending.size);
+        // The same after a resume that could not recover everything: ours
+        // that were retried go again, the others stay (we cannot tell).
+        const five = pending.nextRef();
+        pending.sent(five, "fifth");
+        out.push(pending.rejoined({ unechoedLost: false }).resend.map(({ ref }) => ref));
+        out.push(pending.size);
+        // The replay echoed the first: it is not sent again.
+        out.push(pending.echoed(one));
+        out.push(pending.rejoined({ unechoedLost: true }));
+        pending.clear();
+        out.push(pending.size, pending.retryAt, pending.rejoined({ unechoedLost: true }));
+        return out;
+        """,
+    )
+    assert results == [
+        2,
+        {
+            "resend": [
+                {"ref": "p-1", "text": "first"},
+                {"ref": "p-2", "text": "second"},
+                {"ref": "p-4", "text": "fourth"},
+            ],
+            "lost": ["third"],
+        },
+        None,
+        False,
+        3,
+        ["p-1", "p-2", "p-4"],
+        4,
+        True,
+        {
+            "resend": [{"ref": "p-2", "text": "second"}, {"ref": "p-4", "text": "fourth"}],
+            "lost": ["fifth"],
+        },
+        0,
+        None,
+        {"resend": [], "lost": []},
     ]
 
 
@@ -594,6 +759,7 @@ def test_char_count_counts_code_points(page: Page, text: str, count: int) -> Non
         ("rate_limited", None, "too fast"),
         ("text_too_long", None, "longer than 4000 characters"),
         ("empty_text", None, "empty"),
+        ("unavailable", "not sent", "sent again"),
         ("bad_request", "unknown type", r"^The server refused that: unknown type$"),
         ("bad_request", "", r"^The server refused that\.$"),
         ("", None, r"^The server refused that\.$"),
@@ -610,6 +776,7 @@ def test_error_text(page: Page, code: str, fallback: str | None, pattern: str) -
         (1001, True),
         (1006, True),
         (1011, True),
+        (1012, True),
         (1013, True),
         (1002, False),
         (1003, False),
@@ -624,6 +791,23 @@ def test_describe_close_retries_only_what_a_retry_can_fix(
     result = check(page, "describeClose", code)
     assert result["retry"] is retry
     assert result["text"]
+    # The same before a welcome: a close that refuses our hello.
+    assert check(page, "describeClose", code, {"welcomed": False})["retry"] is retry
+
+
+@pytest.mark.parametrize(
+    ("code", "welcomed", "text"),
+    [
+        (1012, True, "The chat service restarted."),
+        (1013, True, "The connection could not keep up."),
+        # 1013 answering our hello: the server admits nobody now (its
+        # backplane is down), not that we fell behind.
+        (1013, False, "The server is busy."),
+        (1001, False, "The server is restarting."),
+    ],
+)
+def test_describe_close_text(page: Page, code: int, welcomed: bool, text: str) -> None:
+    assert check(page, "describeClose", code, {"welcomed": welcomed})["text"] == text
 
 
 def test_backoff_delay_doubles_with_jitter_up_to_its_cap(page: Page) -> None:

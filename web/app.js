@@ -5,7 +5,8 @@
 //
 // Modules, one concern each:
 // - transcript.js: event ids, `since`, dedupe of replays, gaps, the member
-//   list, our messages not echoed yet. Pure (no DOM), tested on its own.
+//   list, our messages not echoed yet and when to send again those the
+//   server could not take. Pure (no DOM, no timers), tested on its own.
 // - protocol.js: the protocol's rules and codes as text for people. Pure.
 // - connection.js: the socket, its hello, reconnecting with backoff, the
 //   status line and banner.
@@ -19,6 +20,10 @@
 //   shown, after the first welcome) and the server answers `welcome`, then
 //   history, then live events; the transcript decides which stored events
 //   to show (never one twice; a loss always with a notice).
+// - A message the server could not take (`unavailable`: its backplane is
+//   down) stays at the end of the log as not sent yet, and goes again, by
+//   itself, when Pending says (one timer here), or after our own join on
+//   the next connection; its echo confirms it. Leaving forgets it.
 // - `session.phase`: "idle" (join screen), "joining" (first connection of a
 //   room session, not welcomed yet), "live", "reconnecting", "stopped"
 //   (closed for good; the person may press Reconnect). app.js moves it in
@@ -50,7 +55,12 @@ const connection = new Connection(session, {
 const composer = new Composer(session, {
   send: (frame) => connection.send(frame),
   pending,
+  held: (ref, text) => {
+    conversation.pendingMessage(ref, text);
+    conversation.scrollToBottom();
+  },
 });
+let resendTimer = 0;
 
 // ---------------------------------------------------------------------------
 // Joining and leaving
@@ -63,6 +73,7 @@ function join() {
   conversation.reset();
   transcript = new Transcript();
   pending.clear();
+  clearTimeout(resendTimer);
   composer.reset();
   session.name = form.name;
   session.room = form.room;
@@ -79,6 +90,7 @@ function failJoin(field, text) {
 
 function leave() {
   session.phase = "idle";
+  clearTimeout(resendTimer); // what was not sent yet is forgotten at the next join
   connection.clearRetry();
   connection.drop();
   conversation.clearTyping();
@@ -152,6 +164,7 @@ function onStored(event) {
   if (event.type === "message") {
     const own = name === session.name;
     if (own && typeof event.ref === "string" && pending.echoed(event.ref)) {
+      conversation.unpend(event.ref);
       conversation.forceScroll = true;
     }
     conversation.message(event, { own, initial: shown.initial });
@@ -164,12 +177,50 @@ function onStored(event) {
       conversation.renderMembers(transcript.members);
     }
   }
-  if (shown.pendingLost && pending.size > 0) {
-    // Everything the server stored up to our join has been replayed: a
-    // message of ours that is still not echoed never reached the server.
-    composer.restore(pending.takeAll().join("\n"));
-    composer.showError("Your last message was not delivered. It is back in the message box.");
+  if (shown.ownJoin && transcript.resumed) {
+    // The replay up to our join is over: what it did not echo was not stored.
+    const { resend, lost } = pending.rejoined({ unechoedLost: shown.pendingLost });
+    sendAgain(resend);
+    if (lost.length > 0) {
+      composer.restore(lost.join("\n"));
+      composer.showError("Your last message was not delivered. It is back in the message box.");
+    }
   }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Messages the server could not take, sent again
+
+function sendAgain(messages) {
+  for (const { ref, text } of messages) {
+    // On a closed socket this sends nothing: they go after the next join.
+    connection.send({ type: "say", text, ref });
+  }
+}
+
+function scheduleResend() {
+  clearTimeout(resendTimer);
+  const at = pending.retryAt;
+  if (at === null) return;
+  resendTimer = setTimeout(
+    () => {
+      if (session.phase !== "live" || !connection.welcomed) return; // sent after the next join
+      sendAgain(pending.resend(Date.now()));
+      scheduleResend(); // in case the timer fired a little early
+    },
+    Math.max(0, at - Date.now()),
+  );
+}
+
+/** `unavailable` answered our message `ref`: show it as not sent yet; it goes again. */
+function onUnavailable(ref) {
+  const text = pending.unavailable(ref, Date.now());
+  if (text === undefined) return false;
+  const stick = conversation.isNearBottom();
+  conversation.pendingMessage(ref, text);
+  if (stick) conversation.scrollToBottom();
+  scheduleResend();
   return true;
 }
 
@@ -192,7 +243,9 @@ function onError(event) {
     return;
   }
   if (typeof event.ref === "string") {
+    if (code === "unavailable" && onUnavailable(event.ref)) return; // the log says it
     const lost = pending.refused(event.ref);
+    conversation.unpend(event.ref);
     if (lost !== undefined) composer.restore(lost);
   }
   composer.showError(text);

@@ -1,8 +1,8 @@
 // The message box: sending (Enter sends, Shift+Enter adds a line), the
 // character counter near the limit, errors shown under the box for a few
-// seconds, a message given back when it was not delivered, and the `typing`
-// frames that tell the others we are typing, throttled to what the server
-// forwards.
+// seconds, a message given back when it was not delivered (or queued behind
+// ours that wait for a resend), and the `typing` frames that tell the others
+// we are typing, throttled to what the server forwards.
 
 import { MAX_TEXT_LENGTH, charCount } from "./protocol.js";
 
@@ -15,12 +15,14 @@ const COUNTER_FROM = MAX_TEXT_LENGTH - 500; // show the character counter from h
 /**
  * The message box of the room session `session` ({phase, ...}: sending
  * only while "live"). `send(frame)` sends a frame and says whether it went
- * out; `pending` (transcript.js's Pending) keeps what we sent until its echo.
+ * out; `pending` (transcript.js's Pending) keeps what we sent until its echo;
+ * `held(ref, text)`: a message was queued behind ours that wait for a resend.
  */
 export class Composer {
   #session;
   #send;
   #pending;
+  #held;
   #ui = {
     composer: document.getElementById("composer"),
     message: document.getElementById("message"),
@@ -34,10 +36,11 @@ export class Composer {
   #lastKeystroke = 0;
   #errorTimer = 0;
 
-  constructor(session, { send, pending }) {
+  constructor(session, { send, pending, held }) {
     this.#session = session;
     this.#send = send;
     this.#pending = pending;
+    this.#held = held;
     const ui = this.#ui;
     ui.composer.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -124,8 +127,15 @@ export class Composer {
       return;
     }
     const ref = this.#pending.nextRef();
-    if (!this.#send({ type: "say", text, ref })) return;
-    this.#pending.sent(ref, text);
+    if (this.#pending.held()) {
+      // Messages the server could not take wait for a resend: this one goes
+      // with them, after them, so that ours keep their order.
+      this.#pending.hold(ref, text);
+      this.#held(ref, text);
+    } else {
+      if (!this.#send({ type: "say", text, ref })) return;
+      this.#pending.sent(ref, text);
+    }
     // A message ends "typing" for the others: the next keystroke may say so
     // again soon (the server forwards at most one `typing` a second).
     this.#cancelTyping();

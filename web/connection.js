@@ -135,20 +135,26 @@ export class Connection {
   }
 
   #closed(code) {
+    const welcomed = this.welcomed;
     this.welcomed = false;
     this.#hooks.lost();
     const phase = this.#session.phase;
     if (phase === "idle" || phase === "stopped") return;
+    const { retry, text } = describeClose(code, { welcomed });
     if (phase === "joining") {
       this.#hooks.joinFailed(
-        "Could not connect to the chat server. Check your connection and try again.",
+        code === 1013
+          ? `${text} Try again in a moment.` // it refused our hello
+          : "Could not connect to the chat server. Check your connection and try again.",
       );
       return;
     }
-    const { retry, text } = describeClose(code);
     if (!retry) this.stop(text);
-    else if (phase === "reconnecting") this.scheduleReconnect(this.#reason);
-    else this.scheduleReconnect(text); // why the live connection ended says more than a failed retry
+    else if (phase === "reconnecting" && (code === 1005 || code === 1006)) {
+      // A retry that failed without a word from the server: why the live
+      // connection ended still says more.
+      this.scheduleReconnect(this.#reason);
+    } else this.scheduleReconnect(text);
   }
 
   scheduleReconnect(reason, options = {}) {

@@ -170,6 +170,49 @@ export class Conversation {
     this.forceScroll = false;
   }
 
+  /**
+   * Add a stored event's line (or a divider, a notice) to the log: after
+   * every stored one, before our messages not sent yet, which stay last.
+   */
+  #append(item) {
+    this.#ui.log.insertBefore(item, this.#ui.log.querySelector(":scope > .pending"));
+  }
+
+  #pendingItem(ref) {
+    for (const item of this.#ui.log.querySelectorAll(":scope > .pending")) {
+      if (item.dataset.ref === ref) return item;
+    }
+    return null;
+  }
+
+  /**
+   * Show our message `text` (sent with `ref`) as not sent yet: the server
+   * could not take it, and it goes again by itself. It stays at the end of
+   * the log until `unpend(ref)`. Showing it twice changes nothing.
+   */
+  pendingMessage(ref, text) {
+    if (this.#pendingItem(ref) !== null) return;
+    const item = document.createElement("li");
+    item.className = "msg own pending";
+    item.dataset.ref = ref;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const status = document.createElement("span");
+    status.className = "status";
+    status.textContent = "Not sent yet, retrying…";
+    meta.append(nameElement(this.#session.name, "sender"), status);
+    const body = document.createElement("p");
+    body.className = "text";
+    appendText(body, text);
+    item.append(meta, body);
+    this.#ui.log.append(item);
+  }
+
+  /** Our message sent with `ref` is no longer pending (delivered, or given back). */
+  unpend(ref) {
+    this.#pendingItem(ref)?.remove();
+  }
+
   #dayDivider(date) {
     const key = date.toDateString();
     if (key === this.#lastDay) return;
@@ -183,7 +226,7 @@ export class Conversation {
     const item = document.createElement("li");
     item.className = "day";
     item.textContent = label;
-    this.#ui.log.append(item);
+    this.#append(item);
   }
 
   /**
@@ -214,7 +257,7 @@ export class Conversation {
     body.className = "text";
     appendText(body, text);
     item.append(meta, body);
-    this.#ui.log.append(item);
+    this.#append(item);
 
     if (!own && !initial && document.hidden) {
       this.#unread += 1;
@@ -243,7 +286,7 @@ export class Conversation {
       text.append(nameElement(name), ` left${leaveReasonText(event.reason)}`);
     }
     item.append(text, " ", timeElement(date, event.ts));
-    this.#ui.log.append(item);
+    this.#append(item);
   }
 
   /** A line saying events are missing: `kind` is a transcript notice ("gap", "lost", "restarted"). */
@@ -252,7 +295,7 @@ export class Conversation {
     const item = document.createElement("li");
     item.className = "notice";
     item.textContent = NOTICES[kind];
-    this.#ui.log.append(item);
+    this.#append(item);
   }
 
   // -------------------------------------------------------------------------

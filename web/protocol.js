@@ -107,6 +107,8 @@ export function errorText(code, fallback) {
       return `Your message is longer than ${MAX_TEXT_LENGTH} characters and was not sent.`;
     case "empty_text":
       return "Your message is empty.";
+    case "unavailable":
+      return "The server cannot take messages right now. Yours will be sent again shortly.";
     default:
       return typeof fallback === "string" && fallback !== ""
         ? `The server refused that: ${fallback}`
@@ -116,14 +118,22 @@ export function errorText(code, fallback) {
 
 /**
  * What a close code means: `retry` says whether reconnecting (with `since`) is
- * the right answer, `text` what to tell the person.
+ * the right answer, `text` what to tell the person. `welcomed`: whether the
+ * connection was welcomed before it closed (a close that answers our hello
+ * means something else than one that ends a live connection).
  */
-export function describeClose(code) {
+export function describeClose(code, { welcomed = true } = {}) {
   switch (code) {
     case 1001:
       return { retry: true, text: "The server is restarting." };
+    case 1012:
+      return { retry: true, text: "The chat service restarted." };
     case 1013:
-      return { retry: true, text: "The connection could not keep up." };
+      // Before a welcome it refused our hello: the server cannot admit anyone
+      // now (its backplane is unreachable). After one, we fell behind.
+      return welcomed
+        ? { retry: true, text: "The connection could not keep up." }
+        : { retry: true, text: "The server is busy." };
     case 1011:
       return { retry: true, text: "The server had a problem." };
     case 1003:

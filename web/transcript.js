@@ -19,6 +19,8 @@
 // - The member list is the welcome's snapshot, then changed only by live
 //   join/leave events (id > the welcome's `last_id`), never by history.
 
+import { backoffDelay } from "./protocol.js";
+
 /**
  * The events in one frame from the server, in order. The server batches
  * whatever is queued for us into one frame, one JSON object per line; blank
@@ -152,16 +154,36 @@ export class Transcript {
   }
 }
 
+/** Backoff (ms) between resends of messages the server could not take (protocol.js backoffDelay). */
+export const RESEND_BACKOFF = Object.freeze({ base: 1000, cap: 10_000 });
+
 /**
  * Our `say` frames that the server has not echoed yet, by `ref`, so that a
  * message it refused, or one lost with a connection, can go back to the
- * message box. Refs are `<prefix>-<n>`: the prefix (random per page) tells
- * this page's messages from those of another page with the same name.
+ * message box, and one it could not take now (`unavailable`: not stored,
+ * not delivered) goes again until its echo arrives. Refs are `<prefix>-<n>`:
+ * the prefix (random per page) tells this page's messages from those of
+ * another page with the same name.
+ *
+ * Theory of operation, for the messages refused as `unavailable` ("retrying"):
+ * - A retrying message goes again, same text and same ref, only when the
+ *   server has said it did not store its last send: an `unavailable` for it,
+ *   or our own join on a new connection without its echo in the replay. So
+ *   it is never sent again once its echo (the confirmation) has arrived, and
+ *   never while a send of it may still be on its way.
+ * - Resends wait out a capped, jittered backoff, one for all the retrying
+ *   messages, which go together, oldest first; a message sent while any
+ *   waits is queued behind them (`held()`/`hold()`), so ours keep their order.
+ * - An echo of ours means the server takes messages again: the backoff
+ *   starts over. `unavailable` is not counted by the server as abuse.
+ * The page asks `retryAt` when to call `resend(now)`, and sends what it returns.
  */
 export class Pending {
   #prefix;
   #count = 0;
-  #texts = new Map(); // ref -> text, in the order sent
+  #entries = new Map(); // ref -> {text, retrying, waiting}, in the order sent
+  #attempt = 0; // backoff rounds since the last echo
+  #retryAt = null; // when the waiting messages go again (ms, as `now`), or null
 
   constructor(prefix) {
     this.#prefix = prefix;
@@ -175,34 +197,108 @@ export class Pending {
 
   /** The `say` with this ref went out. */
   sent(ref, text) {
-    this.#texts.set(ref, text);
+    this.#entries.set(ref, { text, retrying: false, waiting: false });
+  }
+
+  /** Whether a message waits for a resend: a new one must queue behind it (`hold`). */
+  held() {
+    for (const entry of this.#entries.values()) if (entry.waiting) return true;
+    return false;
+  }
+
+  /** A new message, not sent: it goes with the next resend, after those waiting. */
+  hold(ref, text) {
+    this.#entries.set(ref, { text, retrying: true, waiting: true });
   }
 
   /** The echo of one of our messages arrived; returns whether this page sent it. */
   echoed(ref) {
-    this.#texts.delete(ref);
+    if (this.#entries.delete(ref)) this.#attempt = 0;
     return ref.startsWith(`${this.#prefix}-`);
   }
 
-  /** An `error` answered this ref: the text it refused, or undefined if none is pending. */
+  /**
+   * An `error` other than `unavailable` answered this ref: the text it
+   * refused (forgotten from now on), or undefined if none is pending.
+   */
   refused(ref) {
-    const text = this.#texts.get(ref);
-    this.#texts.delete(ref);
-    return text;
+    const entry = this.#entries.get(ref);
+    this.#entries.delete(ref);
+    return entry?.text;
   }
 
-  /** Every text still pending, oldest first, forgotten from now on. */
-  takeAll() {
-    const texts = [...this.#texts.values()];
-    this.#texts.clear();
-    return texts;
+  /**
+   * `unavailable` answered this ref (at time `now`, ms): it waits for a
+   * resend, at `retryAt`. Returns its text, or undefined if none is pending
+   * (then nothing changes).
+   */
+  unavailable(ref, now, random = Math.random) {
+    const entry = this.#entries.get(ref);
+    if (entry === undefined) return undefined;
+    entry.retrying = true;
+    entry.waiting = true;
+    if (this.#retryAt === null) {
+      this.#retryAt = now + backoffDelay(this.#attempt, { ...RESEND_BACKOFF, random });
+      this.#attempt += 1;
+    }
+    return entry.text;
+  }
+
+  /** When to call `resend()` (ms, as `now`), or null when nothing waits. */
+  get retryAt() {
+    return this.#retryAt;
+  }
+
+  /**
+   * The messages to send again now (`[{ref, text}]`, oldest first; send
+   * them all, in order, as `say` with that ref), or [] before `retryAt`.
+   * They count as sent from now on.
+   */
+  resend(now) {
+    if (this.#retryAt === null || now < this.#retryAt) return [];
+    this.#retryAt = null;
+    return this.#takeRetrying();
+  }
+
+  /**
+   * Our own join arrived on a new connection, after its replay: what the
+   * replay did not echo was not stored then. Returns `{resend, lost}`:
+   * `resend`, every retrying message, to send now (as from `resend()`);
+   * `lost`, when `unechoedLost` (the resume recovered every event, see
+   * Transcript.stored's `pendingLost`), the texts of the other messages
+   * that were on their way, forgotten from now on.
+   */
+  rejoined({ unechoedLost }) {
+    this.#retryAt = null;
+    const lost = [];
+    if (unechoedLost) {
+      for (const [ref, entry] of this.#entries) {
+        if (entry.retrying) continue;
+        lost.push(entry.text);
+        this.#entries.delete(ref);
+      }
+    }
+    return { resend: this.#takeRetrying(), lost };
+  }
+
+  #takeRetrying() {
+    const out = [];
+    for (const [ref, entry] of this.#entries) {
+      if (!entry.retrying) continue;
+      entry.waiting = false;
+      out.push({ ref, text: entry.text });
+    }
+    return out;
   }
 
   get size() {
-    return this.#texts.size;
+    return this.#entries.size;
   }
 
+  /** A new room session: nothing pending, no backoff. */
   clear() {
-    this.#texts.clear();
+    this.#entries.clear();
+    this.#attempt = 0;
+    this.#retryAt = null;
   }
 }
