@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_chat.backplane.url import BackplaneUrl
 from trio_chat.config import (
     SettingError,
     Settings,
     add_serve_arguments,
+    available_cores,
     load_settings,
     parse_duration,
 )
@@ -87,6 +89,8 @@ def test_defaults_match_cli_md() -> None:
         allowed_hosts=(),
         history_limit=1000,
         history_replay=50,
+        backplane=None,
+        workers=1,
         log_level="info",
         debug=False,
     )
@@ -127,9 +131,36 @@ def test_help_names_every_flag_default_and_variable() -> None:
     assert "at most 24h" in text
 
 
-def test_backplane_is_not_part_of_this_step() -> None:
-    with pytest.raises(SystemExit):
-        parser().parse_args(["--backplane", "redis://localhost:6379/0"])
+# --- the backplane and workers --------------------------------------------------------------
+
+REDIS = "redis://localhost:6379/0"
+
+
+def test_workers_need_a_backplane() -> None:
+    assert str(load_error(["--workers", "2"])) == (
+        "invalid value '2' for --workers (TRIO_CHAT_WORKERS): several workers share rooms "
+        "through a backplane: set --backplane too"
+    )
+    assert load(["--workers", "2", "--backplane", REDIS]).workers == 2
+    assert load([], {"TRIO_CHAT_WORKERS": "3", "TRIO_CHAT_BACKPLANE": REDIS}).workers == 3
+    assert load(["--workers", "1"]).workers == 1  # one process needs nothing shared
+
+
+def test_auto_workers_are_one_per_core() -> None:
+    assert load(["--workers", "auto", "--backplane", REDIS]).workers == available_cores()
+    assert load(["--workers", "AUTO", "--backplane", REDIS]).workers >= 1
+
+
+def test_a_backplane_password_never_reaches_an_error() -> None:
+    with pytest.raises(SettingError) as info:
+        load([], {"TRIO_CHAT_BACKPLANE": "redis://user:s3cr3t@host:99999/0"})
+    assert "s3cr3t" not in str(info.value)
+    assert "'redis://user:***@host:99999/0'" in str(info.value)
+    assert "port must be a number" in info.value.reason
+    with pytest.raises(SettingError) as info:
+        load(["--backplane", "rediss://:p%40ss@host/x"])
+    assert "p%40ss" not in str(info.value)
+    assert "'rediss://:***@host/x'" in str(info.value)
 
 
 # --- every setting, from every source ----------------------------------------------------
@@ -161,6 +192,9 @@ VALID = [
     ("history-limit", "10", 10),
     ("history-replay", "0", 0),
     ("history-replay", "5000", 5000),  # above the history limit is fine
+    ("backplane", "redis://localhost:6379/0", BackplaneUrl("localhost")),
+    ("backplane", "rediss://:pw@[::1]/2", BackplaneUrl("::1", db=2, password="pw", tls=True)),
+    ("workers", "1", 1),
     ("log-level", "WARNING", "warning"),
     ("log-level", "error", "error"),
     ("debug", "true", True),
@@ -275,6 +309,13 @@ INVALID = [
     ("allowed-hosts", "[::1", "not a host name or IP address"),
     ("history-limit", "0", "must be at least 1"),
     ("history-replay", "-1", "not an integer"),
+    ("backplane", "http://localhost:6379", "must start with redis:// or rediss://"),
+    ("backplane", "redis://", "names no host"),
+    ("backplane", "redis://host:0", "port must be a number from 1 to 65535"),
+    ("backplane", "redis://host/zero", "must be a database number"),
+    ("workers", "0", "must be at least 1"),
+    ("workers", "two", "not an integer (or auto: one per core)"),
+    ("workers", "2000", "must be at most 1024"),
     ("log-level", "verbose", "must be one of debug, info, warning, error"),
     ("log-level", "critical", "must be one of"),
     ("debug", "maybe", "not a boolean"),
