@@ -112,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trio-chat: {error}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings)
+    if settings.backplane is not None and (args.db is not None or os.environ.get("TRIO_CHAT_DB")):
+        log.warning(
+            "--db %r is not used: with --backplane, history lives in the backplane", settings.db
+        )
     try:
         return trio.run(_serve, settings)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
