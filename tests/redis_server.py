@@ -104,3 +104,59 @@ def running_redis(directory: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class RedisProcess:
+    """A `redis-server` of one test's own, which it can kill and start again
+    on the same port: an outage, then the server back (empty, or with what its
+    append-only file kept when `persistent`).
+
+    `start` and `kill` block for a moment (a child process starting to
+    listen): call them through `trio.to_thread.run_sync` from async tests.
+    """
+
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+        self.binary = redis_server_binary()
+        self.directory = directory
+        self.persistent = persistent
+        self.port = 0  # chosen by the first start, kept by every restart
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _arguments(self, port: int) -> list[str]:
+        persistence = ["--appendonly", "no"]
+        if self.persistent:  # every write on disk before its reply
+            persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        return [
+            self.binary,
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--dir", str(self.directory), *persistence),
+        ]
+
+    def start(self) -> None:
+        """Start the server: on a free port the first time, then on the same one."""
+        assert self.process is None, "already running"
+        for _attempt in range(5 if self.port == 0 else 1):
+            port = self.port or free_port()
+            process = subprocess.Popen(
+                self._arguments(port),
+                cwd=self.directory,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if _answers(process, port):
+                self.port, self.process = port, process
+                return
+            process.kill()
+            process.wait()
+        pytest.fail(f"redis-server did not start on port {self.port or 'any'}")
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, as in a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
