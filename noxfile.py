@@ -78,7 +78,8 @@ def bench(session: nox.Session) -> None:
 
     Each run starts its own server (`benchmarks/run.py`), pinned to core 0
     with the generator on the other cores where `taskset` exists. Extra
-    arguments go to both runs, e.g. `nox -s bench -- --no-pin`.
+    arguments go to both runs, e.g. `nox -s bench -- --no-pin`, or
+    `nox -s bench -- --backplane` (a fresh `redis-server` for each run).
     """
     session.install(".")
     # 100 clients, 10 senders, 200 msg/s: a steady 20,000 deliveries/s.

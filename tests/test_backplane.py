@@ -21,7 +21,7 @@ from redis_server import command, free_port
 
 from trio_chat.backplane import keys, scripts
 from trio_chat.backplane.errors import BackplaneError
-from trio_chat.backplane.redis import Backplane, open_backplane
+from trio_chat.backplane.redis import Backplane, RoomState, open_backplane
 from trio_chat.backplane.scripts import Admitted, NameTaken, Post
 from trio_chat.backplane.url import BackplaneUrl, BackplaneUrlError, parse_backplane_url
 from trio_chat.core import protocol
@@ -473,11 +473,11 @@ async def test_typing_is_published_unnumbered_and_unstored(redis_url: str) -> No
         await b.subscribe(room)
         await admit(a, room, "a/1", "alice")
         typing = protocol.typing_event(room, "alice")
-        await a.publish_typing(room, typing)
+        assert await a.say_many([], [(room, typing)]) == []
         assert await a.say_many([Post(room, "a/1", said(room, "alice", "hi"))]) == [2]
-        await a.publish_typing(new_room(), typing)  # nobody listens: lost, harmlessly
+        await a.say_many([], [(new_room(), typing)])  # nobody listens: lost, harmlessly
         with pytest.raises(scripts.BadTemplate):
-            await a.publish_typing(room, protocol.join_event(3, room, "alice", TS))
+            await a.say_many([], [(room, protocol.join_event(3, room, "alice", TS))])
         await wait_for_events(b, 3)
         heard = drain(b)
         assert [line for _room, line in heard] == [
@@ -491,35 +491,27 @@ async def test_typing_is_published_unnumbered_and_unstored(redis_url: str) -> No
         assert [e.id for e in await stream(a, room)] == [1, 2]
 
 
-async def test_register_gives_a_lost_member_back_silently(redis_url: str, redis_port: int) -> None:
-    room = new_room()
-    async with backplanes(redis_url, "a", "b") as (a, b):
-        await b.subscribe(room)
+async def test_room_states_tell_a_restarted_numbering_and_lost_members(
+    redis_url: str, redis_port: int
+) -> None:
+    room, empty = new_room(), new_room()
+    async with backplanes(redis_url, "a") as (a,):
         alice = await admit(a, room, "a/1", "alice")
         await admit(a, room, "a/2", "bob")
-        assert await a.register(room, "a/1", "alice", join_id=alice.join_id) is None  # harmless
+        bob_left = protocol.leave_event(0, room, "bob", TS, LeaveReason.QUIT)
+        await a.leave(room, "a/2", "bob", bob_left)
+        states = await a.room_states({room: ["a/1", "a/2"], empty: ["a/3"]})
+        assert states[room] == RoomState(alice.epoch, 3, frozenset({"a/1"}))
+        assert states[empty] == RoomState(None, 0, frozenset())
         assert command(redis_port, "FLUSHALL") == b"+OK"  # the server loses everything
-        assert await a.say_many([Post(room, "a/1", said(room, "alice", "lost"))]) == [None]
-        assert await a.register(room, "a/1", "alice", join_id=alice.join_id) is None
-        # Nothing numbered, stored or published by registering...
-        assert await a.last_id(room) == 0
-        assert await stream(a, room) == []
-        # ...but the member may talk again (a new numbering), and holds its name.
-        assert await a.say_many([Post(room, "a/1", said(room, "alice", "back"))]) == [1]
-        taken = await b.join(room, "b/1", "ALICE", join_line(room, "ALICE"))
-        assert taken == NameTaken("alice")
-        # Meanwhile another member took bob's name: bob cannot come back.
-        assert isinstance(await b.join(room, "b/2", "B0B", join_line(room, "B0B")), Admitted)
-        assert await a.register(room, "a/2", "bob", join_id=2) == NameTaken("B0B")
-        assert await a.say_many([Post(room, "a/2", said(room, "bob", "no"))]) == [None]
-        # The room is the node's again, for a reaper; and the members list has alice.
-        assert command(redis_port, "SISMEMBER", keys.node_rooms("a"), room) == b":1"
-        carol = await b.join(room, "b/3", "carol", join_line(room, "carol"))
-        assert isinstance(carol, Admitted)
-        assert carol.members == ["alice", "B0B", "carol"]
-        await wait_for_events(b, 5)
-        ids = [scripts.event_id_of(line) for _room, line in drain(b)]
-        assert ids == [1, 2, 1, 2, 3]  # two joins, then the new numbering: say, join, join
+        assert (await a.room_states({room: ["a/1"]}))[room] == RoomState(None, 0, frozenset())
+        # The next event starts a new numbering, under another epoch.
+        bob = await admit(a, room, "a/4", "bob")
+        assert bob.join_id == 1
+        assert bob.epoch != alice.epoch
+        state = (await a.room_states({room: ["a/1", "a/4"]}))[room]
+        assert state == RoomState(bob.epoch, 1, frozenset({"a/4"}))
+        assert await a.room_states({}) == {}
 
 
 async def test_the_log_is_capped_and_replay_reads_its_window(
@@ -748,8 +740,8 @@ async def test_scripts_are_loaded_again_after_the_server_forgets_them(
 
 
 async def test_the_lease_is_renewed_and_its_loss_noticed(redis_url: str, redis_port: int) -> None:
-    async with backplanes(redis_url, "a") as (a,), trio.open_nursery() as nursery:
-        await nursery.start(a.serve_lease)
+    async with backplanes(redis_url, "a") as (a,):
+        assert await a.renew_lease()
         ttl = int(command(redis_port, "PTTL", keys.lease("a")).lstrip(b":"))
         assert 0 < ttl <= 10_000
         assert await a.renew_lease()
@@ -757,7 +749,6 @@ async def test_the_lease_is_renewed_and_its_loss_noticed(redis_url: str, redis_p
         assert not await a.renew_lease()  # expired meanwhile: the members may be reaped
         stats = a.statistics()
         assert (stats.lease_renewals, stats.leases_lost, stats.lease_failures) == (3, 1, 0)
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_members_of_a_dead_node_leave_once_with_reason_timeout(

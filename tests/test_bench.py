@@ -19,8 +19,11 @@ import io
 import itertools
 import json
 import math
+import os
+import signal
 import socket
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -41,6 +44,7 @@ from trio_chat.bench import (
     StepResult,
     StepStats,
 )
+from trio_chat.bench.metrics import sample_server
 from trio_chat.client.transcript import Transcript
 from trio_chat.client.url import ServerUrl
 from trio_chat.client.websocket import ConnectFailure
@@ -486,6 +490,47 @@ def test_parse_metrics() -> None:
     )
 
 
+def test_a_server_of_several_processes_is_summed() -> None:
+    """A parent's children are found, and their /proc figures add up; two
+    sleeping processes, so that nothing moves between the reads."""
+    parent = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    try:
+        children: list[int] = []
+        for _poll in range(500):  # until sh has started both (a bound, not timing logic)
+            if len(children := bench.proc_children(parent.pid)) == 2:
+                break
+            time.sleep(0.01)
+        assert len(children) == 2, children
+        one, other = (bench.proc_sample([pid]) for pid in children)
+        both = bench.proc_sample(children)
+        assert one.rss_bytes is not None
+        assert other.rss_bytes is not None
+        assert both.rss_bytes == one.rss_bytes + other.rss_bytes > 0
+        assert both.cpu_seconds == (one.cpu_seconds or 0) + (other.cpu_seconds or 0)
+        assert both.deliveries is None  # /proc knows no deliveries
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        parent.wait(timeout=10)
+    assert bench.proc_children(parent.pid) == []
+    with pytest.raises(BenchError, match=f"process {parent.pid}"):
+        bench.proc_sample([parent.pid])
+
+
+async def test_metrics_counters_only_for_a_server_of_one_process(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(rate_limit=0)
+    target = ServerUrl("127.0.0.1", server.port)
+    with trio.fail_after(HANG_GUARD):
+        alone = await sample_server(target, [os.getpid()])
+        several = await sample_server(target, [os.getpid(), os.getpid()])
+    assert alone.deliveries is not None  # this process is the server: its /metrics
+    assert alone.connections is not None
+    assert several.deliveries is several.connections is several.slow_drops is None
+    assert (several.rss_bytes or 0) > (alone.rss_bytes or 0)
+
+
 # -- the command line, parsed --------------------------------------------------
 
 
@@ -733,7 +778,7 @@ async def test_idle_reports_memory_per_connection() -> None:
             async with serving("--rate-limit", "0") as (process, port, _):
                 config = small(port, connections=200, idle=True, rooms=20)
                 if by_pid:
-                    config = dataclasses.replace(config, server_pid=process.pid)
+                    config = dataclasses.replace(config, server_pids=(process.pid,))
                 reports.append(await bench.measure(config))
                 process.terminate()
     report = reports[0]

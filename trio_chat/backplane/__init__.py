@@ -9,13 +9,14 @@ The modules, each importing only those listed before it (`url`, `keys` and
 
 - `url`: `redis://` and `rediss://` URLs, parsed; the password never shown;
 - `keys`: the names of the keys and channels, one hash slot per room;
-- `scripts`: the Lua scripts (`JOIN`, `SAY_MANY`, `LEAVE`, `REGISTER`), the
+- `scripts`: the Lua scripts (`JOIN`, `SAY_MANY`, `LEAVE`), the
   arguments they take and the replies they give, the cut of an event line
   around its id, and `event_id_of`, which reads the id of a line heard on a
   channel (None for a typing notice);
 - `redis`: the Trio shell on valkey-glide: `open_backplane` and `Backplane`
   (a burst of says as one script call per room in one pipeline, typing
   notices as plain unnumbered publishes, per-room subscriptions into a
-  bounded channel, the node's lease, reaping the members of dead nodes and
-  registering again the members it lost).
+  bounded channel, the node's lease, reaping the members of dead nodes, and
+  `room_states`, what a process checks after the server may have lost its
+  state).
 """

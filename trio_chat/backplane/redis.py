@@ -3,11 +3,11 @@
 `open_backplane` connects two glide clients, one for commands and one for
 subscriptions, and yields a `Backplane`. Each state change is one script
 (`backplane.scripts`); `say_many` sends a burst as one pipeline of one
-`SAY_MANY` per room, one round trip whatever its size, and `join` and
-`register` send their bookkeeping with their script. A burst costs glide
+`SAY_MANY` per room, one round trip whatever its size, and `join` sends
+its bookkeeping with its script. A burst costs glide
 one command per room rather than one per say, which is most of the cost
 (`benchmarks/backplane_say.py` measures it); several `say_many` may be in
-flight at once. `publish_typing` is one plain PUBLISH.
+flight at once. Typing notices ride along as plain PUBLISHes.
 
 Subscriptions
 -------------
@@ -52,10 +52,10 @@ import contextlib
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import trio
 from glide import (
@@ -100,6 +100,15 @@ class BackplaneStatistics:
     lease_renewals: int
     lease_failures: int  # renewals that failed (the server could not be reached)
     leases_lost: int  # renewals that found the lease gone (expired, or a flushed server)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """A room's numbering on the server, and which of a process's members it holds."""
+
+    epoch: str | None  # None: no numbering (no event yet, or the server lost it)
+    last_id: int
+    present: frozenset[str]  # the member tokens asked about that are members
 
 
 class _Inbox:
@@ -369,19 +378,38 @@ class Backplane:
         (reply,) = await self._run([call], before=[["SADD", keys.node_rooms(self.node), room]])
         return scripts.parse_join_reply(reply)
 
-    async def say_many(self, posts: Sequence[Post]) -> list[int | None]:
+    async def say_many(
+        self, posts: Sequence[Post], notices: Sequence[tuple[str, bytes]] = ()
+    ) -> list[int | None]:
         """Number, store and publish `posts`, in order, in one round trip.
+
+        `notices` go out first in the same round trip: `(room, line)` of
+        unnumbered events (`protocol.typing_event`), published as they are on
+        the room's channel: no id, not stored, lost to whoever is not
+        subscribed. Subscribers get them on `events` like any line
+        (`scripts.event_id_of` tells them apart).
 
         One `SAY_MANY` per room (per `scripts.MAX_POSTS_PER_CALL` posts of a
         room), all in one pipeline: a room's accepted posts take consecutive
         ids in the order given. Returns each post's event id, or None for a
         post whose token is not a member of its room (reaped while this
-        process was cut off, or lost with a flushed server): `register` it
-        again and resend, or end its session. Several calls may be in flight
+        process was cut off, or lost with a flushed server): its session
+        should end, for its client to join again. Several calls may be in flight
         at once (from several tasks); each room's ids then follow the order
         in which the server ran them.
+
+        Raises:
+            BadTemplate: a notice is a numbered event (it would look like a gap).
         """
+        for _room, line in notices:
+            if scripts.event_id_of(line) is not None:
+                raise scripts.BadTemplate("a notice carries no id")
+        publishes: list[list[Arg]] = [
+            ["PUBLISH", keys.channel(room), line] for room, line in notices
+        ]
         if not posts:
+            if publishes:
+                await self._run([], before=publishes)
             return []
         candidate = _candidate()
         groups = scripts.group_posts(posts)
@@ -395,43 +423,12 @@ class Backplane:
             for group in groups
         ]
         ids: list[int | None] = [None] * len(posts)
-        for group, reply in zip(groups, await self._run(calls), strict=True):
+        for group, reply in zip(groups, await self._run(calls, before=publishes), strict=True):
             for i, event_id in zip(
                 group, scripts.parse_say_many_reply(reply, len(group)), strict=True
             ):
                 ids[i] = event_id
         return ids
-
-    async def publish_typing(self, room: str, line: bytes) -> None:
-        """Publish `line`, an unnumbered event (`protocol.typing_event`), on
-        `room`'s channel: no id, not stored, lost to whoever is not subscribed.
-        Subscribers get it on `events` like any line (`scripts.event_id_of`
-        tells it apart).
-
-        Raises:
-            BadTemplate: `line` is a numbered event (it would look like a gap).
-        """
-        if scripts.event_id_of(line) is not None:
-            raise scripts.BadTemplate("a typing line carries no id")
-        await self._command("PUBLISH", keys.channel(room), line)
-
-    async def register(
-        self, room: str, token: str, name: str, *, join_id: int
-    ) -> NameTaken | None:
-        """Make `token` a member of `room` as `name` again, silently (no event,
-        no id): for a member this process holds and the backplane lost (see
-        `scripts.REGISTER` for when). `join_id` is the id its join got.
-
-        Returns None once it is a member again, or `NameTaken` if another
-        member took a look-alike name meanwhile (nothing changed then). The
-        room is recorded as one of this node's, for a reaper, in the same
-        round trip.
-        """
-        call = scripts.register_call(
-            room, token, name, join_id=join_id, name_keys=protocol.name_keys(name)
-        )
-        (reply,) = await self._run([call], before=[["SADD", keys.node_rooms(self.node), room]])
-        return scripts.parse_register_reply(reply)
 
     async def leave(self, room: str, token: str, name: str, line: bytes) -> int | None:
         """Remove member `token` (named `name`) from `room`, announcing it with
@@ -457,6 +454,35 @@ class Backplane:
             return []
         reply = await self._command("XRANGE", keys.log(room), f"{after_id + 1}-0", f"{up_to_id}-0")
         return scripts.parse_range(reply)
+
+    async def room_states(self, tokens: Mapping[str, Sequence[str]]) -> dict[str, RoomState]:
+        """Where each room's numbering stands, and which of the member `tokens`
+        given for it the server still holds: one round trip for all rooms.
+        What a process checks after the server may have lost its state."""
+        rooms = sorted(tokens)
+        if not rooms:
+            return {}
+        batch = Batch(is_atomic=False)
+        for room in rooms:
+            batch.custom_command(["GET", keys.epoch(room)])
+            batch.custom_command(["GET", keys.seq(room)])
+            batch.custom_command(["HMGET", keys.members(room), "", *tokens[room]])
+        replies = await self._exec(batch)
+        for reply in replies:
+            if isinstance(reply, GlideError):
+                raise BackplaneError(_reason(reply, self.url))
+        states: dict[str, RoomState] = {}
+        for i, room in enumerate(rooms):
+            epoch, seq, held = replies[3 * i : 3 * i + 3]
+            present = frozenset(
+                token for token, record in zip(tokens[room], held[1:], strict=True) if record
+            )
+            states[room] = RoomState(
+                None if epoch is None else bytes(epoch).decode("utf-8"),
+                0 if seq is None else int(seq),
+                present,
+            )
+        return states
 
     async def epoch(self, room: str) -> str | None:
         """The name of `room`'s numbering; None before its first event."""
@@ -497,33 +523,17 @@ class Backplane:
     async def renew_lease(self, ttl: float = LEASE_TTL) -> bool:
         """Set this node's lease to expire `ttl` seconds from now; False if it
         had expired (or the server lost it) since the last renewal."""
-        previous = await self._command(
-            "SET", keys.lease(self.node), self.node, "PX", str(math.ceil(ttl * 1000)), "GET"
-        )
+        try:
+            previous = await self._command(
+                "SET", keys.lease(self.node), self.node, "PX", str(math.ceil(ttl * 1000)), "GET"
+            )
+        except BackplaneError:
+            self._lease_failures += 1
+            raise
         self._lease_renewals += 1
         lost = previous is None and self._lease_renewals > 1
         self._leases_lost += lost
         return not lost
-
-    async def serve_lease(
-        self,
-        *,
-        period: float = LEASE_PERIOD,
-        ttl: float = LEASE_TTL,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> NoReturn:
-        """Keep this node's lease alive: renew it now, report started, then
-        every `period` seconds. A renewal that fails is counted
-        (`statistics().lease_failures`) and retried at the next period; the
-        first one raises `BackplaneError` instead, before `started`."""
-        await self.renew_lease(ttl)
-        task_status.started()
-        while True:
-            await trio.sleep(period)
-            try:
-                await self.renew_lease(ttl)
-            except BackplaneError:
-                self._lease_failures += 1
 
     async def dead_nodes(self, rooms: Iterable[str]) -> set[str]:
         """The other nodes holding members in `rooms` whose lease is gone."""

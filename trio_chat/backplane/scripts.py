@@ -9,7 +9,6 @@ line around its id, append it to the room's stream (`XADD` with entry id
 `N-0`, capped near the history limit) and publish it on the room's channel.
 So numbering, storing and publishing are one step, and every process sees
 one total order per room: the stream's and the channel's.
-`REGISTER` numbers nothing: it gives back, silently, a member the server lost.
 
 Typing notices are not numbered, stored or scripted: the shell publishes
 them as they are on the room's channel, and `event_id_of` tells a line heard
@@ -231,49 +230,10 @@ return id
 """
 )
 
-# REGISTER: give the backplane back a member it lost, silently.
-#   KEYS: members, names (of the room)
-#   ARGV: token, name, join id, then the name's keys (one or more)
-#   Returns {1} once the token is a member again under `name`, holding the
-#   name's keys; or {0, holder} when a key is held by another member
-#   (holder: that member's display name), changing nothing. No id is taken
-#   and no event is stored or published: for the other members, this member
-#   never left. Registering a token that is a member already does no harm.
-#   `join id` only orders the member list (it is the id the member's own
-#   join got, perhaps in an older numbering).
-#
-# The hub uses it for a member it still holds but the backplane no longer
-# knows: when a SAY (or SAY_MANY) refuses the member's token, after a flushed
-# or restarted server, or when `renew_lease` reports the node's lease lost
-# (another process may have reaped the member meanwhile). It registers each
-# such member again, then resends what was refused; a member whose name was
-# taken meanwhile cannot stay, and its session ends as a `name_taken` join
-# would. Other processes may have seen a `leave` of a reaped member: a
-# registered member is back without a `join` event, by design (the hub
-# decides whether to announce it with a fresh JOIN instead).
-REGISTER: Final = """
-local token, name = ARGV[1], ARGV[2]
-for i = 4, #ARGV do
-  local holder = redis.call('HGET', KEYS[2], ARGV[i])
-  if holder and holder ~= token then
-    local record = redis.call('HGET', KEYS[1], holder)
-    if record then
-      return {0, string.sub(record, string.find(record, ' ', 1, true) + 1)}
-    end
-  end
-end
-for i = 4, #ARGV do
-  redis.call('HSET', KEYS[2], ARGV[i], token)
-end
-redis.call('HSET', KEYS[1], token, ARGV[3] .. ' ' .. name)
-return {1}
-"""
-
 SCRIPTS: Final = {
     "JOIN": JOIN,
     "SAY_MANY": SAY_MANY,
     "LEAVE": LEAVE,
-    "REGISTER": REGISTER,
 }
 
 
@@ -453,19 +413,6 @@ def say_many_call(room: str, posts: Sequence[Post], *, candidate: str, history_l
     )
 
 
-def register_call(
-    room: str, token: str, name: str, *, join_id: int, name_keys: Iterable[str]
-) -> Call:
-    """The `REGISTER` of `token` as `name`, a member the backplane lost."""
-    found = sorted(name_keys)
-    assert found, "a name has at least one key"
-    return Call(
-        "REGISTER",
-        (keys.members(room), keys.names(room)),
-        (token, name, str(join_id), *found),
-    )
-
-
 def leave_call(
     room: str,
     token: str,
@@ -547,15 +494,6 @@ def parse_say_many_reply(reply: object, count: int) -> list[int | None]:
     if len(ids) != count:
         raise BadReply(f"expected {count} ids, got {len(ids)}")
     return ids
-
-
-def parse_register_reply(reply: object) -> NameTaken | None:
-    """None once a `REGISTER` made the token a member again, or whose name is
-    in the way."""
-    fields = _list(reply)
-    if _int(fields[0]) == 0:
-        return NameTaken(_text(fields[1]))
-    return None
 
 
 def parse_leave_reply(reply: object) -> int | None:

@@ -54,7 +54,13 @@ from .counting import (
     scan_lines,
     scan_live,
 )
-from .metrics import ServerSample, parse_metrics, sample_from_metrics
+from .metrics import (
+    ServerSample,
+    parse_metrics,
+    proc_children,
+    proc_sample,
+    sample_from_metrics,
+)
 from .plan import (
     BenchError,
     messages_due,
@@ -67,6 +73,7 @@ from .plan import (
 )
 from .reactor import first_reachable
 from .report import (
+    BenchReport,
     Bounds,
     SendReport,
     StepReport,
@@ -81,6 +88,7 @@ __all__ = [
     "HISTOGRAM_SIZE",
     "BenchConfig",
     "BenchError",
+    "BenchReport",
     "Bounds",
     "Joining",
     "ProgressLine",
@@ -105,6 +113,8 @@ __all__ = [
     "parse_target",
     "percentile",
     "plan_connections",
+    "proc_children",
+    "proc_sample",
     "raise_open_file_limit",
     "run_bench",
     "sample_from_metrics",

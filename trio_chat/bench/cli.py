@@ -9,7 +9,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 import trio
@@ -153,8 +153,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-pid",
         type=_positive_int,
-        default=None,
-        help="read the server's CPU and memory from /proc/PID (default: its /metrics)",
+        action="append",
+        default=[],
+        metavar="PID",
+        help="read the server's CPU and memory from /proc/PID (default: its /metrics); "
+        "repeat for a server of several processes (a parent and its workers): their "
+        "figures are summed, and the /metrics counters of one of them are left out",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
@@ -194,7 +198,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         sweep=args.sweep or bool(args.sweep_rates),
         sweep_rates=args.sweep_rates,
         bounds=Bounds(max_p99=args.max_p99, min_delivered=args.min_delivered / 100),
-        server_pid=args.server_pid,
+        server_pids=tuple(args.server_pid),
     )
 
 
@@ -225,9 +229,18 @@ class ProgressLine:
             self._width = 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(
+    args: argparse.Namespace,
+    *,
+    mark: Callable[[str], object] | None = None,
+    on_report: Callable[[BenchReport], object] | None = None,
+) -> int:
     """`trio-chat bench`: measure, print the report; returns the exit status
-    (0: done, 1: the measurement is void or failed, 2: bad flags)."""
+    (0: done, 1: the measurement is void or failed, 2: bad flags).
+
+    For a caller that measures more around the run (benchmarks/run.py):
+    `mark` goes to `measure`, and `on_report` gets the report once printed.
+    """
     try:
         config = config_from_args(args)
     except BenchError as error:
@@ -236,7 +249,7 @@ def run_bench(args: argparse.Namespace) -> int:
     raise_open_file_limit()
     progress = None if args.no_progress else ProgressLine(sys.stderr)
     try:
-        report = trio.run(_measure_for_cli, config, progress)
+        report = trio.run(_measure_for_cli, config, progress, mark)
     except BenchError as error:
         if progress is not None:
             progress.finish()
@@ -254,11 +267,15 @@ def run_bench(args: argparse.Namespace) -> int:
         print(format_report(report))
     for warning in report.warnings:
         print(f"trio-chat bench: warning: {warning}", file=sys.stderr)
+    if on_report is not None:
+        on_report(report)
     return 0 if report.ok else 1
 
 
-async def _measure_for_cli(config: BenchConfig, progress: ProgressLine | None) -> BenchReport:
-    return await measure(config, progress=progress)
+async def _measure_for_cli(
+    config: BenchConfig, progress: ProgressLine | None, mark: Callable[[str], object] | None
+) -> BenchReport:
+    return await measure(config, progress=progress, mark=mark)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,7 +68,7 @@ class BenchConfig:
     sweep: bool = False
     sweep_rates: tuple[float, ...] = ()
     bounds: Bounds = field(default_factory=Bounds)
-    server_pid: int | None = None
+    server_pids: tuple[int, ...] = ()  # read CPU and memory from /proc, summed over these
     drain_quiet: float = DRAIN_QUIET
     room_prefix: str = field(default_factory=lambda: f"bench-{secrets.token_hex(3)}-")
 
@@ -121,14 +121,22 @@ async def _show_progress(
 
 
 async def measure(
-    config: BenchConfig, *, progress: Callable[[str], None] | None = None
+    config: BenchConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+    mark: Callable[[str], object] | None = None,
 ) -> BenchReport:
     """Run the benchmark `config` describes against a running server.
 
     Coordinates from the caller's Trio run; the connections live in
     `procs` spawned worker processes (one at least), each an epoll reactor.
     Every connection is closed, and every worker ended, before it returns.
-    Calls `progress` with a line of text twice a second.
+    Calls `progress` with a line of text twice a second, and `mark`, if
+    given, right after each sample of the server: `"start"` (before the
+    workers start), `"joined"` (every connection joined), then `"step"` and
+    `"stepped"` around each step, in order. `mark` runs in this Trio thread
+    between phases, where nothing is hot, so it may read a counter
+    elsewhere (benchmarks/run.py samples Redis) but must return quickly.
 
     Raises:
         BenchError: the server cannot be reached, or a worker failed.
@@ -142,7 +150,8 @@ async def measure(
         procs=config.procs,
         room_prefix=config.room_prefix,
     )
-    memory_before = await sample_server(target, config.server_pid)
+    memory_before = await sample_server(target, config.server_pids)
+    _mark(mark, "start")
     phase = _Phase(config.connections)
     steps: list[StepReport] = []
     idle: IdleReport | None = None
@@ -156,14 +165,15 @@ async def measure(
         coordinator_cpu = _cpu_seconds()
         connects = await _call_all(workers, ConnectCommand(per_worker), ConnectReport)
         coordinator_cpu = _cpu_seconds() - coordinator_cpu
-        joined = await sample_server(target, config.server_pid)
+        joined = await sample_server(target, config.server_pids)
+        _mark(mark, "joined")
         memory_after = ServerSample()
         if config.idle:
             phase.text = "holding"
             await trio.sleep(IDLE_SETTLE)
-            memory_after = await sample_server(target, config.server_pid)
+            memory_after = await sample_server(target, config.server_pids)
         else:
-            steps = await _run_steps(config, workers, phase)
+            steps = await _run_steps(config, workers, phase, mark)
         phase.text = "closing"
         closed: Counter[str] = Counter()
         with trio.move_on_after(CLOSE_WAIT + STEP_LEAD):  # the workers give up at CLOSE_WAIT
@@ -214,8 +224,16 @@ async def measure(
     return report
 
 
+def _mark(mark: Callable[[str], object] | None, instant: str) -> None:
+    if mark is not None:
+        mark(instant)
+
+
 async def _run_steps(
-    config: BenchConfig, workers: Sequence[Worker], phase: _Phase
+    config: BenchConfig,
+    workers: Sequence[Worker],
+    phase: _Phase,
+    mark: Callable[[str], object] | None,
 ) -> list[StepReport]:
     if config.sweep_rates:
         rates = list(config.sweep_rates)
@@ -225,7 +243,7 @@ async def _run_steps(
         rates = [config.rate]
     steps: list[StepReport] = []
     for rate in rates:
-        step = await _run_step(config, workers, phase, rate)
+        step = await _run_step(config, workers, phase, rate, mark)
         steps.append(step)
         if not config.sweep or not step.held:
             break
@@ -234,9 +252,14 @@ async def _run_steps(
 
 
 async def _run_step(
-    config: BenchConfig, workers: Sequence[Worker], phase: _Phase, rate: float
+    config: BenchConfig,
+    workers: Sequence[Worker],
+    phase: _Phase,
+    rate: float,
+    mark: Callable[[str], object] | None,
 ) -> StepReport:
-    server_before = await sample_server(config.target, config.server_pid)
+    server_before = await sample_server(config.target, config.server_pids)
+    _mark(mark, "step")
     coordinator_cpu = _cpu_seconds()
     start_ns = time.time_ns() + round(STEP_LEAD * 1e9)
     phase.text, phase.rate, phase.duration = "sending", rate, config.duration
@@ -249,7 +272,8 @@ async def _run_step(
     phase.text = "draining"
     drain = DrainCommand(dict(sent_by_room), config.drain_quiet)
     results = await _call_all(workers, drain, StepResult)
-    server_after = await sample_server(config.target, config.server_pid)
+    server_after = await sample_server(config.target, config.server_pids)
+    _mark(mark, "stepped")
     step = summarize_step(
         rate=rate,
         duration=config.duration,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h11
@@ -86,6 +86,43 @@ def proc_wait_seconds(pid: int | str = "self") -> float | None:
         return None
 
 
+def proc_sample(pids: Sequence[int]) -> ServerSample:
+    """CPU, resident memory and CPU wait of a server made of the processes
+    `pids` (a parent and its workers, say), each summed over them; no
+    /metrics counters, which one process cannot answer for the others.
+
+    Raises:
+        BenchError: a process is gone or /proc cannot be read.
+    """
+    cpu = rss = 0.0
+    wait: float | None = 0.0
+    for pid in pids:
+        try:
+            cpu += proc_cpu_seconds(pid)
+            rss += proc_rss_bytes(pid)
+        except (OSError, IndexError, ValueError) as error:
+            raise BenchError(f"cannot read process {pid} (--server-pid): {error}") from None
+        waited = proc_wait_seconds(pid)
+        wait = None if wait is None or waited is None else wait + waited
+    return ServerSample(cpu_seconds=cpu, rss_bytes=rss, wait_seconds=wait)
+
+
+def proc_children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, in pid order (from /proc/*/stat,
+    which every Linux has; /proc/PID/task/*/children needs a kernel option)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
 def _delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
 
@@ -142,12 +179,15 @@ async def http_request(
                 return HttpResponse(status, response_headers, b"".join(body))
 
 
-async def sample_server(target: ServerUrl, pid: int | None) -> ServerSample:
-    """The server's counters: CPU and memory from /proc when `pid` is given,
-    else from `/metrics`; the trio_chat_* counters from `/metrics` if it answers.
+async def sample_server(target: ServerUrl, pids: Sequence[int] = ()) -> ServerSample:
+    """The server's counters: CPU and memory from /proc, summed, when `pids`
+    are given, else from `/metrics`; the trio_chat_* counters from `/metrics`
+    if it answers, and only for a server of one process (with several
+    sharing a port, /metrics answers for whichever took the connection).
 
     Raises:
-        BenchError: the server cannot be reached at all.
+        BenchError: the server cannot be reached at all, or a process in
+            `pids` cannot be read.
     """
     try:
         response = await http_request(target, "/metrics")
@@ -159,17 +199,12 @@ async def sample_server(target: ServerUrl, pid: int | None) -> ServerSample:
     sample = sample_from_metrics(parse_metrics(body.decode("utf-8", "replace")))
     if status != 200:
         sample = ServerSample()
-    if pid is not None:
-        try:
-            cpu, rss = proc_cpu_seconds(pid), proc_rss_bytes(pid)
-        except (OSError, IndexError, ValueError) as error:
-            raise BenchError(f"cannot read process {pid} (--server-pid): {error}") from None
-        sample = ServerSample(
-            cpu,
-            rss,
-            sample.deliveries,
-            sample.slow_drops,
-            sample.connections,
-            proc_wait_seconds(pid),
+    if pids:
+        counted = sample if len(pids) == 1 else ServerSample()
+        sample = replace(
+            proc_sample(pids),
+            deliveries=counted.deliveries,
+            slow_drops=counted.slow_drops,
+            connections=counted.connections,
         )
     return sample

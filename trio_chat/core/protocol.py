@@ -86,6 +86,7 @@ class CloseCode(enum.IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # the backplane lost the room's state: join again
     TRY_AGAIN_LATER = 1013
 
 
@@ -448,6 +449,19 @@ def leave_event(event_id: int, room: str, name: str, ts: str, reason: LeaveReaso
 
 def typing_event(room: str, name: str) -> bytes:
     return encode({"type": "typing", "room": room, "name": name})
+
+
+def typing_sender(line: bytes) -> str:
+    """The `name` of a `typing_event` line (as heard from another process).
+
+    Raises:
+        ValueError: `line` is not a typing event.
+    """
+    event = json.loads(line)
+    name = event.get("name") if isinstance(event, dict) else None
+    if event.get("type") != "typing" or not isinstance(name, str):
+        raise ValueError("not a typing event with a name")
+    return name
 
 
 def error_event(code: ErrorCode, message: str, ref: str | None = None) -> bytes:

@@ -33,7 +33,7 @@ from typing import Final, TypeVar
 import trio
 import wsproto.connection
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from ..config import Settings
@@ -49,7 +49,7 @@ from ..core.websocket import (
 )
 from ..stores.sqlite import SqliteHistoryStore
 from .http import BadRequest, HttpConnection, Request
-from .hub import HubFront, open_hub
+from .hub import BackplaneCounters, HubFront, open_hub
 from .session import Session
 
 if sys.platform != "win32":
@@ -117,7 +117,9 @@ class _ChatCollector(Collector):
     def __init__(self, server: ChatServer) -> None:
         self._server = server
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
         stats = self._server.hub.statistics()
         yield GaugeMetricFamily(
             "trio_chat_connections", "Open WebSocket connections.", len(self._server.sessions)
@@ -144,6 +146,66 @@ class _ChatCollector(Collector):
             "WebSocket upgrades refused (403 host or origin, 503 connection limit).",
             self._server.refused_upgrades,
         )
+        backplane = self._server.hub.backplane_counters()
+        if backplane is not None:
+            yield from _backplane_metrics(backplane)
+
+
+def _backplane_metrics(
+    counters: BackplaneCounters,
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
+    yield GaugeMetricFamily(
+        "trio_chat_backplane_up",
+        "1 while the backplane answers (its last call succeeded), else 0.",
+        int(counters.reachable),
+    )
+    yield SummaryMetricFamily(
+        "trio_chat_backplane_publish_seconds",
+        "Round trips of the calls that number, store and publish a burst of messages.",
+        count_value=counters.publish_round_trips,
+        sum_value=counters.publish_seconds,
+    )
+    for name, help_text, value in (
+        ("gap_fills", "Reads of events the subscription missed.", counters.gap_fills),
+        ("resubscriptions", "Rooms subscribed again on recovery.", counters.resubscriptions),
+        (
+            "recoveries",
+            "Checks of every room after a failure or a lost lease.",
+            counters.recoveries,
+        ),
+        (
+            "refused_posts",
+            "Messages answered unavailable (the sender may send them again).",
+            counters.refused_posts,
+        ),
+        (
+            "lost_posts",
+            "Messages refused because the backplane no longer held their sender.",
+            counters.lost_posts,
+        ),
+        (
+            "lost_members",
+            "Members closed with 1012 because the backplane no longer held them.",
+            counters.lost_members,
+        ),
+        (
+            "restarted_rooms",
+            "Rooms whose numbering restarted (a flushed or emptied backplane).",
+            counters.restarted_rooms,
+        ),
+        (
+            "overflowed_events",
+            "Subscribed events dropped by a full channel (then read from the log).",
+            counters.overflowed,
+        ),
+        (
+            "lease_failures",
+            "Lease renewals that could not reach the backplane.",
+            counters.lease_failures,
+        ),
+        ("leases_lost", "Lease renewals that found the lease gone.", counters.leases_lost),
+    ):
+        yield CounterMetricFamily(f"trio_chat_backplane_{name}", help_text, value)
 
 
 class ChatServer:

@@ -130,6 +130,25 @@ class HubStatistics:
     inbox: int  # commands waiting for the hub task
 
 
+@dataclass(frozen=True, slots=True)
+class BackplaneCounters:
+    """A shared hub's dealings with its backplane, for `/metrics`."""
+
+    reachable: bool  # the last call succeeded
+    publish_round_trips: int  # say_many calls answered
+    publish_seconds: float  # their total round-trip time
+    gap_fills: int  # reads of events the subscription did not bring
+    resubscriptions: int  # rooms subscribed again on recovery
+    recoveries: int  # checks of every room, after a failure or a lost lease
+    refused_posts: int  # answered `unavailable`
+    lost_posts: int  # refused: their senders were no longer members there
+    lost_members: int  # closed with 1012: the backplane no longer held them
+    restarted_rooms: int  # rooms whose numbering restarted under members here
+    overflowed: int  # subscribed events dropped by a full channel, then read back
+    lease_failures: int  # renewals that could not reach the server
+    leases_lost: int  # renewals that found the lease gone
+
+
 FrontMessage = Registration | Unregistration | Broadcast
 
 
@@ -189,6 +208,10 @@ class HubFront:
 
     def statistics(self) -> HubStatistics:
         raise NotImplementedError  # each hub counts its own
+
+    def backplane_counters(self) -> BackplaneCounters | None:
+        """How the backplane is doing; None for a hub without one."""
+        return None
 
     def trouble(self) -> str | None:
         """Why this hub cannot serve new clients now (a one-line reason), or

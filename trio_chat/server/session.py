@@ -73,6 +73,7 @@ _CLOSE_REASONS: dict[int, str] = {
     CloseCode.POLICY_VIOLATION: "policy violation",
     CloseCode.MESSAGE_TOO_BIG: "message too big",
     CloseCode.INTERNAL_ERROR: "internal server error",
+    CloseCode.SERVICE_RESTART: "service restart: join again",
     CloseCode.TRY_AGAIN_LATER: "too slow: send queue overflowed",
 }
 

@@ -38,8 +38,30 @@ the hub applies its inbox stays the one order of this process's deliveries.
   an `error` event `unavailable` (its post's `ref`); hellos are refused
   (`Unavailable`, close 1013); `trouble()` says so until a call succeeds.
 
-Typing notices are not numbered: they stay within the process until the
-backplane publishes them, reaching this process's other members of the room.
+Recovery
+--------
+When a call succeeds after failures, or the lease renewal finds the node's
+lease gone (it lapsed while the server was out of reach, or the server lost
+its data), the hub recovers (`_Recover`): it subscribes every room again,
+and, behind those subscriptions in the same queue, reads every room's state
+(`Backplane.room_states`: epoch, last id, which of its member tokens the
+server still holds). Then, per room (`_checked`):
+
+* another epoch, or a last id below one already delivered here: the room's
+  numbering restarted, and the ids its members saw mean nothing now. Its
+  members here are closed with 1012; their clients join again with `since`
+  and `epoch`, and get `recovered: false` and the new numbering;
+* else the members the server no longer holds (reaped meanwhile: the others
+  saw them leave) are closed with 1012, to join again and be announced
+  again; the others stay, and the feed reads what the subscription missed.
+
+A post refused because its sender is no longer a member there is answered
+`unavailable` and its sender closed with 1012 the same way (`_SaysRefused`).
+So a member is never silently kept that the other processes think gone.
+
+Typing notices are not numbered or stored: they go out with the says (one
+PUBLISH each in the same round trip) and come back on the room's channel to
+every process, which hands them to its members of the room but the sender.
 
 Leases and the reaper
 ---------------------
@@ -77,7 +99,7 @@ import trio
 
 from ..backplane import keys
 from ..backplane.errors import BackplaneError
-from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane
+from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane, RoomState
 from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of
 from ..core import protocol
 from ..core.feed import FeedStep, Fill, RoomFeed, catch_up, recipients_of
@@ -85,6 +107,7 @@ from ..core.history import StoredEvent
 from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
 from ..core.rooms import Delivery, Joined, name_taken
 from .hub import (
+    BackplaneCounters,
     Broadcast,
     HubFront,
     HubStatistics,
@@ -115,6 +138,7 @@ class _Room:
 
     __slots__ = (
         "early",
+        "epoch",
         "feed",
         "forgotten",
         "members",
@@ -134,6 +158,7 @@ class _Room:
         self.pending: set[_Member] = set()  # joins in flight, or catching up
         self.members: dict[Peer, int] = {}  # local members -> join id
         self.feed: RoomFeed | None = None  # made by the first join's reply
+        self.epoch: str | None = None  # the numbering the feed follows
         self.early: list[StoredEvent] = []  # heard before there was a feed
         self.window: deque[StoredEvent] = deque(maxlen=JOIN_WINDOW)
         self.resync = False  # lost events to resync once the feed can ask
@@ -193,7 +218,13 @@ class _SayCall:
     post: Post
 
 
-_Call = _JoinCall | _LeaveCall | _SayCall
+@dataclass(frozen=True, slots=True)
+class _TypingCall:
+    room: str
+    line: bytes
+
+
+_Call = _JoinCall | _LeaveCall | _SayCall | _TypingCall
 
 
 # What tasks post back into the inbox.
@@ -242,6 +273,24 @@ class _SaysFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class _SaysRefused:
+    """Posts the backplane refused: their senders are no longer members there."""
+
+    says: list[_SayCall]
+
+
+@dataclass(frozen=True, slots=True)
+class _Recover:
+    """The backplane may have lost events or state: resubscribe, then check."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    states: dict[str, RoomState]
+    delivered: dict[str, int]  # each room's last id delivered here when asked
+
+
+@dataclass(frozen=True, slots=True)
 class _Stop:
     pass
 
@@ -257,6 +306,9 @@ SharedHubMessage = (
     | _CaughtUp
     | _Overflowed
     | _SaysFailed
+    | _SaysRefused
+    | _Recover
+    | _Checked
     | _Stop
 )
 
@@ -301,14 +353,23 @@ class SharedHub(HubFront):
         self._calls: deque[_Call] = deque()
         self._calls_wakeup = trio.Event()
         self._calls_done = trio.Event()  # the scripts task has run its last call
-        self._subscriptions: deque[tuple[bool, _Room]] = deque()  # (subscribe?, room)
+        # (subscribe?, room), or None: check the rooms once the changes before it are done
+        self._subscriptions: deque[tuple[bool, _Room] | None] = deque()
         self._subscriptions_wakeup = trio.Event()
+        self._recovery_wanted = trio.Event()  # set when the backplane may have lost state
         # Counters. `_events` is kept by the scripts task (statistics only).
         self._events = 0
         self._deliveries = 0
         self._slow_drops = 0
         self._refused_posts = 0  # answered `unavailable`: the sender may send them again
         self._lost_posts = 0  # refused by the backplane, their senders no longer members
+        self._say_round_trips = 0  # say_many calls answered, and their total time
+        self._say_seconds = 0.0
+        self._gap_fills = 0
+        self._recoveries = 0  # checks of every room after a failure or a lost lease
+        self._resubscriptions = 0
+        self._restarted_rooms = 0  # rooms whose numbering restarted under local members
+        self._lost_members = 0  # closed with 1012: the backplane no longer held them
         # The backplane's health, kept by every task that calls it: since when
         # its calls have failed (None while the last one succeeded), and why.
         self._failing_since: float | None = None
@@ -326,6 +387,24 @@ class SharedHub(HubFront):
             inbox=self.broadcast.statistics().current_buffer_used,
         )
 
+    def backplane_counters(self) -> BackplaneCounters:
+        backplane = self._backplane.statistics()
+        return BackplaneCounters(
+            reachable=self._failing_since is None,
+            publish_round_trips=self._say_round_trips,
+            publish_seconds=self._say_seconds,
+            gap_fills=self._gap_fills,
+            resubscriptions=self._resubscriptions,
+            recoveries=self._recoveries,
+            refused_posts=self._refused_posts,
+            lost_posts=self._lost_posts,
+            lost_members=self._lost_members,
+            restarted_rooms=self._restarted_rooms,
+            overflowed=backplane.overflowed,
+            lease_failures=backplane.lease_failures,
+            leases_lost=backplane.leases_lost,
+        )
+
     def trouble(self) -> str | None:
         """Why this hub cannot serve new clients now: the last call to the
         backplane (of any task) failed, and none has succeeded since."""
@@ -335,11 +414,20 @@ class SharedHub(HubFront):
         return f"backplane unreachable for {failing_for:.0f} s: {self._failure}"
 
     def _backplane_ok(self) -> None:
+        if self._failing_since is not None:
+            # Events published meanwhile were lost to the subscription, and
+            # the server may have come back empty: check every room.
+            log.info(
+                "the backplane answers again after %.1f s",
+                trio.current_time() - self._failing_since,
+            )
+            self._recovery_wanted.set()
         self._failing_since = None
 
     def _backplane_failed(self, error: BackplaneError) -> None:
         if self._failing_since is None:
             self._failing_since = trio.current_time()
+            log.warning("the backplane is failing: %s", error)
         self._failure = str(error)
 
     # -- the hub task --------------------------------------------------------
@@ -427,6 +515,14 @@ class SharedHub(HubFront):
         elif isinstance(message, _SaysFailed):
             for say in message.says:
                 self._refuse_say(say.member, say.ref, ts)
+        elif isinstance(message, _SaysRefused):
+            for say in message.says:
+                self._refuse_say(say.member, say.ref, ts)
+                self._lose(say.member, ts)
+        elif isinstance(message, _Recover):
+            self._recover()
+        elif isinstance(message, _Checked):
+            self._checked(message, ts)
         else:
             assert isinstance(message, _Overflowed)
             for name in message.rooms:
@@ -486,6 +582,10 @@ class SharedHub(HubFront):
     def _join_replied(self, message: _JoinReplied) -> None:
         member, outcome = message.member, message.outcome
         room = member.room
+        if isinstance(outcome, Admitted) and room.feed is not None and room.epoch != outcome.epoch:
+            # The backplane restarted the room's numbering since the feed began
+            # (flushed, or back empty): those here follow the old one.
+            self._restart(room, member.ts)
         room.pending.discard(member)
         if member.left is not None:  # its session ended meanwhile
             if isinstance(outcome, Admitted):
@@ -514,6 +614,7 @@ class SharedHub(HubFront):
                 # The first reply: the feed starts at this join, and what was
                 # heard before it goes through the feed now.
                 room.feed = RoomFeed(outcome.join_id)
+                room.epoch = outcome.epoch
                 room.window.extend(outcome.replay)
                 self._admit(member, outcome.join_id)
                 early, room.early = room.early, []
@@ -601,6 +702,83 @@ class SharedHub(HubFront):
         self._unregister(peer, LeaveReason.SLOW, ts)
         peer.drop(CloseCode.TRY_AGAIN_LATER, LeaveReason.SLOW)
 
+    def _lose(self, member: _Member, ts: str) -> None:
+        """Close an admitted member the backplane no longer holds (reaped while
+        this process was cut off, or lost with the server's data) with 1012:
+        its client joins again, with `since` and `epoch`, and so is announced
+        to everyone again and learns whether the room's numbering restarted."""
+        peer = member.peer
+        if self._members.get(peer) is not member or peer not in member.room.members:
+            return
+        self._lost_members += 1
+        self._unregister(peer, LeaveReason.SHUTDOWN, ts)
+        peer.drop(CloseCode.SERVICE_RESTART, LeaveReason.SHUTDOWN)
+
+    def _restart(self, room: _Room, ts: str) -> None:
+        """`room`'s numbering restarted on the backplane: close its members
+        here (1012), and let the next join's reply start the feed anew."""
+        self._restarted_rooms += 1
+        log.warning(
+            "room %r: its history restarted on the backplane; closing its %d members "
+            "here (1012) so that they join again",
+            room.name,
+            len(room.members),
+        )
+        for peer in list(room.members):
+            self._lose(self._members[peer], ts)
+        room.feed = None
+        room.epoch = None
+        room.window.clear()
+        room.early = []
+        room.resync = False
+
+    def _recover(self) -> None:
+        """The backplane answers again, or lost this node's lease: subscribe
+        every room again, then check them (`_checked`)."""
+        self._recoveries += 1
+        for room in self._rooms.values():
+            if room.subscribed:
+                self._resubscriptions += 1
+                self._subscribe(room)
+        self._subscriptions.append(None)
+        self._subscriptions_wakeup.set()
+
+    def _check_request(self) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """The member tokens of every room with a feed, for `room_states`,
+        and the last id each has delivered here."""
+        rooms = [room for room in self._rooms.values() if room.feed is not None]
+        tokens = {room.name: [self._members[p].token for p in room.members] for room in rooms}
+        return tokens, {room.name: room.feed.last_id for room in rooms if room.feed is not None}
+
+    def _checked(self, message: _Checked, ts: str) -> None:
+        """Close what the backplane lost, and read what the subscription missed."""
+        for name, state in message.states.items():
+            room = self._rooms.get(name)
+            if room is None or room.feed is None:
+                continue
+            # A room whose last id is below one delivered before the check was
+            # asked for lost its newest events (a server restored from an older
+            # snapshot): it is numbering ids that its members have seen.
+            if state.epoch != room.epoch or state.last_id < message.delivered[name]:
+                self._restart(room, ts)
+                continue
+            lost = [
+                self._members[peer]
+                for peer in room.members
+                if self._members[peer].token not in state.present
+            ]
+            if lost:
+                log.warning(
+                    "room %r: the backplane lost %d members of this process; closing "
+                    "them (1012) so that they join again",
+                    name,
+                    len(lost),
+                )
+            for member in lost:
+                self._lose(member, ts)
+            if not room.forgotten:
+                self._resync(room)
+
     def _stop(self, ts: str) -> None:
         """The hub is closing: every local member leaves (reason `shutdown`)."""
         self._stopping = True
@@ -633,13 +811,9 @@ class SharedHub(HubFront):
             )
             self._call(_SayCall(member, command.ref, Post(room.name, member.token, line)))
             return
-        # Typing notices stay within the process until the backplane publishes them.
-        line = protocol.typing_event(room.name, member.name)
-        others = [peer for peer in room.members if peer is not message.peer]
-        self._touched.update(others)
-        slow = [peer for peer in others if not peer.deliver_nowait(line)]
-        for peer in slow:
-            self._drop_slow(peer, ts)
+        # A typing notice reaches every process, this one included, through
+        # the room's channel, with the says queued around it.
+        self._call(_TypingCall(room.name, protocol.typing_event(room.name, member.name)))
 
     def _refuse_say(self, member: _Member, ref: str | None, ts: str) -> None:
         """Tell a member its `say` was neither stored nor delivered (it may
@@ -661,14 +835,26 @@ class SharedHub(HubFront):
             if room is None:
                 continue  # no longer ours: an event still queued at unsubscription
             event_id = event_id_of(line)
-            if event_id is None:  # typing notices are not published across processes yet
-                log.warning("room %r: ignoring a published line with no id", name)
+            if event_id is None:
+                self._typing(room, line)
                 continue
             event = StoredEvent(event_id, line)
             if room.feed is None:
                 room.early.append(event)
             else:
                 self._feed_step(room, room.feed.receive(event))
+
+    def _typing(self, room: _Room, line: bytes) -> None:
+        """A typing notice, to the room's members here but its sender: not
+        numbered, so not ordered; dropped for a member whose queue is full."""
+        try:
+            sender = protocol.typing_sender(line)
+        except ValueError:
+            log.warning("room %r: ignoring a published line with no id", room.name)
+            return
+        for peer in room.members:
+            if self._members[peer].name != sender and peer.deliver_nowait(line):
+                self._touched.add(peer)
 
     def _feed_step(self, room: _Room, step: FeedStep) -> None:
         self._queue.extend((room, event) for event in step.events)
@@ -738,41 +924,52 @@ class SharedHub(HubFront):
                 calls = list(self._calls)
                 self._calls.clear()
                 says: list[_SayCall] = []
+                notices: list[_TypingCall] = []
                 for call in calls:
                     if isinstance(call, _SayCall):
                         says.append(call)
                         continue
-                    await self._say_many(says)
-                    says = []
+                    if isinstance(call, _TypingCall):
+                        notices.append(call)
+                        continue
+                    await self._say_many(says, notices)
+                    says, notices = [], []
                     if isinstance(call, _JoinCall):
                         await self._run_join(call.member)
                     else:
                         await self._run_leave(call)
-                await self._say_many(says)
+                await self._say_many(says, notices)
         finally:
             self._calls_done.set()
 
-    async def _say_many(self, says: list[_SayCall]) -> None:
-        """Send `says` as one `say_many`; if it fails, the hub task tells
-        their senders (`_SaysFailed`)."""
-        if not says:
+    async def _say_many(self, says: list[_SayCall], notices: list[_TypingCall]) -> None:
+        """Send `says` and typing `notices` as one `say_many`; if it fails,
+        the hub task tells the senders of `says` (`_SaysFailed`)."""
+        if not says and not notices:
             return
+        started = trio.current_time()
         try:
-            ids = await self._backplane.say_many([say.post for say in says])
+            ids = await self._backplane.say_many(
+                [say.post for say in says], [(call.room, call.line) for call in notices]
+            )
         except BackplaneError as error:
             self._backplane_failed(error)
             log.warning("%d messages were not sent: %s", len(says), error)
             if not self._stopping:  # else the hub task is gone, and so are the senders
                 await self._post(_SaysFailed(says))
             return
+        self._say_round_trips += 1
+        self._say_seconds += trio.current_time() - started
         self._backplane_ok()
-        numbered = sum(event_id is not None for event_id in ids)
-        self._events += numbered
-        if numbered < len(ids):
-            self._lost_posts += len(ids) - numbered
-            log.info(
-                "%d messages refused: their senders are no longer members", len(ids) - numbered
+        refused = [say for say, event_id in zip(says, ids, strict=True) if event_id is None]
+        self._events += len(says) - len(refused)
+        if refused:
+            self._lost_posts += len(refused)
+            log.warning(
+                "%d messages refused: the backplane no longer holds their senders", len(refused)
             )
+            if not self._stopping:
+                await self._post(_SaysRefused(refused))
 
     async def _run_join(self, member: _Member) -> None:
         if member.left is not None and self._stopping:
@@ -823,7 +1020,11 @@ class SharedHub(HubFront):
             while not self._subscriptions:
                 self._subscriptions_wakeup = trio.Event()
                 await self._subscriptions_wakeup.wait()
-            subscribe, room = self._subscriptions.popleft()
+            change = self._subscriptions.popleft()
+            if change is None:
+                await self._check_rooms()
+                continue
+            subscribe, room = change
             try:
                 if subscribe:
                     await self._backplane.subscribe(room.name)
@@ -839,6 +1040,54 @@ class SharedHub(HubFront):
                 self._backplane_ok()
                 if subscribe:
                     await self._post(_Subscribed(room, None))
+
+    async def _check_rooms(self) -> None:
+        """Read every room's state (`_Checked`); retried until it works."""
+        while True:
+            tokens, delivered = self._check_request()
+            try:
+                states = await self._backplane.room_states(tokens)
+            except BackplaneError as error:
+                self._backplane_failed(error)
+                await trio.sleep(READ_RETRY)
+                continue
+            self._backplane_ok()
+            await self._post(_Checked(states, delivered))
+            return
+
+    async def serve_recovery(self) -> None:
+        """Hand the hub `_Recover` whenever a task found the backplane back, or
+        the node's lease lost."""
+        while True:
+            await self._recovery_wanted.wait()
+            self._recovery_wanted = trio.Event()
+            await self._post(_Recover())
+
+    async def serve_lease(
+        self,
+        *,
+        period: float,
+        ttl: float,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep this node's lease: renew it now (raising `BackplaneError` if
+        that fails), report started, then every `period` seconds. A lease
+        found gone (it lapsed while the server was out of reach, or the
+        server lost its data) means members may have been reaped or lost:
+        recover."""
+        await self._backplane.renew_lease(ttl)
+        task_status.started()
+        while True:
+            await trio.sleep(period)
+            try:
+                kept = await self._backplane.renew_lease(ttl)
+            except BackplaneError as error:
+                self._backplane_failed(error)
+                continue
+            self._backplane_ok()
+            if not kept:
+                log.warning("this process's lease on the backplane was lost: checking its rooms")
+                self._recovery_wanted.set()
 
     async def serve_heard(self, send: trio.MemorySendChannel[SharedHubMessage]) -> None:
         """Pass the subscription's events to the hub task, a burst per message."""
@@ -911,6 +1160,7 @@ class SharedHub(HubFront):
                 if up_to is None:
                     up_to = await self._backplane.last_id(room.name)
                 events = await self._backplane.read_range(room.name, fill.after_id, up_to)
+                self._gap_fills += 1
             except BackplaneError as error:
                 self._backplane_failed(error)
                 log.warning("cannot read room %r's log: %s", room.name, error)
@@ -984,9 +1234,6 @@ async def open_shared_hub(
         raise ValueError("need 0 < lease_period < lease_ttl and 0 < reap_period")
     send, receive = trio.open_memory_channel[SharedHubMessage](INBOX_SIZE)
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            functools.partial(backplane.serve_lease, period=lease_period, ttl=lease_ttl)
-        )
         hub = SharedHub(
             backplane,
             send,
@@ -994,6 +1241,8 @@ async def open_shared_hub(
             replay_limit=replay_limit,
             burst=max(send_queue_size // 4, 1),
         )
+        await nursery.start(functools.partial(hub.serve_lease, period=lease_period, ttl=lease_ttl))
+        nursery.start_soon(hub.serve_recovery)
         nursery.start_soon(hub.serve, receive)
         nursery.start_soon(hub.serve_scripts)
         nursery.start_soon(hub.serve_subscriptions)
