@@ -67,9 +67,14 @@ def _answers(process: subprocess.Popen[bytes], port: int) -> bool:
     return False
 
 
-def _spawn(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    binary: str, port: int, directory: Path, *, persistent: bool = False
+) -> subprocess.Popen[bytes]:
+    persistence = ["--appendonly", "no"]
+    if persistent:  # every write on disk before its reply
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
     return subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence],
         cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -105,15 +110,18 @@ def running_redis(directory: Path) -> Iterator[int]:
 
 
 class RedisProcess:
-    """A `redis-server` a test stops and starts again on the same port.
+    """A `redis-server` of one test's own, which it can stop (or kill) and
+    start again on the same port: an outage, then the server back, empty or,
+    when `persistent`, with what its append-only file kept.
 
-    Persistence is off, so each start is an empty server: what a backplane
-    sees when its Redis restarts without its data.
+    `start`, `stop` and `kill` block for a moment (a child process starting
+    or ending): call them through `trio.to_thread.run_sync` from async tests.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
         self.directory = directory
-        self.port = 0
+        self.persistent = persistent
+        self.port = 0  # chosen by the first start, kept by every restart
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,13 +133,13 @@ class RedisProcess:
         return self._process is not None
 
     def start(self) -> None:
-        """Start it (on a free port the first time, on the same one after)."""
+        """Start it: on a free port the first time, then on the same one."""
         assert self._process is None, "already running"
         binary = redis_server_binary()
         first = self.port == 0
         for _attempt in range(5 if first else 1):
             port = free_port() if first else self.port
-            process = _spawn(binary, port, self.directory)
+            process = _spawn(binary, port, self.directory, persistent=self.persistent)
             if _answers(process, port):
                 self._process, self.port = process, port
                 return
@@ -140,6 +148,14 @@ class RedisProcess:
         pytest.fail(f"redis-server did not start on port {self.port or 'any'}")
 
     def stop(self) -> None:
+        """SIGTERM, as an operator's restart would (it saves what it must)."""
         assert self._process is not None, "not running"
         process, self._process = self._process, None
         _stop(process)
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, as in a crash."""
+        if self._process is not None:
+            process, self._process = self._process, None
+            process.kill()
+            process.wait()
