@@ -28,7 +28,7 @@ def test_quick_exits_double_the_delay_then_give_up() -> None:
     assert delays == [Restart(0.5), Restart(1.0), Restart(2.0), Restart(4.0)]
     verdict = policy.after_exit(1, WorkerExit(status=70, ran_for=0.1))
     assert verdict == GiveUp(
-        1, "worker 1 exited 5 times in a row within 5s of starting (last: status 70); giving up"
+        1, "worker 1 failed 5 times in a row at start (last: status 70); giving up"
     )
 
 
@@ -53,6 +53,13 @@ def test_each_worker_has_its_own_streak() -> None:
     assert policy.after_exit(1, QUICK) == Restart(0.5)
     assert policy.after_exit(2, QUICK) == Restart(0.5)
     assert isinstance(policy.after_exit(2, QUICK), GiveUp)
+
+
+def test_an_exit_before_serving_is_a_failed_start_however_long_it_took() -> None:
+    policy = RestartPolicy(quick=5, first_delay=0.5, give_up_after=2)
+    slow_start = WorkerExit(status=70, ran_for=60.0, served=False)
+    assert policy.after_exit(1, slow_start) == Restart(0.5)
+    assert isinstance(policy.after_exit(1, slow_start), GiveUp)
 
 
 def test_status_2_before_anything_served_stops_at_once_without_a_line() -> None:
@@ -98,6 +105,7 @@ exits = st.tuples(
         WorkerExit,
         status=st.sampled_from([0, 1, EXIT_USAGE, 70, -9, -15]),
         ran_for=st.floats(0, 100, allow_nan=False),
+        served=st.booleans(),
     ),
     st.booleans(),  # some worker reports serving first
 )
@@ -130,14 +138,14 @@ def test_any_history_follows_the_rules(
         if ended.status == EXIT_USAGE and not served:
             assert verdict == GiveUp(EXIT_USAGE, None)
             return
-        quick = ended.ran_for < 5.0
+        quick = ended.ran_for < 5.0 or not ended.served
         streaks[worker] = streaks.get(worker, 0) + 1 if quick else 0
         if streaks[worker] >= give_up_after:
             assert isinstance(verdict, GiveUp)
             assert verdict.status == 1
             assert verdict.reason is not None
             assert "\n" not in verdict.reason
-            assert f"worker {worker} exited {give_up_after} times" in verdict.reason
+            assert f"worker {worker} failed {give_up_after} times" in verdict.reason
             return
         assert isinstance(verdict, Restart)
         assert first_delay <= verdict.delay <= max_delay

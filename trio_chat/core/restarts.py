@@ -7,12 +7,13 @@ worker reports serving (:meth:`~RestartPolicy.serving`) and when one exits
 either :class:`Restart` after a delay or :class:`GiveUp` with the parent's
 exit status. Invariants:
 
-- A worker that exits within ``quick`` seconds of starting failed to start.
-  Each such exit in a row (per worker) doubles the delay before its restart,
-  from ``first_delay`` up to ``max_delay``; the ``give_up_after``-th in a row
-  gives up with status 1, since the next one would fail the same way.
-- A worker that ran longer than ``quick`` ends its worker's streak: it is
-  restarted after ``first_delay``, whatever its status.
+- A worker that exits before it served, or within ``quick`` seconds of
+  starting, failed to start. Each such exit in a row (per worker) doubles
+  the delay before its restart, from ``first_delay`` up to ``max_delay``;
+  the ``give_up_after``-th in a row gives up with status 1, since the next
+  one would fail the same way.
+- A worker that served and ran longer than ``quick`` ends its worker's
+  streak: it is restarted after ``first_delay``, whatever its status.
 - Status 2 is a worker refusing its settings or its backplane at start
   (one line on stderr, already written). Before any worker has served, that
   is the parent's answer too: it gives up at once with status 2. Once the
@@ -40,6 +41,7 @@ class WorkerExit:
 
     status: int  # as `subprocess` reports it: negative for the signal that killed it
     ran_for: float  # seconds from its start to its exit
+    served: bool = True  # it had reported serving before it exited
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ class RestartPolicy:
         """What to do now that `worker` has exited."""
         if ended.status == EXIT_USAGE and not self._served:
             return GiveUp(EXIT_USAGE, None)
-        if ended.ran_for >= self.quick:
+        if ended.served and ended.ran_for >= self.quick:
             self._streaks[worker] = 0
             return Restart(self.first_delay)
         streak = self._streaks.get(worker, 0) + 1
@@ -115,8 +117,8 @@ class RestartPolicy:
         if streak >= self.give_up_after:
             return GiveUp(
                 1,
-                f"worker {worker} exited {streak} times in a row within {self.quick:g}s "
-                f"of starting (last: {describe_status(ended.status)}); giving up",
+                f"worker {worker} failed {streak} times in a row at start (last: "
+                f"{describe_status(ended.status)}); giving up",
             )
         # 2 ** streak grows without bound, but the cap is reached long before
         # it overflows a float: stop doubling once past it.
