@@ -204,6 +204,8 @@ async def _serve(settings: Settings, worker: int | None = None) -> int:
             # The watcher stays outside what it may cancel, to keep its deadline.
             force = trio.CancelScope()
             nursery.start_soon(watch_signals, signals, shutdown, force)
+            if worker is not None:
+                nursery.start_soon(_watch_parent, shutdown)
             unreachable: BaseException | None = None
             try:
                 with force:
@@ -226,6 +228,18 @@ async def _serve(settings: Settings, worker: int | None = None) -> int:
         )
         return EXIT_USAGE
     return 0
+
+
+async def _watch_parent(shutdown: trio.Event) -> None:
+    """A worker's standard input is a pipe its parent holds open and never
+    writes to: its end means the parent is gone (killed), and the worker
+    stops rather than keep the port without anyone to restart or stop it."""
+    # os.read, not sys.stdin: a thread left blocked in a buffered read holds
+    # its lock, and the interpreter aborts when it meets that lock at exit.
+    while await trio.to_thread.run_sync(os.read, 0, 4096, abandon_on_cancel=True):
+        pass
+    log.warning("the parent process is gone: shutting down")
+    shutdown.set()
 
 
 def _worker_command(argv: Sequence[str], number: int, port: int) -> list[str]:

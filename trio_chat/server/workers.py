@@ -21,6 +21,9 @@ a pipe to the parent, once it serves.
   `stop_deadline` is killed. Workers run in sessions of their own, so that a
   terminal's Ctrl-C reaches the parent alone, and the parent's SIGTERM is
   the only signal they get: a second one would cut their shutdown short.
+- A worker's stdin is a pipe the parent holds open and never writes to: if
+  the parent is killed, the worker sees its end and shuts down, instead of
+  keeping the port with no one to restart or stop it.
 """
 
 from __future__ import annotations
@@ -195,6 +198,7 @@ class Supervisor:
                     partial(
                         trio.run_process,
                         list(self._command(worker.number, port)),
+                        stdin=subprocess.PIPE,  # held open: its end tells the worker we died
                         stdout=subprocess.PIPE,
                         check=False,
                         start_new_session=True,
@@ -205,10 +209,12 @@ class Supervisor:
                 log.debug("worker %d started (pid %d)", worker.number, process.pid)
                 if self._stopping.is_set():  # stopped while it was starting
                     process.send_signal(signal.SIGTERM)
-                await self._read_serving(worker, process)
+                served = await self._read_serving(worker, process)
+            if process.stdin is not None:
+                await process.stdin.aclose()
             worker.process = None
             assert process.returncode is not None  # run_process returned: it exited
-            ended = WorkerExit(process.returncode, trio.current_time() - started)
+            ended = WorkerExit(process.returncode, trio.current_time() - started, served)
             if self._stopping.is_set():
                 self._log_stopped(worker.number, process.pid, ended.status)
                 return
@@ -229,9 +235,10 @@ class Supervisor:
             with trio.move_on_after(decision.delay):
                 await self._stopping.wait()
 
-    async def _read_serving(self, worker: _Worker, process: trio.Process) -> None:
+    async def _read_serving(self, worker: _Worker, process: trio.Process) -> bool:
         """Wait for the worker's line saying it serves, then for the end of
-        its stdout (its exit): reading on keeps the pipe open for it."""
+        its stdout (its exit): reading on keeps the pipe open for it.
+        Returns whether the line came."""
         assert process.stdout is not None
         async with process.stdout:
             serving = False
@@ -239,6 +246,7 @@ class Supervisor:
                 if not serving and b"\n" in chunk:
                     serving = True
                     self._on_serving(worker, process.pid)
+        return serving
 
     def _on_serving(self, worker: _Worker, pid: int) -> None:
         self._restarts.serving(worker.number)
