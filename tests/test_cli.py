@@ -44,6 +44,8 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ([], {"TRIO_CHAT_SEND_QUEUE_SIZE": "0"}, "TRIO_CHAT_SEND_QUEUE_SIZE"),
         ([], {"PONG_WAIT": "soon"}, "PONG_WAIT"),
         ([], {"TRIO_CHAT_RATE_LIMIT": "fast"}, "TRIO_CHAT_RATE_LIMIT"),
+        (["--workers", "2"], {}, "--workers"),  # several workers need --backplane
+        ([], {"TRIO_CHAT_WORKERS": "lots"}, "TRIO_CHAT_WORKERS"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
