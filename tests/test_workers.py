@@ -209,7 +209,9 @@ def stand_in(*programs: str) -> list[list[str]]:
     return [[sys.executable, "-c", program] for program in programs]
 
 
-def supervisor(commands: Sequence[Sequence[str]], count: int, **policy: float) -> Supervisor:
+def supervisor(
+    commands: Sequence[Sequence[str]], count: int, *, stop_deadline: float = WAIT, **policy: float
+) -> Supervisor:
     """Worker n runs commands[min(n, len) - 1], one after the other on each restart."""
     runs: dict[int, int] = {}
 
@@ -220,7 +222,7 @@ def supervisor(commands: Sequence[Sequence[str]], count: int, **policy: float) -
 
     settings = Settings(host="127.0.0.1", port=0, workers=count)
     restarts = RestartPolicy(first_delay=0.01, max_delay=0.05, **policy)  # type: ignore[arg-type]
-    return Supervisor(settings, command, stop_deadline=WAIT, restarts=restarts)
+    return Supervisor(settings, command, stop_deadline=stop_deadline, restarts=restarts)
 
 
 async def test_workers_that_keep_failing_stop_the_supervisor() -> None:
@@ -253,3 +255,20 @@ async def test_shutdown_stops_every_worker() -> None:
             port = await nursery.start(workers.serve_workers, shutdown)
             assert port > 0
             shutdown.set()  # SIGTERM: the stand-ins die of it, which is fine at a stop
+
+
+async def test_workers_that_ignore_the_stop_are_killed_at_the_deadline() -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('serving', flush=True); time.sleep(600)"
+    )
+    workers = supervisor(stand_in(stubborn), count=2, stop_deadline=0.5)
+    shutdown = trio.Event()
+    with trio.fail_after(WAIT), pytest.RaisesGroup(WorkersFailed, flatten_subgroups=True) as info:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(workers.serve_workers, shutdown)
+            shutdown.set()
+    (failed,) = info.value.exceptions
+    assert isinstance(failed, WorkersFailed)
+    assert failed.status == 1
+    assert failed.reason == "killed 2 of the workers: still running 0.5s after SIGTERM"

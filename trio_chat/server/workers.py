@@ -161,7 +161,9 @@ class Supervisor:
             raise self._failure
         if self._killed:
             raise WorkersFailed(
-                1, f"{self._killed} workers did not stop within {self._stop_deadline:g}s: killed"
+                1,
+                f"killed {self._killed} of the workers: still running {self._stop_deadline:g}s "
+                "after SIGTERM",
             )
         log.info("all workers stopped")
 
