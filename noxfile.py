@@ -24,6 +24,7 @@ def tests(session: nox.Session) -> None:
         *("--ignore=tests/test_browser.py", "--ignore=tests/test_web_units.py"),
         *("--ignore=tests/test_backplane.py", "--ignore=tests/test_shared_hub.py"),
         "--ignore=tests/test_cluster.py",
+        "--ignore=tests/test_workers.py",
         *("-m", "not scale"),
         *session.posargs,
     )
@@ -46,13 +47,14 @@ def browser(session: nox.Session) -> None:
 
 @nox.session
 def cluster(session: nox.Session) -> None:
-    """The Redis backplane, the shared hub, and several `trio-chat serve`
-    processes sharing rooms, against a real `redis-server` (Debian's
-    `redis-server`), which the tests start on a free port."""
+    """The Redis backplane, the shared hub, several `trio-chat serve` processes
+    sharing rooms, and `serve --workers`, against a real `redis-server`
+    (Debian's `redis-server`), which the tests start on a free port."""
     session.install(".", *group("test"))
     session.run(
         "pytest",
-        *("tests/test_backplane.py", "tests/test_shared_hub.py", "tests/test_cluster.py"),
+        *("tests/test_backplane.py", "tests/test_shared_hub.py"),
+        *("tests/test_cluster.py", "tests/test_workers.py"),
         *session.posargs,
     )
 

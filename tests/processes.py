@@ -7,13 +7,14 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 
 import trio
 
 TRIO_CHAT = [sys.executable, "-m", "trio_chat"]
 SERVING = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)/")
+Served = tuple[trio.Process, int, list[bytes]]  # the process, its port, its stderr so far
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -26,9 +27,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@asynccontextmanager
-async def serving(*args: str, **env: str) -> AsyncIterator[tuple[trio.Process, int, list[bytes]]]:
+def serving(*args: str, **env: str) -> AbstractAsyncContextManager[Served]:
     """`trio-chat serve --port 0` as a child process; yields it, its port and its stderr."""
+    return serving_until(SERVING, 20, *args, **env)
+
+
+@asynccontextmanager
+async def serving_until(
+    ready: re.Pattern[bytes], start_wait: float, *args: str, **env: str
+) -> AsyncIterator[Served]:
+    """`serving`, taken as serving once its stderr matches `ready` (whose
+    first group is the port), within `start_wait` seconds."""
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             partial(
@@ -41,8 +50,8 @@ async def serving(*args: str, **env: str) -> AsyncIterator[tuple[trio.Process, i
         )
         assert process.stderr is not None
         output: list[bytes] = []
-        with trio.fail_after(20):
-            while (match := SERVING.search(b"".join(output))) is None:
+        with trio.fail_after(start_wait):
+            while (match := ready.search(b"".join(output))) is None:
                 chunk = await process.stderr.receive_some()
                 assert chunk, b"".join(output)
                 output.append(bytes(chunk))

@@ -15,7 +15,7 @@ from processes import TRIO_CHAT, clean_env, serving
 from wsclient import RawClient, http_request
 
 from trio_chat import __version__
-from trio_chat.cli import SHUTDOWN_DEADLINE, watch_signals
+from trio_chat.cli import SHUTDOWN_DEADLINE, relay_signals, watch_signals
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -44,6 +44,8 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ([], {"TRIO_CHAT_SEND_QUEUE_SIZE": "0"}, "TRIO_CHAT_SEND_QUEUE_SIZE"),
         ([], {"PONG_WAIT": "soon"}, "PONG_WAIT"),
         ([], {"TRIO_CHAT_RATE_LIMIT": "fast"}, "TRIO_CHAT_RATE_LIMIT"),
+        (["--workers", "2"], {}, "--workers"),  # several workers need --backplane
+        ([], {"TRIO_CHAT_WORKERS": "lots"}, "TRIO_CHAT_WORKERS"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
@@ -190,3 +192,18 @@ async def test_a_shutdown_that_hangs_is_cut_at_the_deadline(
         start = trio.current_time()
         await overrun.wait()  # nothing finishes the "server": the deadline fires
         assert trio.current_time() - start == pytest.approx(10.0)
+
+
+async def test_the_parent_of_workers_passes_a_second_signal_on() -> None:
+    send, receive = trio.open_memory_channel[int](3)
+    shutdown = trio.Event()
+    forwarded: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay_signals, receive, shutdown, forwarded.append)
+        await send.send(signal.SIGINT)
+        await shutdown.wait()
+        assert forwarded == []  # the supervisor sends the first SIGTERM itself
+        await send.send(signal.SIGINT)
+        await send.send(signal.SIGTERM)
+        await send.aclose()
+    assert forwarded == [signal.SIGTERM, signal.SIGTERM]

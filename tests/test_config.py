@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import socket
 
 import pytest
 from hypothesis import given
@@ -131,24 +132,7 @@ def test_help_names_every_flag_default_and_variable() -> None:
     assert "at most 24h" in text
 
 
-# --- the backplane and workers --------------------------------------------------------------
-
-REDIS = "redis://localhost:6379/0"
-
-
-def test_workers_need_a_backplane() -> None:
-    assert str(load_error(["--workers", "2"])) == (
-        "invalid value '2' for --workers (TRIO_CHAT_WORKERS): several workers share rooms "
-        "through a backplane: set --backplane too"
-    )
-    assert load(["--workers", "2", "--backplane", REDIS]).workers == 2
-    assert load([], {"TRIO_CHAT_WORKERS": "3", "TRIO_CHAT_BACKPLANE": REDIS}).workers == 3
-    assert load(["--workers", "1"]).workers == 1  # one process needs nothing shared
-
-
-def test_auto_workers_are_one_per_core() -> None:
-    assert load(["--workers", "auto", "--backplane", REDIS]).workers == available_cores()
-    assert load(["--workers", "AUTO", "--backplane", REDIS]).workers >= 1
+# --- the backplane ----------------------------------------------------------------------
 
 
 def test_a_backplane_password_never_reaches_an_error() -> None:
@@ -405,6 +389,34 @@ def test_ping_period_from_variable_against_pong_wait_from_flag() -> None:
 def test_short_timeouts_together() -> None:
     settings = load(["--pong-wait", "500ms", "--ping-period", "100ms", "--write-wait", "50ms"])
     assert (settings.pong_wait, settings.ping_period, settings.write_wait) == (0.5, 0.1, 0.05)
+
+
+# --- workers -----------------------------------------------------------------------------
+
+BACKPLANE = ["--backplane", "redis://127.0.0.1:6379/0"]
+
+
+def test_workers_default_to_one_and_auto_is_the_cores() -> None:
+    assert load().workers == 1
+    assert load(["--workers", "auto", *BACKPLANE]).workers == available_cores()
+    assert load(["--workers", "3", *BACKPLANE]).workers == 3
+
+
+def test_several_workers_need_a_backplane() -> None:
+    assert load(["--workers", "1"]).workers == 1
+    error = load_error(["--workers", "2"])
+    assert (error.setting, error.value, error.source) == ("workers", "2", "--workers")
+    assert "--backplane" in str(error)
+    error = load_error([], {"TRIO_CHAT_WORKERS": "2"})
+    assert error.source == "TRIO_CHAT_WORKERS"
+
+
+def test_several_workers_need_so_reuseport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(socket, "SO_REUSEPORT", raising=False)  # as on Windows
+    assert load(["--workers", "1", *BACKPLANE]).workers == 1
+    error = load_error(["--workers", "2", *BACKPLANE])
+    assert error.setting == "workers"
+    assert "SO_REUSEPORT" in str(error)
 
 
 # --- durations -----------------------------------------------------------------------------

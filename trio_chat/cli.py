@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import NoReturn
+from functools import partial
+from typing import NoReturn, cast
 
 import trio
 
@@ -21,6 +22,7 @@ from . import __version__
 from .backplane.errors import BackplaneError
 from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server.app import open_listeners, open_store, serve_chat
+from .server.workers import Supervisor, WorkersFailed
 from .stores.sqlite import HistoryError
 
 log = logging.getLogger("trio_chat")
@@ -32,6 +34,9 @@ EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug stopped the server; a supervisor 
 # flushed, and if something still holds the exit (a disk that hangs, a bug),
 # the process logs it and exits with status 1 rather than lingering.
 SHUTDOWN_DEADLINE = 10.0
+# With --workers, seconds the parent gives its workers to stop before it
+# kills them: their own deadline, and time to exit after it.
+WORKERS_STOP_DEADLINE = SHUTDOWN_DEADLINE + 5.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +67,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ),
     )
     add_serve_arguments(serve)
+    # Not a setting: how the parent of `serve --workers N` starts worker
+    # NUMBER of N (see server/workers.py). Hidden from --help.
+    serve.add_argument("--as-worker", type=int, metavar="NUMBER", help=argparse.SUPPRESS)
     connect = commands.add_parser(
         "connect",
         help="a terminal client: print a room, send each line of standard input",
@@ -94,7 +102,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser(_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     if args.command == "bench":
         from .bench import run_bench  # noqa: PLC0415 (see the module docstring)
 
@@ -111,13 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as error:
         print(f"trio-chat: {error}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings)
+    worker: int | None = args.as_worker
+    if worker is not None and settings.workers != 1:
+        print("trio-chat: --as-worker is for the workers of --workers N", file=sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(settings, worker)
     if settings.backplane is not None and (args.db is not None or os.environ.get("TRIO_CHAT_DB")):
         log.warning(
             "--db %r is not used: with --backplane, history lives in the backplane", settings.db
         )
     try:
-        return trio.run(_serve, settings)
+        if settings.workers > 1:
+            return trio.run(_serve_workers, settings, argv)
+        return trio.run(_serve, settings, worker)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return 130
     except Exception as error:  # noqa: BLE001 (a bug, logged with its traceback where it happened)
@@ -142,25 +157,42 @@ def _summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _configure_logging(settings: Settings) -> None:
+def _configure_logging(settings: Settings, worker: int | None = None) -> None:
+    # A worker's lines share the parent's stderr: each says whose it is.
+    source = "" if worker is None else f"[worker {worker} pid %(process)d] "
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {source}%(name)s: %(message)s",
         stream=sys.stderr,
     )
 
 
-async def _serve(settings: Settings) -> int:
+def _cannot_listen(settings: Settings, error: OSError) -> int:
+    reason = error.strerror or str(error)
+    print(
+        f"trio-chat: cannot listen on {settings.host}:{settings.port} (--host/--port): {reason}",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+class _TellParent:
+    """A worker's `task_status`: once it serves, one line on stdout, the
+    pipe its parent reads (see server/workers.py)."""
+
+    def started(self, value: int | None = None) -> None:
+        try:
+            sys.stdout.write(f"serving on port {value}\n")
+            sys.stdout.flush()
+        except OSError:  # the parent is gone: there is no one to tell
+            pass
+
+
+async def _serve(settings: Settings, worker: int | None = None) -> int:
     try:
-        listeners = await open_listeners(settings)
+        listeners = await open_listeners(settings, reuse_port=worker is not None)
     except OSError as error:
-        reason = error.strerror or str(error)
-        print(
-            f"trio-chat: cannot listen on {settings.host}:{settings.port} "
-            f"(--host/--port): {reason}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return _cannot_listen(settings, error)
     store = None
     if settings.backplane is None:  # else history lives in the backplane
         try:
@@ -176,10 +208,18 @@ async def _serve(settings: Settings) -> int:
             # The watcher stays outside what it may cancel, to keep its deadline.
             force = trio.CancelScope()
             nursery.start_soon(watch_signals, signals, shutdown, force)
+            if worker is not None:
+                nursery.start_soon(_watch_parent, shutdown)
             unreachable: BaseException | None = None
             try:
                 with force:
-                    await serve_chat(settings, shutdown, listeners=listeners, store=store)
+                    await serve_chat(
+                        settings,
+                        shutdown,
+                        listeners=listeners,
+                        store=store,
+                        task_status=trio.TASK_STATUS_IGNORED if worker is None else _TellParent(),
+                    )
             except* BackplaneError as group:
                 unreachable = _first(group)
             finally:
@@ -192,6 +232,71 @@ async def _serve(settings: Settings) -> int:
         )
         return EXIT_USAGE
     return 0
+
+
+async def _watch_parent(shutdown: trio.Event) -> None:
+    """A worker's standard input is a pipe its parent holds open and never
+    writes to: its end means the parent is gone (killed), and the worker
+    stops rather than keep the port without anyone to restart or stop it."""
+    # os.read, not sys.stdin: a thread left blocked in a buffered read holds
+    # its lock, and the interpreter aborts when it meets that lock at exit.
+    while await trio.to_thread.run_sync(os.read, 0, 4096, abandon_on_cancel=True):
+        pass
+    log.warning("the parent process is gone: shutting down")
+    shutdown.set()
+
+
+def _worker_command(argv: Sequence[str], number: int, port: int) -> list[str]:
+    """Worker `number` of `serve --workers N`: the same program and arguments
+    (the same environment too, inherited), as one process on `port`; flags
+    given last win."""
+    return [
+        *(sys.executable, "-m", "trio_chat", *argv),
+        *("--workers", "1", "--port", str(port), "--as-worker", str(number)),
+    ]
+
+
+async def _serve_workers(settings: Settings, argv: Sequence[str]) -> int:
+    supervisor = Supervisor(
+        settings, partial(_worker_command, argv), stop_deadline=WORKERS_STOP_DEADLINE
+    )
+    try:
+        await supervisor.reserve_port()
+    except OSError as error:
+        return _cannot_listen(settings, error)
+    shutdown = trio.Event()
+    failed: WorkersFailed | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(relay_signals, signals, shutdown, supervisor.forward_signal)
+                try:
+                    await supervisor.serve_workers(shutdown)
+                finally:
+                    nursery.cancel_scope.cancel()
+    except* WorkersFailed as group:
+        failed = cast("WorkersFailed", _first(group))
+    if failed is None:
+        return 0
+    if failed.reason is not None:
+        print(f"trio-chat: {failed.reason}", file=sys.stderr)
+    return failed.status
+
+
+async def relay_signals(
+    signals: AsyncIterator[int], shutdown: trio.Event, forward: Callable[[int], None]
+) -> None:
+    """The parent of workers: the first SIGINT/SIGTERM sets `shutdown` (the
+    workers get SIGTERM from there); each later one is passed on at once as
+    SIGTERM, their second signal: stop now."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not shutdown.is_set():
+            log.info("%s received: stopping the workers", name)
+            shutdown.set()
+        else:
+            log.warning("second %s: telling the workers to stop now", name)
+            forward(signal.SIGTERM)
 
 
 def _exit_now() -> None:

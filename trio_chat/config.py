@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -382,6 +383,11 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         # history: members behind the same port would not see each other.
         text, source = sources.raw("workers") or (str(settings.workers), "default")
         reason = "several workers share rooms through a backplane: set --backplane too"
+        raise SettingError("workers", text, source, reason)
+    if settings.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        # Workers share the port through SO_REUSEPORT, which Windows lacks.
+        text, source = sources.raw("workers") or (str(settings.workers), "default")
+        reason = "this system cannot share a port between processes (no SO_REUSEPORT)"
         raise SettingError("workers", text, source, reason)
     if settings.debug:
         settings = dataclasses.replace(settings, log_level="debug")

@@ -50,6 +50,7 @@ from ..core.websocket import (
 from ..stores.sqlite import SqliteHistoryStore
 from .http import BadRequest, HttpConnection, Request
 from .hub import BackplaneCounters, HubFront, open_hub
+from .reuseport import open_shared_listeners
 from .session import Session
 
 if sys.platform != "win32":
@@ -613,8 +614,16 @@ def _peer_label(stream: trio.SocketStream) -> str:
     return f"{host}:{port}"
 
 
-async def open_listeners(settings: Settings) -> list[trio.SocketListener]:
-    """Bind the server's port (raises OSError if that is impossible)."""
+async def open_listeners(
+    settings: Settings, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """Bind the server's port (raises OSError if that is impossible).
+
+    `reuse_port`: as one of the workers of `serve --workers N`, which share
+    the port with SO_REUSEPORT (see `reuseport`); never for a lone process.
+    """
+    if reuse_port:
+        return await open_shared_listeners(settings.host, settings.port)
     return await trio.open_tcp_listeners(settings.port, host=settings.host)
 
 
