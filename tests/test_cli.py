@@ -207,3 +207,29 @@ async def test_the_parent_of_workers_passes_a_second_signal_on() -> None:
         await send.send(signal.SIGTERM)
         await send.aclose()
     assert forwarded == [signal.SIGTERM, signal.SIGTERM]
+
+
+def test_an_unreachable_backplane_is_one_line_and_exit_2() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"redis://:s3cr3t@127.0.0.1:{probe.getsockname()[1]}/0"
+    result = run("serve", "--port", "0", "--backplane", nobody)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("trio-chat: cannot use the backplane at redis://:***@")
+    assert "s3cr3t" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_db_given_with_a_backplane_is_said_to_be_unused() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    result = run("serve", "--port", "0", "--backplane", nobody, "--db", "chat.db")
+    assert result.returncode == 2
+    warning, error = result.stderr.splitlines()
+    assert "WARNING" in warning
+    assert (
+        "--db 'chat.db' is not used: with --backplane, history lives in the backplane" in warning
+    )
+    assert error.startswith("trio-chat: cannot use the backplane")

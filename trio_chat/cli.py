@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("trio-chat: --as-worker is for the workers of --workers N", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings, worker)
-    if settings.backplane is not None and (args.db is not None or os.environ.get("TRIO_CHAT_DB")):
+    if settings.backplane is not None and args.db is not None and worker is None:
+        # Only for the flag: a TRIO_CHAT_DB set for every service is no mistake.
         log.warning(
             "--db %r is not used: with --backplane, history lives in the backplane", settings.db
         )
