@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import unicodedata
@@ -13,6 +14,7 @@ from glyphguard import ucd
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from trio_chat.core import protocol
 from trio_chat.core.protocol import (
     DEFAULT_ROOM,
     Command,
@@ -791,6 +793,33 @@ def test_leave_event(reason: LeaveReason) -> None:
 
 def test_typing_event() -> None:
     assert decode_line(typing_event("r", NASTY)) == {"type": "typing", "room": "r", "name": NASTY}
+    assert protocol.typing_sender(typing_event("r", NASTY)) == NASTY
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"typing"',
+        b"null",
+        b'{"type": "typing"}',
+        b'{"type": "typing", "name": 7}',
+        b'{"type": "message", "name": "a"}',
+        b'{"type": "typing", "name": "a"',
+    ],
+)
+def test_typing_sender_refuses_what_is_not_a_typing_event(line: bytes) -> None:
+    # Lines heard from a backplane: whatever they hold, a ValueError, never a crash.
+    with pytest.raises(ValueError):  # noqa: PT011 (json's own messages vary)
+        protocol.typing_sender(line)
+
+
+@given(st.binary(max_size=64))
+def test_typing_sender_raises_only_value_error(line: bytes) -> None:
+    with contextlib.suppress(ValueError):  # anything else fails the test
+        protocol.typing_sender(line)
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))

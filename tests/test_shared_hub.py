@@ -653,6 +653,34 @@ async def test_a_member_the_backplane_lost_is_closed_and_the_others_stay(
         tasks.cancel_scope.cancel()
 
 
+async def test_lines_on_a_room_channel_that_are_no_events_are_ignored(
+    redis_url: str, redis_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the scripts publish on a room's channel; whatever else appears
+    there (another program sharing the server) is logged and dropped, and
+    the room goes on."""
+    room = new_name("room")
+    alice, bob = peer("alice"), peer("bob")
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for p in (alice, bob):
+            tasks.start_soon(p.consume, [])
+        await a.join(alice, Hello("alice", room))
+        await b.join(bob, Hello("bob", room))
+        for junk in ("junk", "[1, 2]", '{"type": "typing"}', '{"type": "typing", "name": 7}'):
+            assert command(redis_port, "PUBLISH", keys.channel(room), junk) == b":2"
+        await a.say(alice, Say("still fine"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(alice) >= 3 and last_seen(bob) >= 3)
+        log = await room_log(bps[0], room)
+        for p in (alice, bob):
+            check_member(p, room, log)
+            assert all("id" in e for e in p.received[1:]), "a junk line reached a member"
+        ignored = [r for r in caplog.records if "no id" in r.getMessage()]
+        assert len(ignored) == 8  # four lines, heard by each hub
+        assert all(r.levelname == "WARNING" for r in ignored)
+        tasks.cancel_scope.cancel()
+
+
 async def test_leases_must_outlive_their_period(redis_url: str) -> None:
     async with backplanes(redis_url, 1) as (bp,):
         with pytest.raises(ValueError, match="lease_period < lease_ttl"):

@@ -458,9 +458,11 @@ def typing_sender(line: bytes) -> str:
         ValueError: `line` is not a typing event.
     """
     event = json.loads(line)
-    name = event.get("name") if isinstance(event, dict) else None
-    if event.get("type") != "typing" or not isinstance(name, str):
-        raise ValueError("not a typing event with a name")
+    if not isinstance(event, dict) or event.get("type") != "typing":
+        raise ValueError("not a typing event")
+    name = event.get("name")
+    if not isinstance(name, str):
+        raise ValueError("a typing event with no name")  # noqa: TRY004 (bad data, not a bad call)
     return name
 
 
