@@ -689,15 +689,22 @@ def test_unusable_ref_is_not_echoed(ref: object) -> None:
 # --------------------------------------------------------------------------
 # Property: any input is either a command or a ProtocolError
 
+
+def json_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function: hypothesis reads its source to check that it uses
+    # `children`, which a lambda over several lines does not always allow.
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=5), children, max_size=4
+    )
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats()  # NaN and infinities become the NaN / Infinity constants
     | st.text(st.characters(exclude_categories=())),  # lone surrogates included
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
-    ),
+    json_containers,
     max_leaves=12,
 )
 FIELDS = ["type", "name", "room", "since", "epoch", "text", "ref"]
