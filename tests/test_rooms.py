@@ -382,13 +382,14 @@ class ChatMachine(RuleBasedStateMachine):
 
     @rule(
         handle=st.sampled_from(HANDLES),
-        ref=st.none() | st.just("c-1"),
+        with_ref=st.booleans(),
         count=st.integers(min_value=1, max_value=4),
     )
-    def say(self, handle: Handle, ref: str | None, count: int) -> None:
+    def say(self, handle: Handle, with_ref: bool, count: int) -> None:
         for _ in range(count):
             self.said += 1
             text = f"{handle}#{self.said}\nline two"
+            ref = f"c-{self.said}" if with_ref else None  # a ref used again: PresenceMachine
             delivery = self.chat.say(handle, Say(text, ref), TS)
             member = self.members.get(handle)
             if member is None:

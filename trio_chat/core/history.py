@@ -116,6 +116,17 @@ class RoomHistory:
             return Replay(events, None if since is None else False)
         return Replay(self.after(since), recovered=self.first_id <= since + 1)
 
+    def replay_for_resume(
+        self, since: int | None, replay_limit: int, *, same_epoch: bool = True
+    ) -> Replay:
+        """History for a member taking its place back (no join of its own):
+        the same rules as `replay_for_join`, but nothing is newer than what
+        the member may have seen, so a `since` up to `last_id` is honoured."""
+        if since is None or not same_epoch or since > self.last_id:
+            events = self.tail(replay_limit)
+            return Replay(events, None if since is None else False)
+        return Replay(self.after(since), recovered=self.first_id <= since + 1)
+
 
 class HistoryStore(Protocol):
     """Where rooms' histories live between uses.

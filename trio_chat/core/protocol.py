@@ -35,6 +35,7 @@ MAX_ROOM_LENGTH: Final = 64
 MAX_TEXT_LENGTH: Final = 4000
 MAX_REF_LENGTH: Final = 64
 MAX_EPOCH_LENGTH: Final = 64  # an epoch is opaque to clients; ours are 16 hex digits
+MAX_RESUME_LENGTH: Final = 64  # a resume secret is opaque to clients too
 
 _ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
 # Control characters (Cc), lone surrogates (Cs) and the line/paragraph
@@ -124,6 +125,7 @@ class Hello:
     since: int | None = None
     epoch: str | None = None  # the numbering `since` belongs to (the welcome's `epoch`)
     ref: str | None = None  # echoed in an error refusing the hello (e.g. `name_taken`)
+    resume: str | None = None  # the welcome's `resume` secret: take one's place back
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +217,19 @@ def _parse_hello(obj: dict[str, Any], ref: str | None) -> Hello:
     if epoch is not None and not (isinstance(epoch, str) and 0 < len(epoch) <= MAX_EPOCH_LENGTH):
         message = f"'epoch' must be a string of 1 to {MAX_EPOCH_LENGTH} characters"
         raise ProtocolError(ErrorCode.BAD_REQUEST, message, ref)
+    resume = obj.get("resume")
+    if resume is not None and not (
+        isinstance(resume, str) and 0 < len(resume) <= MAX_RESUME_LENGTH
+    ):
+        message = f"'resume' must be a string of 1 to {MAX_RESUME_LENGTH} characters"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, ref)
     return Hello(
         name=normalize_name(name, ref),
         room=validate_room(room, ref),
         since=since,
         epoch=epoch,
         ref=ref,
+        resume=resume,
     )
 
 
@@ -481,6 +490,7 @@ def welcome_event(
     *,
     epoch: str,
     recovered: bool | None,
+    resume: str | None = None,
 ) -> bytes:
     event: dict[str, Any] = {
         "type": "welcome",
@@ -492,4 +502,24 @@ def welcome_event(
     }
     if recovered is not None:
         event["recovered"] = recovered
+    if resume is not None:
+        event["resume"] = resume
     return encode(event)
+
+
+_MESSAGE_HEAD: Final = b'{"type":"message",'
+
+
+def message_author_and_ref(line: bytes) -> tuple[str, str] | None:
+    """The `name` and `ref` of a stored `message` line that carries a ref, else
+    None (other events, messages without a ref, or a line that is no event)."""
+    if not line.startswith(_MESSAGE_HEAD) or b'"ref":' not in line:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    name, ref = event.get("name"), event.get("ref")
+    if isinstance(name, str) and isinstance(ref, str):
+        return name, ref
+    return None
