@@ -121,6 +121,7 @@ class BackplaneLink:
         # its calls have failed (None while the last one succeeded), and why.
         self._failing_since: float | None = None
         self._failure = ""
+        self._started_failing = trio.Event()
 
     # -- health ----------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class BackplaneLink:
         if self._failing_since is None:
             self._failing_since = trio.current_time()
             log.warning("the backplane is failing: %s", error)
+            self._started_failing.set()  # the lease renewal starts probing
         self._failure = str(error)
 
     # -- hand-offs from the hub task -------------------------------------------
@@ -354,7 +356,12 @@ class BackplaneLink:
         while True:
             # While failing, the renewal is also the probe that ends the
             # refusals (`trouble`): sooner than a full period.
-            await trio.sleep(period if self.reachable else min(period, PROBE_PERIOD))
+            if self.reachable:
+                self._started_failing = trio.Event()
+                with trio.move_on_after(period):
+                    await self._started_failing.wait()
+            if not self.reachable:
+                await trio.sleep(min(period, PROBE_PERIOD))
             try:
                 kept = await self._backplane.renew_lease(ttl)
             except BackplaneError as error:
