@@ -72,7 +72,8 @@ async def server_starter() -> AsyncIterator[StartServer]:
     async with trio.open_nursery() as nursery:
 
         async def start(**overrides: Any) -> RunningServer:
-            base = Settings(host="127.0.0.1", port=0, db=":memory:")
+            # No presence grace unless a test asks: a closed client leaves at once.
+            base = Settings(host="127.0.0.1", port=0, db=":memory:", presence_grace=0.0)
             settings = dataclasses.replace(base, **overrides)
             shutdown, stopped = trio.Event(), trio.Event()
 

@@ -23,6 +23,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     for bare in ("PORT", "WRITE_WAIT", "PONG_WAIT", "PING_PERIOD", "DEBUG"):
         env.pop(bare, None)
     env["TRIO_CHAT_DB"] = ":memory:"
+    env["TRIO_CHAT_PRESENCE_GRACE"] = "0"  # a closed client leaves at once, unless asked
     env.update(extra)
     return env
 

@@ -346,10 +346,12 @@ async def test_an_internal_error_in_the_hub_stops_the_server(
 ) -> None:
     real_say = Chat.say
 
-    def faulty_say(self: Chat[object], handle: object, say: Say, ts: str) -> object:
+    def faulty_say(
+        self: Chat[object], handle: object, say: Say, ts: str, *, now: float = 0.0
+    ) -> object:
         if say.text == "boom":
             raise RuntimeError("injected hub fault")
-        return real_say(self, handle, say, ts)
+        return real_say(self, handle, say, ts, now=now)
 
     monkeypatch.setattr(Chat, "say", faulty_say)
     settings = Settings(host="127.0.0.1", port=0, db=":memory:", rate_limit=0)

@@ -48,7 +48,7 @@ async def serving_store(
     store: HistoryStore, db: str, **overrides: Any
 ) -> AsyncIterator[RunningServer]:
     """The server on `store` (which it closes), in a nursery of its own."""
-    base = Settings(host="127.0.0.1", port=0, db=db, rate_limit=0, **QUIET)
+    base = Settings(host="127.0.0.1", port=0, db=db, rate_limit=0, presence_grace=0.0, **QUIET)
     settings = dataclasses.replace(base, **overrides)
     shutdown, stopped = trio.Event(), trio.Event()
 

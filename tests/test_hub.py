@@ -44,7 +44,7 @@ class RecordingPeer:
     def flush_nowait(self) -> None:
         self.outbox.wake()
 
-    def drop(self, code: CloseCode, reason: LeaveReason) -> None:
+    def drop(self, code: CloseCode, reason: LeaveReason, text: str = "") -> None:
         self.dropped.append((code, reason))
         self.outbox.kick()
 

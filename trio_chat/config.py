@@ -121,6 +121,7 @@ class Settings:
     db: str = "trio-chat.db"
     history_limit: int = 1000
     history_replay: int = 50
+    presence_grace: float = 15.0  # 0: a dropped connection is a leave
     backplane: BackplaneUrl | None = None  # none: one process, history in `db`
     workers: int = 1
     log_level: str = "info"
@@ -176,6 +177,14 @@ def _duration(text: str) -> float:
     seconds = parse_duration(text)
     if seconds <= 0:
         raise ValueError("must be above zero")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most 24h")
+    return seconds
+
+
+def _grace(text: str) -> float:
+    """A duration that may be 0 (the feature off)."""
+    seconds = parse_duration(text)
     if seconds > MAX_DURATION:
         raise ValueError("must be at most 24h")
     return seconds
@@ -365,6 +374,7 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         db=get("db", _db),
         history_limit=get("history-limit", _integer(1)),
         history_replay=get("history-replay", _integer(0)),
+        presence_grace=get("presence-grace", _grace),
         backplane=get("backplane", _backplane),
         workers=get("workers", _workers),
         log_level=get("log-level", _log_level),
@@ -426,6 +436,11 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
     "db": ("PATH", "SQLite file for history, created if missing; :memory: keeps none"),
     "history-limit": ("N", "events retained per room"),
     "history-replay": ("N", "events replayed to a client that joins without since"),
+    "presence-grace": (
+        "DURATION",
+        "how long a member whose connection dropped keeps its place (and name) for a "
+        "hello with its resume secret, before it leaves; 0 turns this off",
+    ),
     "backplane": (
         "URL",
         "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS): a Redis or Valkey "

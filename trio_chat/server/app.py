@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from ..config import Settings
 from ..core.history import HistoryStore, MemoryHistoryStore
 from ..core.protocol import CloseCode, LeaveReason
+from ..core.rooms import HeldSeat
 from ..core.websocket import (
     HostPolicy,
     UpgradeRefused,
@@ -66,6 +67,7 @@ CONTENT_SECURITY_POLICY = (
 SHUTDOWN_GRACE = 3.0  # seconds for clients to answer the 1001 close at shutdown
 LINGER = 2.0  # seconds to wait for the client's close after answering and closing
 LINGER_BYTES = 1 << 20  # bytes read and dropped meanwhile, at most
+ROOMS_LISTED = 100  # rooms `/api/rooms` lists at most
 LIMIT_WARNING_INTERVAL = 60.0  # seconds between warnings while --max-connections is reached
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
@@ -372,6 +374,13 @@ class ChatServer:
                 content_type="application/json",
                 headers=[("Cache-Control", "no-store")],
             )
+        elif request.path == "/api/rooms":
+            await http.respond(
+                200,
+                self.rooms_json(),
+                content_type="application/json",
+                headers=[("Cache-Control", "no-store")],
+            )
         elif request.path == "/metrics":
             await http.respond(
                 200,
@@ -385,6 +394,13 @@ class ChatServer:
             await http.respond(200, asset.body, content_type=asset.content_type, headers=headers)
         else:
             await http.respond(404, b"not found\n")
+
+    def rooms_json(self) -> bytes:
+        """`/api/rooms`: the busiest `ROOMS_LISTED` rooms with members, and
+        how many (held places included), busiest first, then by name."""
+        rooms = sorted(self.hub.rooms(), key=lambda room: (-room[1], room[0]))
+        listed = [{"name": name, "members": count} for name, count in rooms[:ROOMS_LISTED]]
+        return json.dumps({"rooms": listed, "more": len(rooms) > ROOMS_LISTED}).encode()
 
     def readiness(self) -> str | None:
         """Why this server should not be sent new clients now, or None.
@@ -711,21 +727,52 @@ async def serve_chat(
         else:
             if store is None:
                 store = await open_store(settings)
-            async with (
-                _writing(store, settings.db),
-                open_hub(
+            async with _writing(store, settings.db):
+                durable = store if isinstance(store, SqliteHistoryStore) else None
+                held = await _held_seats(durable) if durable and settings.presence_grace else []
+                async with open_hub(
                     store,
-                    load=store.load if isinstance(store, SqliteHistoryStore) else None,
+                    load=durable.load if durable else None,
                     replay_limit=settings.history_replay,
                     send_queue_size=settings.send_queue_size,
-                ) as hub,
-            ):
-                await _serve(settings, shutdown, listeners, hub, task_status, store=store)
+                    grace=settings.presence_grace,
+                    held=held,
+                ) as local_hub:
+                    await _serve(
+                        settings, shutdown, listeners, local_hub, task_status, store=store
+                    )
+                if durable is not None and settings.presence_grace:
+                    await _keep_seats(durable, local_hub.hold_all())
     finally:
         # Closed by the acceptor once serving; here if serving never began.
         for listener in listeners:
             await trio.aclose_forcefully(listener)
     log.info("shutdown complete")
+
+
+async def _held_seats(store: SqliteHistoryStore) -> list[HeldSeat]:
+    """The seats the last graceful shutdown kept, for their members to resume."""
+    try:
+        seats = await store.take_presence()
+    except sqlite3.Error as error:  # the chat goes on; they join again, as new
+        log.warning("could not read the members kept at the last shutdown: %s", error)
+        return []
+    if seats:
+        log.info("keeping the places of %d members from before the restart", len(seats))
+    return seats
+
+
+async def _keep_seats(store: SqliteHistoryStore, seats: list[HeldSeat]) -> None:
+    """Write the members' seats down at shutdown, for the next start."""
+    if not seats:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE):
+        try:
+            await store.keep_presence(seats)
+        except sqlite3.Error as error:
+            log.warning("could not keep the places of %d members: %s", len(seats), error)
+            return
+        log.info("kept the places of %d members for %g s", len(seats), seats[0].remaining)
 
 
 def node_name() -> str:

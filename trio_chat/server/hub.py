@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -48,11 +49,12 @@ from ..core import protocol
 from ..core.errors import TrioChatError
 from ..core.history import HistoryStore, RoomHistory
 from ..core.protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
-from ..core.rooms import Chat, Delivery, Joined, RoomNotLoaded
+from ..core.rooms import Chat, Delivery, HeldSeat, Joined, Resent, RoomNotLoaded
 
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 1024
+STOP_WAIT = 5.0  # seconds for the hub task to apply the last leaves at exit
 
 
 class Unavailable(TrioChatError):
@@ -80,8 +82,9 @@ class Peer(Protocol):
         """Send what was queued (the hub calls this once per burst)."""
         ...
 
-    def drop(self, code: CloseCode, reason: LeaveReason) -> None:
-        """Close the client with `code`; it has already left with `reason`."""
+    def drop(self, code: CloseCode, reason: LeaveReason, text: str = "") -> None:
+        """Close the client with `code` (and `text`, or the code's usual
+        reason); it has already left with `reason`."""
         ...
 
 
@@ -99,6 +102,7 @@ class Registration:
 class Unregistration:
     peer: Peer
     reason: LeaveReason
+    hold: bool = False  # the connection dropped: keep the member's seat for a while
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,12 @@ class RoomLoaded:
     history: RoomHistory | Exception
 
 
-HubMessage = Registration | Unregistration | Broadcast | RoomLoaded
+@dataclass(frozen=True, slots=True)
+class GraceOver:
+    """Held seats' grace may have ended: their members leave."""
+
+
+HubMessage = Registration | Unregistration | Broadcast | RoomLoaded | GraceOver
 # Reads a room's window from durable storage (off the hub task):
 RoomLoader = Callable[[str], Awaitable[RoomHistory]]
 
@@ -128,6 +137,7 @@ class HubStatistics:
     deliveries: int  # live events put into outboxes
     slow_drops: int  # members dropped as too slow: a full outbox, or a write timed out
     inbox: int  # commands waiting for the hub task
+    held: int = 0  # seats kept for members whose connection dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +198,14 @@ class HubFront:
         assert outcome is not None
         return outcome
 
-    async def leave(self, peer: Peer, reason: LeaveReason) -> None:
-        """Remove `peer` from its room, if it is (still) a member or joining."""
-        await self.unregister.send(Unregistration(peer, reason))
+    async def leave(self, peer: Peer, reason: LeaveReason, *, hold: bool = False) -> None:
+        """Remove `peer` from its room, if it is (still) a member or joining.
+
+        `hold`: its connection dropped rather than said goodbye, so its seat
+        is kept for the presence grace period (a hub that keeps none treats
+        it as a leave).
+        """
+        await self.unregister.send(Unregistration(peer, reason, hold))
 
     async def say(self, peer: Peer, command: Say | Typing) -> None:
         """Broadcast a message or typing notice from `peer` to its room.
@@ -219,6 +234,10 @@ class HubFront:
         its backplane is failing."""
         return None
 
+    def rooms(self) -> list[tuple[str, int]]:
+        """The rooms with members and how many, as this hub knows them."""
+        raise NotImplementedError
+
     def _close_channels(self) -> None:
         self.register.close()
         self.unregister.close()
@@ -238,6 +257,7 @@ class Hub(HubFront):
         load: RoomLoader | None,
         burst: int,
     ) -> None:
+        self._secrets = secrets.token_urlsafe  # a seat's resume secret
         self._store = store
         self._load_room = load
         self._chat = chat
@@ -249,6 +269,10 @@ class Hub(HubFront):
         self._burst = burst
         super().__init__(inbox)
         self._loaded = inbox.clone()  # rooms read off the hub task come back here
+        self._grace_over = inbox.clone()  # the expiry task's wake-up calls
+        self._holding = trio.Event()  # set when a seat is held: the expiry task wakes
+        self._expired = trio.Event()  # set when a GraceOver has been applied
+        self.stopped = trio.Event()  # the hub task has applied its last command
         self._events = 0
         self._deliveries = 0
         self._slow_drops = 0
@@ -256,12 +280,14 @@ class Hub(HubFront):
     def _close_channels(self) -> None:
         super()._close_channels()
         self._loaded.close()
+        self._grace_over.close()
 
     def statistics(self) -> HubStatistics:
         chat = self._chat.statistics()
         return HubStatistics(
             rooms=chat.rooms,
             members=chat.members,
+            held=chat.held,
             events=self._events,
             deliveries=self._deliveries,
             slow_drops=self._slow_drops,
@@ -283,6 +309,31 @@ class Hub(HubFront):
         except Exception:
             log.critical("internal error in the hub: stopping the server", exc_info=True)
             raise
+        finally:
+            self.stopped.set()
+
+    async def serve_expiry(self) -> None:
+        """Post `GraceOver` whenever a held seat's grace ends, in order with
+        the rest of the inbox (the hub task applies it)."""
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            while True:
+                until = self._chat.next_expiry()  # the hub task's state, read between its turns
+                if until is None:
+                    await self._holding.wait()
+                    self._holding = trio.Event()
+                    continue
+                await trio.sleep_until(until)
+                self._expired = trio.Event()
+                await self._grace_over.send(GraceOver())
+                await self._expired.wait()
+
+    def rooms(self) -> list[tuple[str, int]]:
+        return self._chat.rooms()
+
+    def hold_all(self) -> list[HeldSeat]:
+        """Once the hub task has stopped: every member's seat, held, for a
+        restart to restore."""
+        return self._chat.hold_all(LeaveReason.SHUTDOWN, trio.current_time())
 
     async def _apply_burst(
         self, first: HubMessage, inbox: trio.MemoryReceiveChannel[HubMessage]
@@ -330,8 +381,9 @@ class Hub(HubFront):
     def _apply(self, message: HubMessage, ts: str) -> None:
         if isinstance(message, Broadcast):
             if isinstance(message.command, Say):
-                delivery = self._chat.say(message.peer, message.command, ts)
-                self._events += delivery is not None
+                now = trio.current_time()
+                delivery = self._chat.say(message.peer, message.command, ts, now=now)
+                self._events += delivery is not None and not isinstance(delivery, Resent)
             else:
                 delivery = self._chat.typing(message.peer)
             if delivery is not None:
@@ -339,15 +391,28 @@ class Hub(HubFront):
         elif isinstance(message, Registration):
             self._register(message, ts)
         elif isinstance(message, Unregistration):
-            delivery = self._chat.leave(message.peer, message.reason, ts)
-            if delivery is not None:
-                self._events += 1
-                self._slow_drops += message.reason is LeaveReason.SLOW  # a write timed out
-                self._queue.append(delivery)
-            else:
-                self._forget_waiting(message.peer)
+            self._unregister(message, ts)
+        elif isinstance(message, GraceOver):
+            leaves = self._chat.expire(trio.current_time(), ts)
+            self._events += len(leaves)
+            self._queue.extend(leaves)
+            self._expired.set()
         else:
             self._room_loaded(message, ts)
+
+    def _unregister(self, message: Unregistration, ts: str) -> None:
+        peer, reason = message.peer, message.reason
+        if message.hold:
+            delivery = self._chat.drop(peer, reason, ts, now=trio.current_time())
+            self._holding.set()
+        else:
+            delivery = self._chat.leave(peer, reason, ts)
+        if delivery is not None:
+            self._events += 1
+            self._slow_drops += reason is LeaveReason.SLOW  # a write timed out
+            self._queue.append(delivery)
+        else:
+            self._forget_waiting(peer)
 
     def _register(self, registration: Registration, ts: str) -> None:
         room = registration.hello.room
@@ -356,7 +421,13 @@ class Hub(HubFront):
             waiting.append(registration)
             return
         try:
-            joined = self._chat.join(registration.peer, registration.hello, ts)
+            joined = self._chat.join(
+                registration.peer,
+                registration.hello,
+                ts,
+                now=trio.current_time(),
+                secret=self._secrets(18),
+            )
         except RoomNotLoaded:
             self._loading[room] = [registration]
             self._loaders.start_soon(self._load, room)
@@ -364,11 +435,17 @@ class Hub(HubFront):
         except ProtocolError as refusal:
             registration.outcome = refusal
         else:
-            self._events += 1
             registration.outcome = joined
             registration.peer.deliver_welcome(joined.welcome)
             self._touched.add(registration.peer)
-            self._queue.append(joined.announce)
+            if joined.resumed:
+                if joined.displaced is not None:
+                    joined.displaced.drop(
+                        CloseCode.NORMAL, LeaveReason.QUIT, "replaced by a newer connection"
+                    )
+            else:
+                self._events += 1
+                self._queue.append(joined.announce)
         registration.done.set()
 
     async def _load(self, room: str) -> None:
@@ -438,6 +515,8 @@ async def open_hub(
     load: RoomLoader | None = None,
     replay_limit: int,
     send_queue_size: int,
+    grace: float = 0.0,
+    held: Sequence[HeldSeat] = (),
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the `async with` block.
 
@@ -447,16 +526,31 @@ async def open_hub(
     `send_queue_size` is the clients' outbox limit: the hub applies at most a
     quarter of it in one go before letting writers run.
 
+    `grace` is the presence grace period (core/rooms.py): seats of members
+    whose connection dropped are held that long. `held` are the seats a
+    previous run kept (`Hub.hold_all`), restored before the first hello;
+    their rooms are loaded first.
+
     On exit the channels are closed and the hub task applies what is still
-    queued (the last sessions' leaves) before it ends.
+    queued (the last sessions' leaves) before it ends; then `hold_all`
+    gives the seats to keep.
     """
     send, receive = trio.open_memory_channel[HubMessage](INBOX_SIZE)
+    chat: Chat[Peer] = Chat(store, replay_limit, grace=grace)
+    for room in sorted({seat.room for seat in held}):
+        if store.acquire(room) is None:
+            assert load is not None, "a store that loads rooms needs `load`"
+            store.install(room, await load(room))
+    chat.restore(held, trio.current_time())
     async with trio.open_nursery() as nursery:
-        chat: Chat[Peer] = Chat(store, replay_limit)
         hub = Hub(store, chat, send, nursery, load=load, burst=max(send_queue_size // 4, 1))
-        send.close()  # only the three clones stay open
+        send.close()  # only the clones stay open
         nursery.start_soon(hub.serve, receive)
+        nursery.start_soon(hub.serve_expiry)
         try:
             yield hub
         finally:
             hub._close_channels()
+            with trio.move_on_after(STOP_WAIT):
+                await hub.stopped.wait()
+            nursery.cancel_scope.cancel()  # the expiry task

@@ -78,6 +78,25 @@ _CLOSE_REASONS: dict[int, str] = {
 }
 
 
+# Client close codes that mean "gone for now", not "leaving": a page being
+# unloaded or reloaded (1001). Any other close from the client is a goodbye.
+_AWAY: frozenset[int | None] = frozenset({None, CloseCode.GOING_AWAY})
+
+
+def _dropped(code: int | None, reason: LeaveReason) -> bool:
+    """Whether a session that ended with close `code` (None: no close frame)
+    and leave `reason` dropped rather than left: its member's seat is then
+    held for the presence grace period, for it to resume.
+
+    A connection that vanished or timed out dropped, as did every member at
+    a server shutdown; a client that closed with a goodbye (1000, or no
+    status) left, as did one dropped for an error or for being slow.
+    """
+    if reason in (LeaveReason.TIMEOUT, LeaveReason.SHUTDOWN):
+        return True
+    return reason is LeaveReason.QUIT and code in _AWAY
+
+
 class Session:
     """A connected WebSocket client, from upgrade to close."""
 
@@ -189,11 +208,11 @@ class Session:
             outbox.put_raw(data[written:])
         return True
 
-    def drop(self, code: CloseCode, reason: LeaveReason) -> None:
+    def drop(self, code: CloseCode, reason: LeaveReason, text: str = "") -> None:
         """End the session with close `code` (also used for shutdown)."""
         if code is CloseCode.TRY_AGAIN_LATER and self._ending is None:
             log.info("%s: send queue full, dropping", self._label)
-        self._end(code, reason)
+        self._end(code, reason, text)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -218,14 +237,14 @@ class Session:
                 # (`flush_nowait`) may use it after this.
                 self._writes.close_nowait()
                 await trio.aclose_forcefully(self._stream)
-                reason = self._ending[1] if self._ending else LeaveReason.SHUTDOWN
+                code, reason = self._ending or (CloseCode.GOING_AWAY, LeaveReason.SHUTDOWN)
                 if self._in_hub:
                     # If the hub has already stopped, there is nobody left to tell.
                     with (
                         trio.move_on_after(self._settings.write_wait),
                         contextlib.suppress(trio.ClosedResourceError),
                     ):
-                        await self._hub.leave(self, reason)
+                        await self._hub.leave(self, reason, hold=_dropped(code, reason))
                 log.debug("%s closed (%s)", self._label, reason)
 
     def _end(self, code: int | None, reason: LeaveReason, text: str = "") -> None:

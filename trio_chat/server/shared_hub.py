@@ -228,6 +228,11 @@ class SharedHub(HubFront):
             leases_lost=backplane.leases_lost,
         )
 
+    def rooms(self) -> list[tuple[str, int]]:
+        """This process's rooms and its own members there (the other
+        processes' members are not counted)."""
+        return [(room.name, len(room.members)) for room in self._rooms.values() if room.members]
+
     def trouble(self) -> str | None:
         """Why this hub cannot serve new clients now: the last call to the
         backplane (of any task) failed, and none has succeeded since."""

@@ -60,6 +60,7 @@ import os
 import secrets
 import sqlite3
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ import trio
 
 from ..core.errors import TrioChatError
 from ..core.history import RoomHistory, StoredEvent
+from ..core.protocol import LeaveReason
+from ..core.rooms import HeldSeat
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,18 @@ _SCHEMA = (
 _META = """CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL                   -- 'epoch': this file's numbering, see `epoch`
+) WITHOUT ROWID"""
+# The seats held at the last graceful shutdown (core/rooms.py `HeldSeat`),
+# for the next start to restore; emptied as they are read. Also created when
+# missing, so older files and older trio-chats are unaffected.
+_PRESENCE = """CREATE TABLE IF NOT EXISTS presence (
+    room TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    reason TEXT NOT NULL,                 -- the leave reason once the grace ends
+    held_until REAL NOT NULL,             -- Unix time the grace ends
+    joined_id INTEGER NOT NULL,
+    PRIMARY KEY (room, name)
 ) WITHOUT ROWID"""
 _RETRY_DELAY = 1.0  # seconds before retrying a failed commit
 # Seconds the writer lets events gather after the first one before committing:
@@ -349,6 +364,34 @@ class SqliteHistoryStore:
 
     def install(self, room: str, history: RoomHistory) -> None:
         self._windows[room] = history
+
+    async def take_presence(self) -> list[HeldSeat]:
+        """The seats the last graceful shutdown kept (`keep_presence`), with
+        what remains of their grace now; they are deleted from the file, so
+        that a crash later does not bring them back twice."""
+        rows = await self._run(_take_presence)
+        now = time.time()
+        seats: list[HeldSeat] = []
+        for room, name, secret, reason, held_until, joined_id in rows:
+            try:
+                why = LeaveReason(reason)
+            except ValueError:
+                why = LeaveReason.SHUTDOWN  # a reason this version does not know
+            seats.append(HeldSeat(room, name, secret, why, held_until - now, joined_id))
+        return seats
+
+    async def keep_presence(self, seats: Sequence[HeldSeat]) -> None:
+        """Write the seats held at shutdown down, for the next start.
+
+        Raises:
+            sqlite3.Error: the file cannot be written.
+        """
+        now = time.time()
+        rows = [
+            (s.room, s.name, s.secret, str(s.reason), now + s.remaining, s.joined_id)
+            for s in seats
+        ]
+        await self._run(_keep_presence, rows)
 
     def record(self, room: str, event: StoredEvent) -> None:
         dropped = self._pending.add(room, event.id, event.line)
@@ -720,6 +763,7 @@ def _prepare(db: sqlite3.Connection) -> None:
             f"written by a newer trio-chat (schema {version}, this one knows {SCHEMA_VERSION})"
         )
     db.execute(_META)
+    db.execute(_PRESENCE)
     db.execute(
         "INSERT INTO meta (key, value) VALUES ('epoch', ?) ON CONFLICT (key) DO NOTHING",
         (secrets.token_hex(8),),
@@ -728,6 +772,27 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.execute("SELECT count(*), max(last_id) FROM rooms").fetchone()
     db.execute("SELECT count(*) FROM events").fetchone()
     db.execute("COMMIT")
+
+
+def _take_presence(db: sqlite3.Connection) -> list[tuple[str, str, str, str, float, int]]:
+    with db:
+        rows = db.execute(
+            "SELECT room, name, secret, reason, held_until, joined_id FROM presence"
+        ).fetchall()
+        db.execute("DELETE FROM presence")
+    return rows
+
+
+def _keep_presence(
+    db: sqlite3.Connection, rows: list[tuple[str, str, str, str, float, int]]
+) -> None:
+    with db:
+        db.execute("DELETE FROM presence")
+        db.executemany(
+            "INSERT OR REPLACE INTO presence"
+            " (room, name, secret, reason, held_until, joined_id) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 def _read_room(
