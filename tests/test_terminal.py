@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gc
 import io
 import json
+import os
 import re
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import termios
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+import pyte
 import pytest
 import trio
 import trio.testing
@@ -929,3 +935,109 @@ async def test_output_closed_by_its_reader_ends_quietly_with_0(server: RunningSe
     assert re.fullmatch(rf"{CLOCK} -- alice joined\n", stdout.getvalue())
     assert stderr.getvalue() == ""
     await keyboard.aclose()
+
+
+# --------------------------------------------------------------------------
+# At a terminal: the program in a pseudo-terminal, its screen read by pyte
+
+
+@dataclass
+class PtyScreen:
+    """The master side of a pty and the screen a VT100 would show (80x24)."""
+
+    master: trio.lowlevel.FdStream
+    screen: pyte.Screen = field(default_factory=lambda: pyte.Screen(80, 24))
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        self._stream = pyte.ByteStream(self.screen)
+
+    @property
+    def rows(self) -> list[str]:
+        return [row.rstrip() for row in self.screen.display]
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        return self.screen.cursor.y, self.screen.cursor.x
+
+    async def type(self, keys: bytes) -> None:
+        await self.master.send_all(keys)
+
+    async def until(self, check: Callable[[list[str]], bool]) -> None:
+        while not check(self.rows):
+            if self.ended:
+                raise AssertionError("\n".join(self.rows))
+            try:
+                data = await self.master.receive_some(65536)
+            except (trio.BrokenResourceError, OSError):  # EIO: no writer left
+                data = b""
+            if not data:
+                self.ended = True
+            self._stream.feed(data)
+
+    async def until_shown(self, text: str) -> int:
+        """The row where `text` shows up, once it does."""
+        await self.until(lambda rows: any(text in row for row in rows))
+        return next(i for i, row in enumerate(self.rows) if text in row)
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs util-linux's setsid")
+async def test_at_a_terminal_incoming_lines_go_above_the_line_being_typed(
+    server: RunningServer,
+) -> None:
+    """`this is half a li-- dave joined` no more: the incoming line is printed
+    above, the half-typed line redrawn under it; Enter sends it; Ctrl-C
+    leaves the shell a line of its own and the terminal as it was."""
+    alice = await server.joined("alice")
+    main, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    cooked = termios.tcgetattr(secondary)
+    command = ["setsid", "--ctty", *TRIO_CHAT, "connect", url(server.port), "--name", "bob"]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    command,
+                    stdin=secondary,
+                    stdout=secondary,
+                    stderr=secondary,
+                    check=False,
+                )
+            )
+            pty = PtyScreen(trio.lowlevel.FdStream(main))
+            await pty.until_shown("-- here: alice, bob")
+            await pty.type(b"this is half a li")
+            typed = await pty.until_shown("> this is half a li")
+            assert pty.cursor == (typed, len("> this is half a li"))
+
+            await alice.next_of("join")
+            await alice.say("dave joined the call")
+            incoming = await pty.until_shown("alice: dave joined the call")
+            rows = pty.rows
+            assert re.fullmatch(rf"{CLOCK} alice: dave joined the call", rows[incoming])
+            assert rows[incoming + 1] == "> this is half a li"  # redrawn under it
+            assert pty.cursor == (incoming + 1, len("> this is half a li"))
+            assert sum("half a li" in row for row in rows) == 1
+
+            await pty.type(b"ne\x1b[D\x1b[C\r")  # the arrows move, Enter sends
+            assert (await alice.next_of("message"))["name"] == "alice"
+            assert (await alice.next_of("message"))["text"] == "this is half a line"
+            echoed = await pty.until_shown("bob: this is half a line")
+            await pty.until(lambda rows: rows[echoed + 1] == ">")
+            assert "(pending)" not in "\n".join(pty.rows)
+
+            await pty.type(b"gone")
+            await pty.until_shown("> gone")
+            await pty.type(b"\x03")  # Ctrl-C, through the terminal's own ISIG
+            assert await process.wait() == 0
+            restored = termios.tcgetattr(secondary)
+            os.close(secondary)  # the last writer gone, reading the rest ends in EIO
+            await pty.until(lambda _rows: pty.ended)
+    rows = pty.rows
+    ctrl_c = next(i for i, row in enumerate(rows) if row.endswith("^C"))
+    assert rows[ctrl_c] == "> gone^C"
+    assert pty.cursor == (ctrl_c + 1, 0)  # the shell's prompt gets a line of its own
+    assert restored == cooked  # echo and line mode back, as the shell left them
+    leave_event = await alice.next_of("leave")
+    assert (leave_event["name"], leave_event["reason"]) == ("bob", "quit")

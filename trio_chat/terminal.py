@@ -68,6 +68,7 @@ from trio_websocket import (
 from .client.display import clean, format_event
 from .client.events import split_frame
 from .client.lineedit import (
+    PROMPT,
     EndOfInput,
     LineEditor,
     Redraw,
@@ -383,7 +384,7 @@ class _Screen:
         self._drawn = 0
         typed = self.editor.text
         if typed or interrupted:
-            self._stdout.write(clean(typed) + ("^C" if interrupted else "") + "\n")
+            self._stdout.write(PROMPT + clean(typed) + ("^C" if interrupted else "") + "\n")
         self._stdout.flush()
 
 
