@@ -26,6 +26,7 @@ from typing import Final
 
 DEFAULT_RATE: Final = 10.0  # messages per second, the server's default
 DEFAULT_BURST: Final = 20
+_MARGIN: Final = 0.001  # seconds added to every paced wait
 MIN_RATE: Final = 0.2  # a line every 5 s: well within the drain bound of 10 s
 
 RECONNECT_FIRST: Final = 0.5  # the first attempt comes within this many seconds
@@ -60,7 +61,11 @@ class Pacer:
         if not self.pacing:
             return now
         self._refill(now)
-        return now if self.tokens >= 1.0 else now + (1.0 - self.tokens) / self.rate
+        if self.tokens >= 1.0:
+            return now
+        # A hair late rather than early: the server's clock arithmetic may round
+        # a tenth of a second at 10/s to a token of 0.999..., and refuse.
+        return now + (1.0 - self.tokens) / self.rate + _MARGIN
 
     def spend(self, now: float) -> None:
         """A message is being sent now."""
