@@ -15,6 +15,21 @@ from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from trio_chat.client.events import split_frame
+from trio_chat.client.lineedit import (
+    DIM,
+    MAX_PENDING_SHOWN,
+    NORMAL,
+    PROMPT,
+    EndOfInput,
+    LineEditor,
+    Submitted,
+    cell_width,
+    fit,
+    live_rows,
+    repaint,
+)
+from trio_chat.client.outbox import Outbox
+from trio_chat.client.pacing import RECONNECT_CAP, Pacer, reconnect_delay
 from trio_chat.client.transcript import MISSING_LIMIT, Transcript
 from trio_chat.client.url import ServerUrl, ServerUrlError, parse_server_url
 from trio_chat.client.websocket import (
@@ -318,3 +333,163 @@ def test_lines_that_are_not_json_objects_are_set_apart() -> None:
     events, bad = split_frame(frame)
     assert events == [{"type": "join", "id": 1}, {"type": "leave", "id": 2}]
     assert bad == ["not json", "[1, 2]", ""]
+
+
+# -- the line editor and the live area -----------------------------------------
+
+KEYS = st.sampled_from(
+    [
+        *("a", "b", " ", "é", "語", "\x7f", "\x01", "\x05", "\x0b", "\x15", "\x17", "\x04"),
+        *("\x1b[D", "\x1b[C", "\x1b[A", "\x1b[B", "\x1b[3~", "\x1bOH", "\x1b[F", "\r", "\x1b"),
+    ]
+)
+
+
+@given(st.lists(KEYS, max_size=40), st.data())
+def test_line_editor_is_the_same_however_the_keys_are_split(
+    keys: list[str], data: st.DataObject
+) -> None:
+    typed = "".join(keys)
+    whole, pieces = LineEditor(), LineEditor()
+    expected = whole.feed(typed)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(typed)), max_size=6)))
+    actions = []
+    for start, end in zip([0, *cuts], [*cuts, len(typed)], strict=True):
+        actions += pieces.feed(typed[start:end])
+    assert actions == expected
+    assert (pieces.text, pieces.cursor) == (whole.text, whole.cursor)
+    assert 0 <= whole.cursor <= len(whole.text)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=200), st.data())
+def test_input_line_fits_the_terminal_and_shows_the_cursor(text: str, data: st.DataObject) -> None:
+    editor = LineEditor()
+    editor.feed(text)
+    editor.cursor = data.draw(st.integers(0, len(editor.text)))
+    width = data.draw(st.integers(10, 120))
+    line, column = editor.render(width)
+    assert sum(cell_width(char) for char in line) < width
+    assert len(PROMPT) <= column < width
+
+
+def test_line_editor_keys() -> None:
+    editor = LineEditor()
+    assert editor.feed("hello wrld\x1b[D\x1b[D\x1b[Do") == []
+    assert (editor.text, editor.cursor) == ("hello world", 8)
+    editor.feed("\x7f\x7f")  # backspace twice: "wo" goes
+    assert (editor.text, editor.cursor) == ("hello rld", 6)
+    editor.feed("wo")
+    assert editor.feed("\x05 again\x17\x17") == []
+    assert editor.text == "hello "
+    assert editor.feed("there\r") == [Submitted("hello there")]
+    assert (editor.text, editor.cursor) == ("", 0)
+    assert editor.feed("\x1b[A") == []  # up: the line typed before
+    assert editor.text == "hello there"
+    assert editor.feed("\x1b[B\x04") == [EndOfInput()]  # Ctrl-D on an empty line
+
+
+def test_repaint_prints_above_the_live_area() -> None:
+    rows = live_rows(["first", "second"], "> half", 80)
+    assert rows == [f"{DIM}(pending) first{NORMAL}", f"{DIM}(pending) second{NORMAL}", "> half"]
+    # From an input line alone: erase it, print the line, draw the area again.
+    assert repaint(1, ["12:00:00 dave: hi"], rows, 6) == (
+        "\r\x1b[J12:00:00 dave: hi\n" + "\n".join(rows) + "\r\x1b[6C"
+    )
+    assert repaint(3, [], ["> "], 2) == "\r\x1b[2A\x1b[J> \r\x1b[2C"
+    many = live_rows([str(n) for n in range(10)], "> ", 80)
+    assert len(many) == MAX_PENDING_SHOWN + 2
+    assert "(and 7 more pending)" in many[-2]
+    assert fit("x" * 100, 20) == "x" * 18 + "…"
+
+
+# -- the outbox, the pacer and the reconnect schedule ---------------------------
+
+
+def test_outbox_keeps_refs_and_confirms_once() -> None:
+    outbox = Outbox("p")
+    one, two = outbox.add("one"), outbox.add("two")
+    assert (one.ref, two.ref) == ("p-1", "p-2")
+    assert outbox.head is one
+    one.sent = True
+    outbox.connection_lost()  # in flight on a connection that ended: it goes again
+    assert outbox.head is one
+    assert (one.sent, one.ref) == (False, "p-1")
+    assert outbox.confirm("p-1") is one
+    assert outbox.confirm("p-1") is None  # a repeated echo confirms nothing
+    assert outbox.confirm("someone else's") is None
+    assert [line.text for line in outbox] == ["two"]
+    assert (outbox.confirmed, len(outbox)) == (1, 1)
+    assert two.retry_later(10.0) == 0.25
+    assert two.retry_later(10.0) == 0.5
+    assert (two.sent, two.not_before) == (False, 10.5)
+
+
+def send_all_paced(lines: int, rate: float, burst: int) -> tuple[float, int]:
+    """A stop-and-wait sender with a `Pacer` against a server's token bucket
+    (`rate`, `burst`), 1 ms round trips: the time all lines took, and the
+    refusals."""
+    pacer, now = Pacer(), 0.0
+    tokens, updated = float(burst), 0.0
+    sent = 0
+    while sent < lines:
+        now = pacer.ready_at(now)
+        pacer.spend(now)
+        arrival = now + 0.0005
+        tokens = min(float(burst), tokens + (arrival - updated) * rate)
+        updated = arrival
+        now += 0.001
+        if tokens >= 1.0:
+            tokens -= 1.0
+            sent += 1
+        else:
+            pacer.refused(now)
+    return now, pacer.refusals
+
+
+def test_pacer_sends_at_the_default_limit_with_one_refusal() -> None:
+    elapsed, refusals = send_all_paced(200, 10.0, 20)
+    assert refusals == 1
+    assert 18.0 <= elapsed < 18.5  # 20 at once, then 180 at 10/s: the floor
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(1.0, 1), (3.0, 5), (0.5, 2)])
+def test_pacer_finds_a_stricter_limit_in_a_few_refusals(rate: float, burst: int) -> None:
+    elapsed, refusals = send_all_paced(60, rate, burst)
+    assert refusals <= 8
+    assert elapsed < (60 - burst) / rate * 2.5
+
+
+def test_pacer_is_free_until_the_first_refusal() -> None:
+    pacer = Pacer()
+    for now in range(100):
+        assert pacer.ready_at(now / 1000) == now / 1000
+        pacer.spend(now / 1000)
+
+
+@given(st.integers(1, 100), st.floats(0.0, 1.0))
+def test_reconnect_schedule(failures: int, fraction: float) -> None:
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * fraction
+
+    delay = reconnect_delay(failures, uniform)
+    assert 0 < delay <= RECONNECT_CAP
+    if failures == 1:
+        assert delay <= 0.5  # the first attempt comes at once, give or take jitter
+    else:
+        assert delay >= reconnect_delay(failures - 1, lambda low, _high: low)
+
+
+def test_reconnect_schedule_in_numbers() -> None:
+    highest = [reconnect_delay(n, lambda _low, high: high) for n in range(1, 8)]
+    assert highest == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    lowest = [reconnect_delay(n, lambda low, _high: low) for n in range(1, 5)]
+    assert lowest == [0.05, 0.5, 1.0, 2.0]
+
+
+def test_transcript_takes_a_resumed_welcome_with_nothing_new() -> None:
+    transcript = Transcript()
+    transcript.renumbered(5, "e1")
+    assert all(transcript.observe(ident) for ident in range(1, 6))
+    assert not transcript.renumbered(5, "e1", resuming=True)  # nothing happened meanwhile
+    assert transcript.since == 5
+    assert transcript.renumbered(5, "e1")  # a join that is not above ours: history lost

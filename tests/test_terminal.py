@@ -12,20 +12,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gc
 import io
+import itertools
 import json
+import os
 import re
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import termios
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+import pyte
 import pytest
 import trio
 import trio.testing
@@ -101,7 +108,9 @@ class Terminal:
 
 
 async def start_terminal(nursery: trio.Nursery, *argv: str) -> Terminal:
-    args = parse(*argv)
+    """`run_connect` as a user at a terminal sees it (`--print all`, the
+    terminal's default), unless `argv` says otherwise."""
+    args = parse(*argv) if "--print" in argv else parse(*argv, "--print", "all")
     keyboard, stdin = trio.testing.memory_stream_one_way_pair()
     terminal = Terminal(keyboard)
 
@@ -279,6 +288,7 @@ class Scripted:
     accepted: trio.MemoryReceiveChannel[WebSocketConnection]
     refusals: list[int | None] = field(default_factory=list)  # per connection, in order
     connections: int = 0
+    attempts: list[float] = field(default_factory=list)  # when each connection came
 
     async def next_hello(self) -> tuple[WebSocketConnection, Event]:
         ws = await self.accepted.receive()
@@ -302,6 +312,7 @@ async def scripted(nursery: trio.Nursery) -> Scripted:
 
     async def handler(request: WebSocketRequest) -> None:
         script.connections += 1
+        script.attempts.append(trio.current_time())
         status = script.refusals.pop(0) if script.refusals else None
         if status is not None:
             await request.reject(status, body=b"refused by the test")
@@ -371,17 +382,11 @@ async def test_piped_line_is_sent_and_confirmed_before_exit_0(server: RunningSer
     alice = await server.joined("alice")
     with trio.fail_after(10):
         status, out, err = await run_piped(url(server.port), "--name", "bot", stdin=b"hi\n")
-        assert (status, err) == (0, "")
+        assert (status, out, err) == (0, "", "")  # a pipe prints nothing unless asked
         await alice.next_of("join")
         echo = await alice.next_of("message")
     assert (echo["name"], echo["text"]) == ("bot", "hi")
     assert isinstance(echo["ref"], str)
-    assert out.splitlines() == [
-        "-- alice joined",
-        "-- bot joined",
-        "-- here: alice, bot",
-        f"{local_time(echo['ts'])} bot: hi",
-    ]
     assert (await alice.next_of("leave"))["name"] == "bot"
 
 
@@ -389,7 +394,9 @@ async def test_lines_keep_their_order_and_blank_ones_are_skipped(server: Running
     alice = await server.joined("alice")
     stdin = "one\n\n   \n\u3000\ntwo\r\n  three  \nfour, no newline at the end".encode()
     with trio.fail_after(10):
-        status, out, err = await run_piped(url(server.port), "--name", "bot", stdin=stdin)
+        status, out, err = await run_piped(
+            url(server.port), "--name", "bot", "--print", "live", stdin=stdin
+        )
         assert (status, err) == (0, "")
         await alice.next_of("join")
         texts = await messages_until_leave(alice, "bot")
@@ -402,12 +409,15 @@ async def test_empty_input_prints_the_history_and_exits_0(server: RunningServer)
     await alice.say("already here")
     with trio.fail_after(10):
         echo = await alice.next_of("message")
-        status, out, err = await run_piped(url(server.port), "--name", "bot", "--room", "lobby")
+        status, out, err = await run_piped(
+            url(server.port), "--name", "bot", "--room", "lobby", "--print", "all"
+        )
     assert (status, err) == (0, "")
+    [alice_joined, bot_joined] = re.findall(rf"^({CLOCK}) -- \w+ joined$", out, re.MULTILINE)
     assert out.splitlines() == [
-        "-- alice joined",
+        f"{alice_joined} -- alice joined",
         f"{local_time(echo['ts'])} alice: already here",
-        "-- bot joined",
+        f"{bot_joined} -- bot joined",
         "-- here: alice, bot",
     ]
 
@@ -441,7 +451,13 @@ async def test_rate_limited_lines_are_sent_again_in_order(
         texts = await messages_until_leave(alice, "bot")
     assert status == 0
     assert texts == ["first", "second", "third"]
-    assert "! rate_limited: slow down (sending again in 0.25 s)" in err.splitlines()
+    # Said once, summed up once, however many refusals it took to find the pace.
+    first, summary = err.splitlines()
+    assert first == "! rate_limited: slow down (sending at most 10 line(s)/s from now on)"
+    assert re.fullmatch(
+        r"! rate limited: 2 line\(s\) sent at the server's pace \(\d+ refusal\(s\) in all\)",
+        summary,
+    )
 
 
 async def test_a_line_refused_as_unavailable_is_sent_again(
@@ -505,9 +521,12 @@ async def test_history_is_printed_readably(
         for text in texts:
             await alice.say(text)
         times = [local_time((await alice.next_of("message"))["ts"]) for _ in texts]
-        status, out, err = await run_piped(url(server.port), "--name", "bot")
+        status, out, err = await run_piped(url(server.port), "--name", "bot", "--print", "all")
     assert (status, err) == (0, "")
-    assert out.splitlines() == [
+    # Joins and leaves have their (real) time too, like messages.
+    lines = [re.sub(rf"^{CLOCK} (-- )", r"\1", line) for line in out.splitlines()]
+    assert len(re.findall(rf"^{CLOCK} -- ", out, re.MULTILINE)) == 6
+    assert lines == [
         "-- alice joined",
         "-- silent joined",
         "-- silent left (timeout)",
@@ -529,9 +548,11 @@ async def test_since_prints_only_later_events(server: RunningServer) -> None:
     with trio.fail_after(10):
         await alice.next_of("message")
         await alice.next_of("message")
-        status, out, _err = await run_piped(url(server.port), "--name", "bot", "--since", "2")
+        status, out, _err = await run_piped(
+            url(server.port), "--name", "bot", "--since", "2", "--print", "all"
+        )
     assert status == 0
-    assert re.fullmatch(rf"{CLOCK} alice: new\n-- bot joined\n-- here: alice, bot\n", out)
+    assert re.fullmatch(rf"{CLOCK} alice: new\n{CLOCK} -- bot joined\n-- here: alice, bot\n", out)
 
 
 async def test_since_beyond_what_is_kept_says_history_was_lost(start_server: StartServer) -> None:
@@ -542,7 +563,9 @@ async def test_since_beyond_what_is_kept_says_history_was_lost(start_server: Sta
     with trio.fail_after(10):
         for _ in range(4):
             await alice.next_of("message")
-        status, out, _err = await run_piped(url(server.port), "--name", "bot", "--since", "1")
+        status, out, _err = await run_piped(
+            url(server.port), "--name", "bot", "--since", "1", "--print", "all"
+        )
     assert status == 0
     assert out.splitlines()[0] == "-- some history could not be recovered"
     assert re.findall(rf"^{CLOCK} alice: (.*)$", out, re.MULTILINE) == ["c", "d"]
@@ -584,20 +607,20 @@ async def test_repeated_ids_are_shown_once_and_renumbering_restarts(
             await terminal.end_input()
             assert await terminal.exit_status() == 0
     assert terminal.stdout.lines == [
-        "-- alice joined",
+        f"{T} -- alice joined",
         f"{T} alice: one",
-        "-- bot joined",
+        f"{T} -- bot joined",
         "-- here: bot",
         f"{T} alice: two",
         "-- reconnecting... (1011 injected fault)",
-        "-- bot left",
-        "-- bot joined",
+        f"{T} -- bot left",
+        f"{T} -- bot joined",
         "-- reconnected; here: bot",
         f"{T} alice: three",
         "-- reconnecting... (1013 try again later)",
         "-- some history could not be recovered",
-        "-- alice joined",
-        "-- bot joined",
+        f"{T} -- alice joined",
+        f"{T} -- bot joined",
         "-- reconnected; here: alice, bot",
         f"{T} alice: four",
     ]
@@ -782,12 +805,13 @@ async def test_server_restart_is_survived(
         assert await messages_until_leave(carol, "bot") == ["after the restart"]
     lines = terminal.stdout.lines
     restart = lines.index("-- reconnecting... (1001 server shutting down)")
+    now = lines[-1][:8]  # a real server's time; the clock is a mock one
     assert lines[restart + 1 :] == [
         "-- some history could not be recovered",
-        "-- carol joined",
-        "-- bot joined",
+        f"{now} -- carol joined",
+        f"{now} -- bot joined",
         "-- reconnected; here: carol, bot",
-        f"{lines[-1][:8]} bot: after the restart",
+        f"{now} bot: after the restart",
     ]
 
 
@@ -860,8 +884,7 @@ async def test_program_sends_piped_input_and_exits_0(server: RunningServer) -> N
         )
         await alice.next_of("join")
         assert await messages_until_leave(alice, "bot") == ["hi"]
-    assert (result.returncode, result.stderr) == (0, b"")
-    assert re.search(rb"^\d\d:\d\d:\d\d bot: hi$", result.stdout, re.MULTILINE)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
 
 
 async def test_program_exits_0_on_ctrl_c(server: RunningServer) -> None:
@@ -909,9 +932,233 @@ async def test_output_closed_by_its_reader_ends_quietly_with_0(server: RunningSe
 
             nursery.start_soon(talk)
             status = await run_connect(
-                parse(url(server.port), "--name", "bot"), receive, stdout, stderr
+                parse(url(server.port), "--name", "bot", "--print", "all"), receive, stdout, stderr
             )
     assert status == 0
-    assert stdout.getvalue() == "-- alice joined\n"
+    assert re.fullmatch(rf"{CLOCK} -- alice joined\n", stdout.getvalue())
     assert stderr.getvalue() == ""
     await keyboard.aclose()
+
+
+# --------------------------------------------------------------------------
+# At a terminal: the program in a pseudo-terminal, its screen read by pyte
+
+
+@dataclass
+class PtyScreen:
+    """The master side of a pty and the screen a VT100 would show (80x24)."""
+
+    master: trio.lowlevel.FdStream
+    screen: pyte.Screen = field(default_factory=lambda: pyte.Screen(80, 24))
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        self._stream = pyte.ByteStream(self.screen)
+
+    @property
+    def rows(self) -> list[str]:
+        return [row.rstrip() for row in self.screen.display]
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        return self.screen.cursor.y, self.screen.cursor.x
+
+    async def type(self, keys: bytes) -> None:
+        await self.master.send_all(keys)
+
+    async def until(self, check: Callable[[list[str]], bool]) -> None:
+        while not check(self.rows):
+            if self.ended:
+                raise AssertionError("\n".join(self.rows))
+            try:
+                data = await self.master.receive_some(65536)
+            except (trio.BrokenResourceError, OSError):  # EIO: no writer left
+                data = b""
+            if not data:
+                self.ended = True
+            self._stream.feed(data)
+
+    async def until_shown(self, text: str) -> int:
+        """The row where `text` shows up, once it does."""
+        await self.until(lambda rows: any(text in row for row in rows))
+        return next(i for i, row in enumerate(self.rows) if text in row)
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs util-linux's setsid")
+async def test_at_a_terminal_incoming_lines_go_above_the_line_being_typed(
+    server: RunningServer,
+) -> None:
+    """`this is half a li-- dave joined` no more: the incoming line is printed
+    above, the half-typed line redrawn under it; Enter sends it; Ctrl-C
+    leaves the shell a line of its own and the terminal as it was."""
+    alice = await server.joined("alice")
+    main, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    cooked = termios.tcgetattr(secondary)
+    command = ["setsid", "--ctty", *TRIO_CHAT, "connect", url(server.port), "--name", "bob"]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    command,
+                    stdin=secondary,
+                    stdout=secondary,
+                    stderr=secondary,
+                    check=False,
+                )
+            )
+            pty = PtyScreen(trio.lowlevel.FdStream(main))
+            await pty.until_shown("-- here: alice, bob")
+            await pty.type(b"this is half a li")
+            typed = await pty.until_shown("> this is half a li")
+            assert pty.cursor == (typed, len("> this is half a li"))
+
+            await alice.next_of("join")
+            await alice.say("dave joined the call")
+            incoming = await pty.until_shown("alice: dave joined the call")
+            rows = pty.rows
+            assert re.fullmatch(rf"{CLOCK} alice: dave joined the call", rows[incoming])
+            assert rows[incoming + 1] == "> this is half a li"  # redrawn under it
+            assert pty.cursor == (incoming + 1, len("> this is half a li"))
+            assert sum("half a li" in row for row in rows) == 1
+
+            await pty.type(b"ne\x1b[D\x1b[C\r")  # the arrows move, Enter sends
+            assert (await alice.next_of("message"))["name"] == "alice"
+            assert (await alice.next_of("message"))["text"] == "this is half a line"
+            echoed = await pty.until_shown("bob: this is half a line")
+            await pty.until(lambda rows: rows[echoed + 1] == ">")
+            assert "(pending)" not in "\n".join(pty.rows)
+
+            await pty.type(b"gone")
+            await pty.until_shown("> gone")
+            await pty.type(b"\x03")  # Ctrl-C, through the terminal's own ISIG
+            assert await process.wait() == 0
+            restored = termios.tcgetattr(secondary)
+            os.close(secondary)  # the last writer gone, reading the rest ends in EIO
+            await pty.until(lambda _rows: pty.ended)
+    rows = pty.rows
+    ctrl_c = next(i for i, row in enumerate(rows) if row.endswith("^C"))
+    assert rows[ctrl_c] == "> gone^C"
+    assert pty.cursor == (ctrl_c + 1, 0)  # the shell's prompt gets a line of its own
+    assert restored == cooked  # echo and line mode back, as the shell left them
+    leave_event = await alice.next_of("leave")
+    assert (leave_event["name"], leave_event["reason"]) == ("bob", "quit")
+
+
+# --------------------------------------------------------------------------
+# Rate limits, resumes, resends, the reconnect schedule
+
+
+async def test_a_piped_burst_is_paced_to_the_default_limit_and_said_once(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    """200 piped lines against the default limit (a burst of 20, then 10/s):
+    about the 18 s floor, nothing on stdout, two lines on stderr."""
+    server = await start_server(rate_limit=10.0, rate_burst=20)
+    alice = await server.joined("alice")
+    lines = [f"line {n}" for n in range(200)]
+    with trio.fail_after(120):
+        start = trio.current_time()
+        status, out, err = await run_piped(
+            url(server.port), "--name", "bot", stdin="".join(f"{t}\n" for t in lines).encode()
+        )
+        elapsed = trio.current_time() - start
+        await alice.next_of("join")
+        texts = await messages_until_leave(alice, "bot")
+    assert (status, out) == (0, "")
+    assert texts == lines
+    assert 17.5 < elapsed < 19.5
+    assert err.splitlines() == [
+        "! rate_limited: slow down (sending at most 10 line(s)/s from now on)",
+        "! rate limited: 180 line(s) sent at the server's pace (1 refusal(s) in all)",
+    ]
+
+
+async def test_resume_outbox_and_repeated_echoes(
+    scripted: Scripted, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The welcome's `resume` secret goes back with `since` and `epoch`; lines
+    typed while disconnected wait and go after the welcome, in order, the one
+    in flight with its original `ref`; an echo repeated by the server (its
+    dedupe) or arriving in a replay is neither shown twice nor sent again."""
+
+    def welcome_back(last_id: int) -> Event:
+        return welcome(last_id, ["bot"]) | {"epoch": "e1", "resume": "s3cret"}
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            terminal = await start_terminal(nursery, url(scripted.port), "--name", "bot")
+            ws, _hello = await scripted.next_hello()
+            await send(ws, welcome_back(1), join(1, "bot"))
+            await terminal.type("first")
+            first = json.loads(await ws.get_message())
+            await ws.aclose(1001)  # before its echo
+            await terminal.type("second", "third")  # while disconnected
+
+            ws, hello = await scripted.next_hello()
+            assert hello == {
+                "type": "hello",
+                "name": "bot",
+                "room": "lobby",
+                "since": 1,
+                "epoch": "e1",
+                "resume": "s3cret",
+            }
+            await send(ws, welcome_back(1))  # our place back, nothing new: no replay
+            again = json.loads(await ws.get_message())
+            assert (again["text"], again["ref"]) == ("first", first["ref"])
+            await send(ws, say(2, "bot", "first") | {"ref": first["ref"]})
+            second = json.loads(await ws.get_message())
+            assert second["text"] == "second"
+            assert second["ref"] != first["ref"]
+            # The server's answer to a ref used twice: the original event, again.
+            await send(ws, say(2, "bot", "first") | {"ref": first["ref"]})
+            await ws.aclose(1001)  # before the echo of "second"
+
+            ws, hello = await scripted.next_hello()
+            assert (hello["since"], hello["resume"]) == (2, "s3cret")
+            await send(ws, welcome_back(3), say(3, "bot", "second") | {"ref": second["ref"]})
+            third = json.loads(await ws.get_message())  # "second" is not sent again
+            assert third["text"] == "third"
+            await send(ws, say(4, "bot", "third") | {"ref": third["ref"]})
+            await terminal.end_input()
+            assert await terminal.exit_status() == 0
+    assert terminal.stdout.lines == [
+        f"{T} -- bot joined",
+        "-- here: bot",
+        "-- reconnecting... (1001 server shutting down)",
+        "-- reconnected; here: bot",
+        f"{T} bot: first",
+        "-- reconnecting... (1001 server shutting down)",
+        f"{T} bot: second",
+        "-- reconnected; here: bot",
+        f"{T} bot: third",
+    ]
+    assert terminal.stderr.getvalue() == ""
+
+
+# trio-websocket 0.12.2 leaves the socket of a refused upgrade open for the
+# garbage collector (the terminal client cannot reach it); collect it here.
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+async def test_reconnects_within_half_a_second_then_backs_off_to_a_cap(
+    scripted: Scripted, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            terminal = await start_terminal(nursery, url(scripted.port), "--name", "bot")
+            ws = await scripted.joined(join(1, "bot"))
+            scripted.refusals.extend([503] * 6)
+            lost = trio.current_time()
+            await ws.aclose(1001)
+            await scripted.joined(leave(2, "bot"), join(3, "bot"))
+            await terminal.stdout.wait_for("reconnected")
+            await terminal.end_input()
+            assert await terminal.exit_status() == 0
+    gc.collect()
+    gaps = [b - a for a, b in itertools.pairwise([lost, *scripted.attempts[1:]])]
+    assert len(gaps) == 7
+    assert 0.05 <= gaps[0] <= 0.5  # the first retry: at once, give or take jitter
+    for gap, most in zip(gaps[1:], [1.0, 2.0, 4.0, 5.0, 5.0, 5.0], strict=True):
+        assert most / 2 <= gap <= most + 0.01
+    assert max(gaps) <= RECONNECT_CAP + 0.01

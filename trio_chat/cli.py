@@ -76,7 +76,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description=(
             "Join a room and print its events; each line of standard input is sent "
             "as a message. Reconnects by itself when the connection drops; exits 0 "
-            "at the end of input (once every line sent is confirmed) or on Ctrl-C."
+            "at the end of input (once every line sent is confirmed) or on Ctrl-C. "
+            "When standard input is a pipe, nothing is printed unless --print asks."
         ),
     )
     if command == "connect":

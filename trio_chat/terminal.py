@@ -1,33 +1,42 @@
 """`trio-chat connect`: the terminal client.
 
 Theory of operation: one `_Client` per run holds everything that outlives a
-connection: the highest event id shown (a `Transcript`), the message being
-delivered (`_Outgoing`) and the queue of lines still to send. Each connection
-says `hello` (with `since` = the highest id seen, once there is one, and the
-`epoch` it belongs to), prints
-the replay up to its own `join`, then runs two tasks in a nursery of its own:
-the reader prints events, the writer sends lines. When either ends, the other
-is cancelled, the WebSocket is closed, and the loop decides: done, give up, or
-reconnect after an exponential backoff with jitter.
+connection: the highest event id shown (a `Transcript`), the lines typed and
+not yet confirmed (an `Outbox`, each line with its `ref` from the moment it
+was typed), the pace the server allows (a `Pacer`) and the welcome's
+`resume` secret. Each connection says `hello` (with `since` = the highest id
+seen, once there is one, the `epoch` it belongs to and the `resume` secret),
+takes the replay up to its own `join` (or, on a resume, up to the room's
+last id), then runs two tasks in a nursery of its own: the reader handles
+events, the writer sends lines. When either ends, the other is cancelled,
+the WebSocket is closed, and the loop decides: done, give up, or reconnect
+(`reconnect_delay`: the first attempt within half a second, then a capped,
+jittered backoff).
 
 Invariants:
 
 * Events are printed in arrival order, each numbered id at most once: an id
-  at or below the highest shown is a repeat (replays overlap). A `welcome`
+  at or below the highest shown is a repeat (replays overlap, and the server
+  answers a `say` it already stored with the original event). A `welcome`
   with a new `epoch`, or whose own `join` id is not above the highest shown,
   means the room was renumbered (a restarted server lost its history), so
   counting restarts.
-* Stop-and-wait: one `say` is in flight at a time, matched to its echo by a
-  `ref` unique to this run. So lines arrive in the order typed even when one
-  is rate limited and sent again, and after a reconnect the only message that
-  can be in doubt is the one in flight: if the replay did not echo it, it is
-  sent again (once the server has lost history, that may duplicate it).
-* Nothing from the server reaches the terminal raw: control characters in
-  names and texts are shown escaped.
+* Stop-and-wait: one `say` is in flight at a time, matched to its echo by
+  its `ref`. So lines arrive in the order typed even when one is rate
+  limited and sent again; after a reconnect whose replay did not echo it,
+  it goes again with the same `ref`, which the server's dedupe makes safe.
+* Nothing from the server reaches the terminal raw (`client.display`).
 
-This module keeps to the house style: the formatting and numbering helpers at
-the top are plain Python; tasks live in nurseries opened here; the caller owns
-stdin, stdout and stderr and none of them is closed.
+Two faces: when standard input and output are a terminal, the client edits
+the line itself (`client.lineedit`: the terminal's echo is off) and prints
+incoming lines above it, with the lines still pending under them; otherwise
+(a pipe, a file) it reads lines, and prints what `--print` asks for: by
+default everything for a terminal, nothing for a pipe.
+
+This module keeps to the house style: the formatting, editing, pacing and
+numbering are in the pure `trio_chat.client` modules; tasks live in
+nurseries opened here; the caller owns stdin, stdout and stderr and none of
+them is closed (the terminal's mode is put back as it was).
 """
 
 from __future__ import annotations
@@ -35,18 +44,15 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import itertools
 import json
-import math
 import os
-import re
 import secrets
 import signal
+import termios
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final, Protocol, TextIO, TypeVar
 
 import trio
@@ -59,26 +65,38 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from .client.display import clean, format_event
 from .client.events import split_frame
+from .client.lineedit import (
+    PROMPT,
+    EndOfInput,
+    LineEditor,
+    Redraw,
+    Submitted,
+    erase,
+    live_rows,
+    repaint,
+)
+from .client.outbox import Outbox
+from .client.pacing import RECONNECT_CAP, Pacer, reconnect_delay
 from .client.transcript import Transcript
 from .client.url import ServerUrlError, parse_server_url
 from .core.protocol import DEFAULT_ROOM, MAX_TEXT_LENGTH
+
+__all__ = ["RECONNECT_CAP", "add_connect_arguments", "run_connect"]
 
 _T = TypeVar("_T")
 
 JOIN_WAIT: Final = 10.0  # seconds for the TCP + HTTP upgrade, and again for the welcome
 DRAIN_WAIT: Final = 10.0  # after end of input: seconds allowed between two confirmations
 CLOSE_WAIT: Final = 3.0  # seconds for the server to answer our close frame
-RECONNECT_BASE: Final = 0.5  # first reconnect delay (before jitter), doubled per failure
-RECONNECT_CAP: Final = 30.0
 NAME_TAKEN_PATIENCE: Final = 90.0  # seconds: PONG_WAIT (60 s) clears a dead ghost, plus margin
-RATE_RETRY_BASE: Final = 0.25  # first delay before resending a rate-limited message
-RATE_RETRY_CAP: Final = 5.0
 # A replay after `since` may be large; trio-websocket's default limit is 1 MiB.
 MAX_FRAME: Final = 64 * 2**20
-_LINE_QUEUE: Final = 16  # lines read ahead of the writer (then stdin waits)
+_OUTBOX_LIMIT: Final = 64  # lines typed ahead of the server's confirmations (then stdin waits)
 _MAX_LINE: Final = 65536  # longer input lines are refused without being kept in memory
 _SHOWN_MEMBERS: Final = 20
+PRINT_CHOICES: Final = ("all", "live", "none")
 
 # Close codes after which reconnecting would only repeat the failure: the
 # server judged *this client's* frames wrong (RFC 6455 section 7.4.1).
@@ -96,9 +114,6 @@ _CLOSE_NAMES: Final = {
     1012: "server restarting",
     1013: "try again later",
 }
-# C0 controls but tab and newline, DEL, C1 controls: escape sequences and
-# carriage returns that would let a message redraw someone's terminal.
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 # --------------------------------------------------------------------------
@@ -131,6 +146,19 @@ def add_connect_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="print only the room's events after this id (resume where you left off)",
     )
+    parser.add_argument(
+        "--print",
+        dest="print_events",
+        choices=PRINT_CHOICES,
+        default=None,
+        help=(
+            "what to print on standard output: 'all' (the room's recent history, then "
+            "every event; the default when standard input is a terminal), 'live' (only "
+            "what happens after joining), 'none' (nothing; the default when standard "
+            "input is a pipe or a file: a script's lines are sent and confirmed, the "
+            "exit status tells, and only problems go to standard error)"
+        ),
+    )
 
 
 def _websocket_url(text: str) -> str:
@@ -150,57 +178,6 @@ def _event_id(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not an event id (an integer >= 0)")
     return int(text)
-
-
-# --------------------------------------------------------------------------
-# Pure helpers: what an event looks like on a terminal, which ids were shown
-
-
-def _format_event(event: dict[str, Any]) -> str | None:
-    """The lines a numbered event is shown as, or None if it is not shown.
-
-    `HH:MM:SS name: text` (local time) for a message, continuation lines
-    indented under the text; `-- name joined` and `-- name left (reason)`
-    (no reason for a plain `quit`) for the rest.
-    """
-    kind = event.get("type")
-    name = _clean(str(event.get("name", "?")))
-    if kind == "message":
-        prefix = f"{_local_time(event.get('ts'))} {name}: "
-        lines = _clean(str(event.get("text", "")).replace("\r\n", "\n")).split("\n")
-        return ("\n" + " " * len(prefix)).join([prefix + lines[0], *lines[1:]])
-    if kind == "join":
-        return f"-- {name} joined"
-    if kind == "leave":
-        reason = event.get("reason")
-        if reason in (None, "quit"):
-            return f"-- {name} left"
-        return f"-- {name} left ({_clean(str(reason))})"
-    return None
-
-
-def _clean(text: str) -> str:
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
-
-
-def _local_time(ts: object) -> str:
-    if not isinstance(ts, str):
-        return "--:--:--"
-    try:
-        moment = datetime.fromisoformat(ts)
-    except ValueError:
-        return "--:--:--"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone().strftime("%H:%M:%S")
-
-
-def _backoff(failures: int, uniform: Callable[[float, float], float]) -> float:
-    """Seconds before reconnect attempt number `failures` (1, 2, ...): half
-    of the doubled delay is fixed, the other half random, so that clients
-    dropped together do not come back together."""
-    ceiling = min(RECONNECT_CAP, RECONNECT_BASE * 2.0 ** min(failures - 1, 16))
-    return ceiling / 2 + uniform(0.0, ceiling / 2)
 
 
 # --------------------------------------------------------------------------
@@ -257,17 +234,6 @@ def _lost(closed: ConnectionClosed) -> _Lost:
     if reason is None:
         return _Lost(1006, _CLOSE_NAMES[1006])
     return _Lost(reason.code, reason.reason or _CLOSE_NAMES.get(reason.code, ""))
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    """The line being delivered, until its echo (or a refusal) arrives."""
-
-    text: str
-    ref: str
-    sent: bool = False
-    not_before: float = -math.inf
-    rate_limited: int = 0
 
 
 # --------------------------------------------------------------------------
@@ -345,27 +311,118 @@ async def _run_and_cancel(
 
 
 # --------------------------------------------------------------------------
+# A terminal: its mode, and the live area at the bottom of its screen
+
+
+@contextlib.contextmanager
+def _keys_mode(fd: int) -> Iterator[None]:
+    """Read the terminal `fd` key by key, without its echo, for the time of
+    the block; Ctrl-C and Ctrl-Z still send their signals. Put back as it
+    was on the way out, whatever happens."""
+    saved = termios.tcgetattr(fd)
+    mode = termios.tcgetattr(fd)
+    mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)
+    mode[6][termios.VMIN] = 1
+    mode[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSADRAIN, mode)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class _Screen:
+    """The bottom of a terminal: pending lines and the input line, redrawn
+    under everything printed (`client.lineedit` computes what to write)."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self.editor = LineEditor()
+        self._stdout = stdout
+        self._stderr = stderr
+        self._drawn = 0  # rows of the live area on the screen now
+        self._pending: list[str] = []
+
+    def _width(self) -> int:
+        try:
+            return max(10, os.get_terminal_size(self._stdout.fileno()).columns)
+        except (OSError, ValueError):
+            return 80
+
+    def _frame(self, above: list[str]) -> str:
+        width = self._width()
+        line, column = self.editor.render(width)
+        rows = live_rows(self._pending, line, width)
+        text = repaint(self._drawn, above, rows, column)
+        self._drawn = len(rows)
+        return text
+
+    def show(self, text: str) -> None:
+        """Print `text` (one or more lines) above the live area."""
+        self._stdout.write(self._frame([text]))
+        self._stdout.flush()
+
+    def warn(self, text: str) -> None:
+        """Print `text` on standard error, above the live area."""
+        self._stdout.write(erase(self._drawn))
+        self._stdout.flush()
+        self._drawn = 0
+        self._stderr.write(text + "\n")
+        self._stderr.flush()
+        self.redraw()
+
+    def redraw(self, pending: list[str] | None = None) -> None:
+        if pending is not None:
+            self._pending = pending
+        self._stdout.write(self._frame([]))
+        self._stdout.flush()
+
+    def close(self, *, interrupted: bool) -> None:
+        """Leave the screen for the shell: the live area erased, the line being
+        typed left as it was (with `^C` after an interrupt), and the cursor on
+        a line of its own."""
+        self._stdout.write(erase(self._drawn))
+        self._drawn = 0
+        typed = self.editor.text
+        if typed or interrupted:
+            self._stdout.write(PROMPT + clean(typed) + ("^C" if interrupted else "") + "\n")
+        self._stdout.flush()
+
+
+# --------------------------------------------------------------------------
 # The client
 
 
 class _Client:
-    def __init__(self, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        stdout: TextIO,
+        stderr: TextIO,
+        *,
+        screen: _Screen | None = None,
+        terminal_output: bool = False,
+    ) -> None:
         self._url: str = args.url
         self._name: str = args.name
         self._room: str = args.room
         self._stdout = stdout
         self._stderr = stderr
+        self._screen = screen
+        self._terminal_output = terminal_output  # a newline after Ctrl-C's echoed ^C
+        printing = getattr(args, "print_events", None)
+        self._print: str = printing or ("all" if screen is not None else "none")
         self._transcript = Transcript(args.since)
         self._me: str | None = None  # our name as the server spells it
-        self._lines_in, self._lines_out = trio.open_memory_channel[str](_LINE_QUEUE)
-        self._current: _Outgoing | None = None
-        self._changed = trio.Event()  # set (and replaced) when `_current` moves on
-        self._refs = itertools.count(1)
-        self._ref_prefix = secrets.token_hex(4)
+        self._resume: str | None = None  # the last welcome's secret, for the next hello
+        self._outbox = Outbox(secrets.token_hex(4))
+        self._pacer = Pacer()
+        self._limited_since: int | None = None  # confirmations when a rate-limit spell began
+        self._changed = trio.Event()  # set (and replaced) when the outbox or input moves on
         self._uniform = secrets.SystemRandom().uniform
         self._input_ended = False
         self._undelivered = 0  # lines refused, locally or by the server
         self._joins = 0
+        self._in_replay = False  # taking the replay of the first join
         self._interrupted = False
         self._output_closed = False  # whoever read our stdout went away (`| head`)
         # `_scope` holds the whole conversation with the server: its deadline
@@ -377,21 +434,37 @@ class _Client:
     # -- top level -----------------------------------------------------------
 
     async def run(self, stdin: _ByteSource) -> int:
-        async with trio.open_nursery() as nursery:
-            if threading.current_thread() is threading.main_thread():
-                await nursery.start(self._watch_interrupts)
-            nursery.start_soon(self._read_input, stdin)
-            status = await self._run_until_done()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                if threading.current_thread() is threading.main_thread():
+                    await nursery.start(self._watch_interrupts)
+                if self._screen is not None:
+                    self._screen.redraw()
+                    nursery.start_soon(self._read_keys, stdin, self._screen)
+                else:
+                    nursery.start_soon(self._read_input, stdin)
+                status = await self._run_until_done()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._screen is not None:
+                self._screen.close(interrupted=self._interrupted)
+            elif self._interrupted and self._terminal_output:
+                # The terminal echoed ^C where the cursor was: give the shell a line.
+                with contextlib.suppress(OSError, ValueError):
+                    self._stdout.write("\n")
+                    self._stdout.flush()
         return status
 
     async def _run_until_done(self) -> int:
         with self._scope:
             return await self._connect_loop()
-        if self._interrupted or self._output_closed:
+        waiting = len(self._outbox)
+        if self._output_closed:
             return 0
-        waiting = self._lines_out.statistics().current_buffer_used
-        waiting += self._current is not None
+        if self._interrupted:
+            if waiting:
+                self._warn(f"{waiting} line(s) not sent")
+            return 0
         self._fatal(
             f"gave up: {waiting} message(s) not confirmed within {DRAIN_WAIT:g} s "
             "after the end of input"
@@ -416,29 +489,44 @@ class _Client:
     # -- input ---------------------------------------------------------------
 
     async def _read_input(self, stdin: _ByteSource) -> None:
+        """Lines from a pipe or a file (or a terminal in its own line mode)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         partial = ""
         skipping = False  # inside a line already refused for its length
-        async with self._lines_in:
-            while data := await stdin.receive_some(65536):
-                text = decoder.decode(data)
-                while text:
-                    head, newline, text = text.partition("\n")
-                    if skipping:
-                        skipping = not newline
-                        continue
-                    partial += head
-                    if newline:
-                        line, partial = partial, ""
-                        await self._submit(line)
-                    elif len(partial) > _MAX_LINE:
-                        self._refuse_line(f"more than {_MAX_LINE} characters")
-                        partial, skipping = "", True
-            partial += decoder.decode(b"", final=True)
-            if partial and not skipping:
-                await self._submit(partial)
-        self._input_ended = True
-        self._extend_drain()
+        while data := await stdin.receive_some(65536):
+            text = decoder.decode(data)
+            while text:
+                head, newline, text = text.partition("\n")
+                if skipping:
+                    skipping = not newline
+                    continue
+                partial += head
+                if newline:
+                    line, partial = partial, ""
+                    await self._submit(line)
+                elif len(partial) > _MAX_LINE:
+                    self._refuse_line(f"more than {_MAX_LINE} characters")
+                    partial, skipping = "", True
+        partial += decoder.decode(b"", final=True)
+        if partial and not skipping:
+            await self._submit(partial)
+        self._end_input()
+
+    async def _read_keys(self, stdin: _ByteSource, screen: _Screen) -> None:
+        """Keys from a terminal in key mode: edited here, drawn by `screen`."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while data := await stdin.receive_some(4096):
+            for action in screen.editor.feed(decoder.decode(data)):
+                if isinstance(action, Submitted):
+                    await self._submit(action.text)
+                elif isinstance(action, EndOfInput):
+                    self._end_input()
+                    screen.redraw()
+                    return
+                elif isinstance(action, Redraw):
+                    screen.redraw()
+            screen.redraw()
+        self._end_input()
 
     async def _submit(self, line: str) -> None:
         text = line.strip()  # as the server trims, Unicode white space included
@@ -447,11 +535,19 @@ class _Client:
         if len(text) > MAX_TEXT_LENGTH:
             self._refuse_line(f"{len(text)} characters")
             return
-        await self._lines_in.send(text)
+        while len(self._outbox) >= _OUTBOX_LIMIT:
+            await self._changed.wait()
+        self._outbox.add(text)
+        self._outbox_changed()
 
     def _refuse_line(self, size: str) -> None:
         self._undelivered += 1
         self._warn(f"line not sent: {size}, the limit is {MAX_TEXT_LENGTH}")
+
+    def _end_input(self) -> None:
+        self._input_ended = True
+        self._extend_drain()
+        self._notify()
 
     def _extend_drain(self) -> None:
         if self._input_ended:
@@ -465,6 +561,8 @@ class _Client:
         while True:
             joins = self._joins
             outcome = await self._connect_once()
+            self._outbox.connection_lost()
+            self._outbox_changed()
             if isinstance(outcome, _Finished):
                 if self._undelivered:
                     self._fatal(f"{self._undelivered} line(s) could not be sent")
@@ -489,9 +587,9 @@ class _Client:
                 self._fatal(self._explain(outcome))
                 return 1
             failures += 1
-            delay = _backoff(failures, self._uniform)
+            delay = reconnect_delay(failures, self._uniform)
             if self._joins > joins:
-                self._show(f"-- reconnecting... ({self._describe(outcome)})")
+                self._status(f"-- reconnecting... ({self._describe(outcome)})", important=True)
             else:
                 self._warn(f"{self._describe(outcome)}; next attempt in {delay:.1f} s")
             await trio.sleep(delay)
@@ -510,7 +608,7 @@ class _Client:
         except ConnectionRejected as rejected:
             body = (rejected.body or b"").decode("utf-8", "replace").strip()
             status = rejected.status_code
-            return _Unreachable(f"HTTP {status}" + (f" {_clean(body)}" if body else ""), status)
+            return _Unreachable(f"HTTP {status}" + (f" {clean(body)}" if body else ""), status)
         except ConnectionTimeout:
             return _Unreachable(f"no answer within {JOIN_WAIT:g} s")
         except HandshakeError as error:
@@ -525,13 +623,19 @@ class _Client:
         assert outcome is not None
         return outcome
 
-    async def _session(self, ws: WebSocketConnection) -> _Outcome:
-        events = _EventReader(ws)
+    def _hello(self) -> dict[str, Any]:
         hello: dict[str, Any] = {"type": "hello", "name": self._name, "room": self._room}
         if self._transcript.since is not None:
             hello["since"] = self._transcript.since
             if self._transcript.epoch is not None:
                 hello["epoch"] = self._transcript.epoch
+            if self._resume is not None:
+                hello["resume"] = self._resume
+        return hello
+
+    async def _session(self, ws: WebSocketConnection) -> _Outcome:
+        events = _EventReader(ws)
+        hello = self._hello()
         try:
             # ASCII: a name from a badly encoded argv (lone surrogates) then
             # reaches the server, which refuses it, instead of crashing the encoder.
@@ -545,13 +649,19 @@ class _Client:
                 return _Refused(str(welcome.get("code")), str(welcome.get("message", "")))
             if welcome.get("type") != "welcome":
                 return _Lost(1002, f"unexpected answer to hello: {welcome.get('type')!r}")
-            self._on_welcome(welcome)
-            own_join = welcome.get("last_id")
-            while type(own_join) is int:  # the replay ends with our own join
-                event = await events.next()
-                self._on_event(event)
-                if event.get("id") == own_join:
-                    break
+            self._on_welcome(welcome, resuming="resume" in hello)
+            last_id = welcome.get("last_id")
+            # The replay ends with our own join, or on a resume with the room's
+            # last event, which we may have seen already (then there is none).
+            self._in_replay = self._joins == 0
+            try:
+                while type(last_id) is int and last_id > self._transcript.last:
+                    event = await events.next()
+                    self._on_event(event)
+                    if event.get("id") == last_id:
+                        break
+            finally:
+                self._in_replay = False
         except ConnectionClosed as closed:
             return _lost(closed)
         self._on_joined(welcome)
@@ -578,7 +688,7 @@ class _Client:
         if isinstance(outcome, _Lost):
             return outcome.describe()
         if isinstance(outcome, _Refused):
-            return f"{outcome.code}: {_clean(outcome.message)}"
+            return f"{outcome.code}: {clean(outcome.message)}"
         if isinstance(outcome, _Unreachable):
             return f"cannot connect: {outcome.detail}"
         return ""
@@ -602,86 +712,102 @@ class _Client:
     async def _send_lines(self, ws: WebSocketConnection) -> _Outcome:
         try:
             while True:
-                message = self._current
-                if message is None:
-                    try:
-                        text = await self._lines_out.receive()
-                    except trio.EndOfChannel:
-                        return _Finished()
-                    ref = f"{self._ref_prefix}-{next(self._refs)}"
-                    message = self._current = _Outgoing(text, ref)
-                if message.sent:
+                line = self._outbox.head
+                if line is None and self._input_ended:
+                    return _Finished()
+                if line is None or line.sent:
                     await self._changed.wait()
                     continue
-                await trio.sleep_until(message.not_before)
-                say = {"type": "say", "text": message.text, "ref": message.ref}
+                now = trio.current_time()
+                ready = max(line.not_before, self._pacer.ready_at(now))
+                if ready > now:  # rate limited, or the server could not take it
+                    with trio.move_on_at(ready):
+                        await self._changed.wait()
+                    continue
+                self._pacer.spend(now)
+                line.sent = True
+                say = {"type": "say", "text": line.text, "ref": line.ref}
                 await ws.send_message(json.dumps(say, ensure_ascii=False))
-                message.sent = True
         except ConnectionClosed as closed:
             return _lost(closed)
 
     # -- what the server says --------------------------------------------------
 
-    def _on_welcome(self, welcome: dict[str, Any]) -> None:
+    def _on_welcome(self, welcome: dict[str, Any], *, resuming: bool) -> None:
         self._me = str(welcome.get("name", self._name))
-        self._transcript.renumbered(welcome.get("last_id"), welcome.get("epoch"))
+        resume = welcome.get("resume")
+        self._resume = resume if isinstance(resume, str) and resume else None
+        self._transcript.renumbered(
+            welcome.get("last_id"), welcome.get("epoch"), resuming=resuming
+        )
         if welcome.get("recovered") is False:
-            self._show("-- some history could not be recovered")
+            self._status("-- some history could not be recovered")
 
     def _on_joined(self, welcome: dict[str, Any]) -> None:
         self._joins += 1
-        message = self._current
-        if message is not None and message.sent:
-            # Sent on the previous connection and not echoed in the replay:
-            # it was lost with that connection, so it goes again.
-            message.sent = False
-            self._notify()
         members = welcome.get("members")
-        names = [_clean(str(m)) for m in members] if isinstance(members, list) else []
+        names = [clean(str(m)) for m in members] if isinstance(members, list) else []
         shown = ", ".join(names[:_SHOWN_MEMBERS])
         if len(names) > _SHOWN_MEMBERS:
             shown += f" and {len(names) - _SHOWN_MEMBERS} more"
-        self._show(("-- reconnected; here: " if self._joins > 1 else "-- here: ") + shown)
+        self._status(("-- reconnected; here: " if self._joins > 1 else "-- here: ") + shown)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "error":
+        kind = event.get("type")
+        if kind == "error":
             self._on_error(event)
             return
-        line = _format_event(event)
+        # Confirm before numbering: the server answers a `say` it already
+        # stored with the original event, whose id we may have seen.
+        if kind == "message" and event.get("name") == self._me:
+            self._confirm(event.get("ref"))
+        line = format_event(event)
         if line is None or not self._transcript.observe_event(event):
             return  # typing, unknown types and repeats are not shown
-        message = self._current
-        if (
-            message is not None
-            and event.get("type") == "message"
-            and event.get("ref") == message.ref
-            and event.get("name") == self._me
-        ):
-            self._current = None
-            self._notify()
-            self._extend_drain()
-        self._show(line)
+        if self._print == "all" or (self._print == "live" and not self._in_replay):
+            self._show(line)
+
+    def _confirm(self, ref: object) -> None:
+        if self._outbox.confirm(ref) is None:
+            return  # not ours, or confirmed already
+        self._outbox_changed()
+        self._extend_drain()
+        if self._limited_since is not None and not self._outbox:
+            lines = self._outbox.confirmed - self._limited_since
+            refusals = self._pacer.refusals
+            self._limited_since = None
+            self._warn(
+                f"rate limited: {lines} line(s) sent at the server's pace "
+                f"({refusals} refusal(s) in all)"
+            )
 
     def _on_error(self, event: dict[str, Any]) -> None:
-        code = _clean(str(event.get("code", "error")))
-        text = _clean(str(event.get("message", "")))
-        message = self._current
-        if message is None or not message.sent or event.get("ref") != message.ref:
+        code = clean(str(event.get("code", "error")))
+        text = clean(str(event.get("message", "")))
+        line = self._outbox.find(event.get("ref"))
+        if line is None or not line.sent:
             self._warn(f"{code}: {text}")
             return
-        if code in ("rate_limited", "unavailable"):
-            # The server dropped it (too fast, or its backplane is down): send
-            # it again, later; lines behind it wait.
-            message.rate_limited += 1
-            delay = min(RATE_RETRY_CAP, RATE_RETRY_BASE * 2.0 ** (message.rate_limited - 1))
-            message.sent = False
-            message.not_before = trio.current_time() + delay
+        now = trio.current_time()
+        if code == "rate_limited":
+            # Dropped as too fast: pace to the server's limit and send it again
+            # (lines behind it wait). Said once per spell, summed up at its end.
+            line.sent = False
+            self._pacer.refused(now)
+            if self._limited_since is None:
+                self._limited_since = self._outbox.confirmed
+                self._warn(
+                    f"{code}: {text} (sending at most {self._pacer.rate:g} line(s)/s from now on)"
+                )
+        elif code == "unavailable":
+            # The server's backplane is down: send it again, later.
+            delay = line.retry_later(now)
             self._warn(f"{code}: {text} (sending again in {delay:g} s)")
         else:
             self._undelivered += 1
-            self._current = None
-            self._warn(f"{code}: {text} (not sent: {_clean(message.text[:40])!r})")
-        self._notify()
+            self._outbox.take(line.ref)
+            self._warn(f"{code}: {text} (not sent: {clean(line.text[:40])!r})")
+        self._outbox_changed()
 
     # -- output ----------------------------------------------------------------
 
@@ -689,7 +815,23 @@ class _Client:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _outbox_changed(self) -> None:
+        self._notify()
+        if self._screen is not None:
+            self._screen.redraw([line.text for line in self._outbox])
+
+    def _status(self, text: str, *, important: bool = False) -> None:
+        """A line of our own (not an event): shown with the events, unless
+        they are not printed; then only an `important` one, on stderr."""
+        if self._print != "none":
+            self._show(text)
+        elif important:
+            self._warn(text.removeprefix("-- "))
+
     def _show(self, text: str) -> None:
+        if self._screen is not None:
+            self._screen.show(text)
+            return
         if self._output_closed:
             return
         try:
@@ -707,12 +849,25 @@ class _Client:
                 os.close(devnull)
 
     def _warn(self, text: str) -> None:
+        if self._screen is not None:
+            self._screen.warn(f"! {text}")
+            return
         self._stderr.write(f"! {text}\n")
         self._stderr.flush()
 
     def _fatal(self, text: str) -> None:
+        if self._screen is not None:
+            self._screen.warn(f"trio-chat: {text}")
+            return
         self._stderr.write(f"trio-chat: {text}\n")
         self._stderr.flush()
+
+
+def _is_terminal(stream: BinaryIO | TextIO) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
 
 
 async def run_connect(
@@ -730,7 +885,10 @@ async def run_connect(
             file with a file descriptor, such as `sys.stdin.buffer`, which a
             worker thread reads (so no `trio.lowlevel` is needed and Ctrl-C
             still ends a client waiting for the keyboard). Not closed here.
-        stdout: where the room's events are printed, a line each, flushed.
+            When it and `stdout` are both a terminal, the client edits the
+            line itself (the terminal's echo is off meanwhile, and put back).
+        stdout: where the room's events are printed (`--print`), a line each,
+            flushed.
         stderr: where errors (`! code: message`) and the reason for a
             non-zero exit status go.
 
@@ -744,5 +902,13 @@ async def run_connect(
         coming for 10 s after the end of input, or when some line could not
         be sent (too long, or refused by the server).
     """
-    source = stdin if isinstance(stdin, trio.abc.ReceiveStream) else _ThreadedFile(stdin)
-    return await _Client(args, stdout, stderr).run(source)
+    if isinstance(stdin, trio.abc.ReceiveStream):
+        return await _Client(args, stdout, stderr).run(stdin)
+    source = _ThreadedFile(stdin)
+    terminal_output = _is_terminal(stdout)
+    if not (terminal_output and _is_terminal(stdin)):
+        client = _Client(args, stdout, stderr, terminal_output=terminal_output)
+        return await client.run(source)
+    with _keys_mode(stdin.fileno()):
+        screen = _Screen(stdout, stderr)
+        return await _Client(args, stdout, stderr, screen=screen).run(source)

@@ -85,17 +85,24 @@ class Transcript:
         self.duplicates += 1
         return False
 
-    def renumbered(self, room_last_id: object, epoch: object = None) -> bool:
+    def renumbered(
+        self, room_last_id: object, epoch: object = None, *, resuming: bool = False
+    ) -> bool:
         """Whether a welcome whose room's last id (its own join included) is
         `room_last_id`, in numbering `epoch`, shows the numbering started
-        over; if so, forget ours. Either way, remember the welcome's epoch."""
+        over; if so, forget ours. Either way, remember the welcome's epoch.
+
+        With `resuming` (the hello asked for our place back), the welcome may
+        add no join of ours: a last id equal to ours then means that nothing
+        happened meanwhile, not that the numbering started over."""
         known = self.epoch
         if isinstance(epoch, str):
             self.epoch = epoch
         if self.last < 0:
             return False
+        floor = self.last - 1 if resuming else self.last
         if not (isinstance(epoch, str) and known is not None and epoch != known) and (
-            type(room_last_id) is not int or room_last_id > self.last
+            type(room_last_id) is not int or room_last_id > floor
         ):
             return False
         self.last = -1
