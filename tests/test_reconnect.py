@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import RunningServer, StartServer
-from wsclient import RawClient, http_request
+from wsclient import RawClient, http_request, metric
 from wsproto.events import CloseConnection
 
 from trio_chat.server import app
@@ -216,6 +216,45 @@ async def test_seats_are_kept_across_a_graceful_restart(
     await taken.send_json({"type": "hello", "name": "carol"})
     assert (await taken.next_event())["members"] == ["alice", "carol"]
     assert b_welcome["resume"] != a_welcome["resume"]
+
+
+async def test_a_restart_without_grace_lets_the_kept_members_leave_at_once(
+    start_server: StartServer, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    db = str(tmp_path / "chat.db")
+    server = await start_server(presence_grace=GRACE, db=db)
+    await joined(server, "alice")
+    await joined(server, "bob")
+    assert await metric(server.port, "trio_chat_members") == 2
+    await server.stop()
+    restarted = await start_server(presence_grace=0.0, db=db)
+    await trio.sleep(0.1)  # the kept places run out as the hub starts
+    assert await metric(restarted.port, "trio_chat_held_members") == 0
+    carol = await restarted.client()
+    welcome = await carol.hello("carol", since=0)
+    assert welcome["members"] == ["carol"]
+    replay = [(e["type"], e["name"], e.get("reason")) for e in await quiet_for(carol, 1.0)]
+    assert replay == [
+        ("join", "alice", None),
+        ("join", "bob", None),
+        ("leave", "alice", "shutdown"),
+        ("leave", "bob", "shutdown"),
+        ("join", "carol", None),
+    ]
+
+
+async def test_held_members_are_counted_in_metrics(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server(presence_grace=GRACE)
+    alice, _ = await joined(server, "alice")
+    await joined(server, "bob")
+    await alice.aclose()
+    await trio.sleep(1.0)
+    assert await metric(server.port, "trio_chat_held_members") == 1
+    assert await metric(server.port, "trio_chat_members") == 1
+    await trio.sleep(GRACE)
+    assert await metric(server.port, "trio_chat_held_members") == 0
 
 
 async def test_api_rooms_lists_rooms_with_members_busiest_first(

@@ -464,7 +464,8 @@ class Chat(Generic[H]):
 
     def restore(self, seats: Iterable[HeldSeat], now: float) -> None:
         """Hold the seats a previous run kept (`hold_all`), for what remains of
-        their grace; a seat whose grace is over leaves at the next `expire`.
+        their grace (at most this run's); a seat whose grace is over leaves at
+        the next `expire`.
         Their rooms' histories must be in the store (`acquire`).
 
         Raises:
@@ -476,7 +477,9 @@ class Chat(Generic[H]):
                 continue  # a duplicate in what was kept
             seat: _Seat[H] = _Seat(held.name, held.secret, None, held.joined_id)
             room.add(seat)
-            self._hold(room, seat, held.reason, now + max(held.remaining, 0.0))
+            # Never longer than this run's grace: with none, they leave at once.
+            remaining = min(max(held.remaining, 0.0), self._grace)
+            self._hold(room, seat, held.reason, now + remaining)
 
     def is_active(self, room: str) -> bool:
         """Whether `room` has members, connected or held (so its window is in use)."""

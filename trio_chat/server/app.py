@@ -134,6 +134,11 @@ class _ChatCollector(Collector):
         )
         yield GaugeMetricFamily("trio_chat_rooms", "Rooms with members.", stats.rooms)
         yield GaugeMetricFamily("trio_chat_members", "Clients joined to a room.", stats.members)
+        yield GaugeMetricFamily(
+            "trio_chat_held_members",
+            "Members whose connection dropped, keeping their place for --presence-grace.",
+            stats.held,
+        )
         yield GaugeMetricFamily("trio_chat_hub_inbox", "Commands queued for the hub.", stats.inbox)
         yield CounterMetricFamily("trio_chat_events", "Stored events numbered.", stats.events)
         yield CounterMetricFamily(
@@ -729,7 +734,9 @@ async def serve_chat(
                 store = await open_store(settings)
             async with _writing(store, settings.db):
                 durable = store if isinstance(store, SqliteHistoryStore) else None
-                held = await _held_seats(durable) if durable and settings.presence_grace else []
+                # Read (and cleared) even with no grace now: those members then
+                # leave at once, as they would have when their grace ended.
+                held = await _held_seats(durable) if durable else []
                 async with open_hub(
                     store,
                     load=durable.load if durable else None,
