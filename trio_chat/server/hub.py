@@ -26,9 +26,15 @@ An exception in the hub task is a bug with no safe way to continue (the chat
 state may be half-updated): it is logged and re-raised, which ends the server
 with a non-zero exit status rather than leaving it wedged.
 
-A backplane for several processes (a later issue) takes its place between
-`Chat` and delivery: ids would come from the shared store and events from the
-subscription, while sessions keep using these channels unchanged.
+Presence: a session that ends without a goodbye (core/rooms.py) asks for its
+seat to be held (`leave(..., hold=True)`); the expiry task posts `GraceOver`
+into the same inbox when a held seat's grace ends, so that the member's leave
+is ordered with everything else. `open_hub` restores the seats a previous run
+kept, and `Hub.hold_all` gives them at exit.
+
+With a backplane, `shared_hub.SharedHub` takes this hub's place (the same
+`HubFront` for sessions): ids come from the backplane's scripts and events
+from the rooms' subscriptions.
 """
 
 from __future__ import annotations
@@ -257,7 +263,6 @@ class Hub(HubFront):
         load: RoomLoader | None,
         burst: int,
     ) -> None:
-        self._secrets = secrets.token_urlsafe  # a seat's resume secret
         self._store = store
         self._load_room = load
         self._chat = chat
@@ -426,7 +431,7 @@ class Hub(HubFront):
                 registration.hello,
                 ts,
                 now=trio.current_time(),
-                secret=self._secrets(18),
+                secret=secrets.token_urlsafe(18),  # the seat's resume secret
             )
         except RoomNotLoaded:
             self._loading[room] = [registration]
