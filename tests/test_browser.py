@@ -29,10 +29,12 @@ except ImportError:  # the `browser` dependency group is not installed
 
 from browser_helpers import (
     DESKTOP,
+    PHONE,
     TIMEOUT_MS,
     ErrorLog,
     Pages,
     ServerProcess,
+    accessibility_violations,
     assert_complete_log,
     chromium,
     connection,
@@ -103,7 +105,7 @@ def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProces
     screenshots(alice, "desktop-join")
     join(alice, "alice")
     expect(alice).to_have_title("#ops · trio-chat")
-    alice_members = alice.get_by_role("list", name="Members")
+    alice_members = alice.get_by_role("list", name="Member list")
     expect(alice_members.get_by_role("listitem")).to_have_count(1)
     expect(alice.get_by_role("heading", name="Members")).to_have_text(re.compile(r"Members\s*1"))
 
@@ -141,7 +143,7 @@ def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProces
     # On a phone the member list opens from the top bar, and Escape closes it.
     toggle = bob.get_by_role("button", name="Members")
     expect(toggle).to_have_text(re.compile(r"Members\s*2"))
-    bob_members = bob.get_by_role("list", name="Members")
+    bob_members = bob.get_by_role("list", name="Member list")
     expect(bob_members).to_be_hidden()
     toggle.click()
     expect(toggle).to_have_attribute("aria-expanded", "true")
@@ -234,7 +236,7 @@ def test_hostile_text_is_shown_as_text(pages: Pages, server: ServerProcess) -> N
 
     for page in (alice, mallory):
         expect(message_texts(page)).to_have_text(HOSTILE_TEXTS)
-        expect(page.get_by_role("list", name="Members")).to_contain_text(HOSTILE_NAME)
+        expect(page.get_by_role("list", name="Member list")).to_contain_text(HOSTILE_NAME)
         # Nothing was created from the text: no element, no link, no script run.
         expect(page.locator("#log img, #log script, #log svg, #log style, #log b")).to_have_count(
             0
@@ -384,6 +386,232 @@ def test_rate_limited_is_shown_briefly_and_the_text_kept(
     expect(box).to_have_value("second, too soon")
     expect(message_texts(alice)).to_have_text(["first"])
     expect(alert).to_be_hidden(timeout=TIMEOUT_MS)
+
+
+# ---------------------------------------------------------------------------
+# Reading aids and accessibility
+
+
+def send_quickly(page: Page, texts: list[str]) -> None:
+    """Send several messages without waiting for each echo; wait for the last."""
+    box = message_box(page)
+    for text in texts:
+        box.fill(text)
+        box.press("Enter")
+    expect(log(page).locator(".msg.own .text").last).to_have_text(texts[-1])
+
+
+LONG_TEXT = ("A long message that goes on and on, " * 90)[:3000]
+
+
+@pytest.mark.parametrize("phone", [False, True], ids=["desktop", "phone"])
+def test_no_accessibility_violations_on_any_screen(
+    pages: Pages, server: ServerProcess, errors: ErrorLog, phone: bool
+) -> None:
+    """axe-core, every rule it runs by default at any impact, light and dark."""
+    alice = pages.open(server.url + "#ops", who="alice", phone=phone)
+    assert accessibility_violations(alice) == [], "join screen"
+    alice.get_by_label("Name").fill("alice")
+    alice.get_by_label("Room").fill("no spaces")
+    alice.get_by_role("button", name="Join").click()
+    expect(alice.locator("#room-error")).to_be_visible()
+    assert accessibility_violations(alice) == [], "join screen with an error"
+
+    join(alice, "alice", "ops")
+    bob = pages.open(server.url + "#ops", who="bob")
+    join(bob, "b" * 32)
+    say(bob, "see www.example.org and https://example.com/docs")
+    say(alice, LONG_TEXT)
+    say(alice, "a short one of mine")
+    expect(alice.get_by_role("button", name="Show more")).to_be_visible()
+    violations = accessibility_violations(alice)
+    assert violations == [], "chat screen:\n" + "\n".join(violations)
+
+    if phone:
+        alice.get_by_role("button", name="Members").click()
+        expect(alice.get_by_role("list", name="Member list")).to_be_visible()
+        violations = accessibility_violations(alice)
+        assert violations == [], "members sheet:\n" + "\n".join(violations)
+        alice.keyboard.press("Escape")
+
+    # The "New messages" pill, over the log scrolled up.
+    send_quickly(alice, [f"filler {n}" for n in range(20)])
+    log(alice).evaluate("(log) => { log.scrollTop = 0; }")
+    say(bob, "something new")
+    expect(alice.get_by_role("button", name="New messages")).to_be_visible()
+    violations = accessibility_violations(alice)
+    assert violations == [], "with the pill:\n" + "\n".join(violations)
+
+    # The reconnect banner.
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    expect(alice.get_by_role("alert")).to_contain_text("Retrying")
+    violations = accessibility_violations(alice)
+    assert violations == [], "with the banner:\n" + "\n".join(violations)
+    server.start()
+    expect(connection(alice)).to_have_text("Connected")
+
+
+def test_long_messages_fold_behind_show_more(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob", phone=True)
+    join(bob, "bob")
+    say(alice, LONG_TEXT)
+    say(alice, "short")
+    for page, viewport in ((alice, DESKTOP), (bob, PHONE)):
+        expect(message_texts(page)).to_have_text([LONG_TEXT, "short"])  # all of it is there
+        item = log(page).locator(".msg").first
+        text = item.locator(".text")
+        more = item.get_by_role("button", name="Show more")
+        expect(more).to_have_attribute("aria-expanded", "false")
+        expect(more).to_have_attribute("aria-controls", str(text.get_attribute("id")))
+        folded = text.bounding_box()
+        assert folded is not None
+        assert folded["height"] < viewport["height"] / 2, folded
+        more.click()
+        less = item.get_by_role("button", name="Show less")
+        expect(less).to_have_attribute("aria-expanded", "true")
+        unfolded = text.bounding_box()
+        assert unfolded is not None
+        assert unfolded["height"] > 2 * folded["height"], (folded, unfolded)
+        less.focus()
+        page.keyboard.press("Enter")  # a real button: the keyboard works too
+        expect(more).to_have_attribute("aria-expanded", "false")
+        # A short message has no button.
+        expect(log(page).locator(".msg").last.get_by_role("button")).to_have_count(0)
+    screenshots(bob, "phone-long-message")
+
+
+def test_new_messages_pill_stands_out_over_our_bubbles(
+    pages: Pages, server: ServerProcess
+) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    send_quickly(alice, [f"mine {n}\nwith a second line" for n in range(25)])
+    log(alice).evaluate("(log) => { log.scrollTop = log.scrollHeight - log.clientHeight - 300; }")
+    say(bob, "new")
+    pill = alice.get_by_role("button", name="New messages")
+    expect(pill).to_be_visible()
+    screenshots(alice, "desktop-new-messages")
+    for scheme in ("light", "dark"):
+        alice.emulate_media(color_scheme=scheme)
+        own = log(alice).locator(".msg.own .text").first
+        bubble = own.evaluate("(e) => getComputedStyle(e).backgroundColor")
+        look = pill.evaluate(
+            """(e) => {
+                const style = getComputedStyle(e);
+                return [style.backgroundColor, style.borderTopWidth, style.boxShadow];
+            }"""
+        )
+        assert look[0] != bubble, (scheme, look, bubble)
+        assert look[1] == "2px", (scheme, look)
+        assert look[2] != "none", (scheme, look)
+    assert accessibility_violations(alice, "#jump") == []
+    pill.click()
+    expect(pill).to_be_hidden()
+    expect(log(alice).locator(".msg").last).to_be_in_viewport()
+
+
+def test_the_reconnect_banner_leaves_the_last_line_in_view(
+    pages: Pages, server: ServerProcess, errors: ErrorLog
+) -> None:
+    desktop = pages.open(server.url, who="desktop")
+    phone = pages.open(server.url, who="phone", phone=True)
+    for n, page in enumerate((desktop, phone)):
+        join(page, f"alice{n}")
+        send_quickly(page, [f"line {n}" for n in range(30)])
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    for page in (desktop, phone):
+        banner = page.get_by_role("alert")
+        expect(banner).to_contain_text("Retrying")
+        last = log(page).locator(".msg").last
+        expect(last).to_have_text(re.compile("line 29"))
+        box, area, over = last.bounding_box(), log(page).bounding_box(), banner.bounding_box()
+        assert box is not None
+        assert area is not None
+        assert over is not None
+        assert box["y"] >= over["y"] + over["height"], (box, over)
+        assert box["y"] + box["height"] <= area["y"] + area["height"] + 1, (box, area)
+    screenshots(phone, "phone-banner")
+    server.start()
+
+
+def test_member_list_names_and_the_phone_sheet(pages: Pages, server: ServerProcess) -> None:
+    long_name = "Maximiliana-Wolfeschlegelsteinha"  # 32 characters, no space
+    alice = pages.open(server.url, who="alice", phone=True)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, long_name)
+
+    # The panel and the list in it have names of their own.
+    panel = bob.get_by_role("complementary")
+    expect(panel).to_have_accessible_name(re.compile(r"^Members\s*2$"))
+    members = bob.get_by_role("list", name="Member list")
+    expect(members).to_have_accessible_name("Member list")
+    # A long name is shown whole (it wraps), and is also a tooltip.
+    name = members.locator(".member-name", has_text=long_name)
+    expect(name).to_have_attribute("title", long_name)
+    assert name.evaluate("(e) => e.scrollWidth <= e.clientWidth"), "the name is cut"
+    box = name.bounding_box()
+    area = panel.bounding_box()
+    assert box is not None
+    assert area is not None
+    assert box["x"] + box["width"] <= area["x"] + area["width"], (box, area)
+    expect(bob.get_by_role("button", name="Close member list")).to_be_hidden()  # a column
+
+    # On a phone the sheet has a close button, reached from the keyboard.
+    toggle = alice.get_by_role("button", name="Members")
+    toggle.click()
+    close = alice.get_by_role("button", name="Close member list")
+    expect(close).to_be_focused()
+    sheet_name = alice.locator("#members .member-name", has_text=long_name)
+    assert sheet_name.evaluate("(e) => e.scrollWidth <= e.clientWidth"), "the name is cut"
+    screenshots(alice, "phone-members-long-name")
+    alice.keyboard.press("Enter")
+    expect(alice.get_by_role("list", name="Member list")).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(toggle).to_be_focused()
+    toggle.click()
+    expect(close).to_be_visible()
+    close.click()
+    expect(alice.get_by_role("list", name="Member list")).to_be_hidden()
+    toggle.click()
+    alice.keyboard.press("Escape")
+    expect(alice.get_by_role("list", name="Member list")).to_be_hidden()
+
+
+def test_a_bad_room_is_explained_once(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    room = alice.get_by_label("Room")
+    hint = alice.locator("#room-hint")
+    expect(hint).to_be_visible()
+    expect(room).to_have_accessible_description(re.compile("a new name opens a new room"))
+    alice.get_by_label("Name").fill("alice")
+    room.fill("no spaces")
+    alice.get_by_role("button", name="Join").click()
+    error = alice.locator("#room-error")
+    expect(error).to_be_visible()
+    expect(hint).to_be_hidden()
+    expect(room).to_have_accessible_description(str(error.text_content()))
+    room.fill("ops")  # typing clears the error: the hint is back
+    expect(hint).to_be_visible()
+    expect(room).to_have_accessible_description(re.compile("a new name opens a new room"))
+
+
+def test_www_hosts_are_links(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    say(alice, "go to www.example.org/docs, not javascript:alert(1) or me@www.example.net")
+    links = log(alice).get_by_role("link")
+    expect(links).to_have_count(1)
+    expect(links).to_have_text("www.example.org/docs")
+    expect(links).to_have_attribute("href", "https://www.example.org/docs")
+    expect(links).to_have_attribute("rel", re.compile(r"\bnoopener\b.*\bnoreferrer\b"))
+    expect(links).to_have_attribute("target", "_blank")
 
 
 def test_server_restart_is_survived_without_loss(
@@ -551,7 +779,7 @@ def test_reconnect_waits_for_its_ghost(pages: Pages, server: ServerProcess) -> N
 
     expect(connection(alice)).to_have_text("Connected", timeout=2 * TIMEOUT_MS)
     expect(message_texts(alice)).to_have_text(["while alice was away"])
-    expect(alice.get_by_role("list", name="Members").get_by_role("listitem")).to_have_count(2)
+    expect(alice.get_by_role("list", name="Member list").get_by_role("listitem")).to_have_count(2)
     expect(log(alice).locator(".notice")).to_have_count(0)
     assert_complete_log(alice)
 

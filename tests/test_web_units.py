@@ -639,6 +639,68 @@ def test_messages_waiting_or_unanswered_go_again_after_our_next_join(page: Page)
 
 
 # ---------------------------------------------------------------------------
+# links.js
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("no link here", [{"text": "no link here"}]),
+        ("", [{"text": ""}]),
+        (
+            "see https://example.com/docs.",
+            [
+                {"text": "see "},
+                {"text": "https://example.com/docs", "href": "https://example.com/docs"},
+                {"text": "."},
+            ],
+        ),
+        (
+            "www.example.org",
+            [{"text": "www.example.org", "href": "https://www.example.org/"}],
+        ),
+        (
+            "(at www.example.org/a?b=1#c), ok",
+            [
+                {"text": "(at "},
+                {"text": "www.example.org/a?b=1#c", "href": "https://www.example.org/a?b=1#c"},
+                {"text": "), ok"},
+            ],
+        ),
+        (
+            "WWW.Example.org:8080/x!",
+            [
+                {"text": "WWW.Example.org:8080/x", "href": "https://www.example.org:8080/x"},
+                {"text": "!"},
+            ],
+        ),
+        # Not links: other schemes, a user part, hosts glued to something before.
+        ("javascript:alert(1)", [{"text": "javascript:alert(1)"}]),
+        ("www.example.org:x@evil.example", [{"text": "www.example.org:x@evil.example"}]),
+        ("me@www.example.org", [{"text": "me@www.example.org"}]),
+        ("a.www.example.org", [{"text": "a.www.example.org"}]),
+        ("files/www.example.org", [{"text": "files/www.example.org"}]),
+        ("www.", [{"text": "www."}]),
+        ("www.localhost", [{"text": "www.localhost"}]),
+        ("www.exa mple.org", [{"text": "www.exa mple.org"}]),
+        ("www.<b>.org", [{"text": "www.<b>.org"}]),
+        (
+            "https://www.example.org/x and www.example.net",
+            [
+                {"text": "https://www.example.org/x", "href": "https://www.example.org/x"},
+                {"text": " and "},
+                {"text": "www.example.net", "href": "https://www.example.net/"},
+            ],
+        ),
+    ],
+)
+def test_link_parts(page: Page, text: str, parts: list[dict[str, str]]) -> None:
+    result = page.evaluate("""async (text) => (await import("/links.js")).linkParts(text)""", text)
+    assert result == parts
+    assert "".join(part["text"] for part in result) == text
+
+
+# ---------------------------------------------------------------------------
 # protocol.js
 
 

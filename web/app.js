@@ -56,7 +56,7 @@ const composer = new Composer(session, {
   send: (frame) => connection.send(frame),
   pending,
   held: (ref, text) => {
-    conversation.pendingMessage(ref, text);
+    conversation.pendingMessage(ref, text, "unavailable");
     conversation.scrollToBottom();
   },
 });
@@ -218,7 +218,7 @@ function onUnavailable(ref) {
   const text = pending.unavailable(ref, Date.now());
   if (text === undefined) return false;
   const stick = conversation.isNearBottom();
-  conversation.pendingMessage(ref, text);
+  conversation.pendingMessage(ref, text, "unavailable");
   if (stick) conversation.scrollToBottom();
   scheduleResend();
   return true;
