@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -648,6 +649,39 @@ def test_server_restart_is_survived_without_loss(
         assert_complete_log(page)
         expect(page.locator("#member-count")).to_have_text("2")
     screenshots(alice, "desktop-after-restart")
+
+
+def test_reconnects_fast_once_the_server_is_back(
+    pages: Pages, server: ServerProcess, errors: ErrorLog
+) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    errors.allow_refused_connections(server)
+
+    # A restart: back within about 2 s of the server listening again.
+    assert server.stop() == 0
+    expect(connection(alice)).to_have_text("Reconnecting…")
+    server.start()
+    back = time.monotonic()
+    expect(connection(alice)).to_have_text("Connected")
+    assert time.monotonic() - back < 2.5
+
+    # A longer outage: the retries space out, but the network coming back
+    # (`online`) or the tab becoming visible again retries at once.
+    banner = alice.get_by_role("alert")
+    for retry_now in (
+        "() => window.dispatchEvent(new Event('online'))",
+        "() => document.dispatchEvent(new Event('visibilitychange'))",
+    ):
+        assert server.stop() == 0
+        expect(banner).to_contain_text(re.compile(r"Retrying in ([4-9]|\d\d) s"), timeout=20_000)
+        server.start()
+        alice.evaluate(retry_now)
+        back = time.monotonic()
+        expect(connection(alice)).to_have_text("Connected")
+        assert time.monotonic() - back < 1.5
+    say(alice, "still here")
+    assert_complete_log(alice)
 
 
 def test_server_restart_without_history_says_so(

@@ -892,6 +892,39 @@ def test_backoff_delay_doubles_with_jitter_up_to_its_cap(page: Page) -> None:
     assert 2000 < delays[1][1] < 4000
 
 
+def test_reconnect_delay_is_fast_first_then_backs_off_to_a_cap(page: Page) -> None:
+    """The first retry within 0.5 s (jittered over all of it), then 1, 2, 2,
+    4, 8 s ceilings with equal jitter, then doubling up to the cap."""
+    low, high, cap, ghost = page.evaluate(
+        """async () => {
+            const { reconnectDelay, RECONNECT_CAP } = await import("/protocol.js");
+            const at = (random, options = {}) => (attempt) =>
+                reconnectDelay(attempt, { ...options, random: () => random });
+            const attempts = [...Array(12).keys()];
+            return [
+                attempts.map(at(0)),
+                attempts.map(at(0.999999)),
+                RECONNECT_CAP,
+                [at(0, { cap: 4000 })(9), at(0.999999, { cap: 4000 })(9)],
+            ];
+        }"""
+    )
+    ceilings = [500, 1000, 2000, 2000, 4000, 8000, 15_000, 15_000, 15_000, 15_000, 15_000, 15_000]
+    assert cap == 15_000
+    assert low[0] == 0  # full jitter for the first retry: anywhere in 0 to 0.5 s
+    assert 499 < high[0] < 500
+    for attempt in range(1, 12):
+        ceiling = ceilings[attempt]
+        assert low[attempt] == ceiling / 2, attempt
+        assert ceiling / 2 < high[attempt] < ceiling, attempt
+    # Within about 2 s of a server back after an outage of 2.5 s or less:
+    # the soonest the fifth attempt can start is 2.5 s after the loss.
+    assert sum(low[:4]) == 2500
+    assert max(high[:4]) < 2000
+    assert ghost[0] == 2000
+    assert 2000 < ghost[1] < 4000
+
+
 @pytest.mark.parametrize(
     ("reason", "suffix"),
     [

@@ -4,7 +4,7 @@
 // It knows what close codes mean (protocol.js says which deserve a retry);
 // what the frames hold is app.js's business.
 
-import { backoffDelay, describeClose } from "./protocol.js";
+import { describeClose, reconnectDelay } from "./protocol.js";
 
 const GHOST_WAIT = 90_000; // ms to retry a name_taken after a reconnect (> PONG_WAIT)
 
@@ -163,7 +163,7 @@ export class Connection {
     this.#reason = reason;
     setConnection("reconnecting");
     this.#hooks.phaseChanged();
-    const delay = backoffDelay(this.#attempt, options);
+    const delay = reconnectDelay(this.#attempt, options);
     this.#attempt += 1;
     const due = Date.now() + delay;
     const tick = () => {
@@ -207,7 +207,10 @@ export class Connection {
     if (this.#session.phase === "reconnecting" && this.socket === null) this.connect();
   }
 
-  /** The network or the tab came back: do not wait out the backoff. */
+  /**
+   * The network or the tab came back: if a retry is waiting, do not wait
+   * out the backoff (a hidden tab's timers may also have been slowed down).
+   */
   reconnectSoon() {
     if (this.#session.phase === "reconnecting" && this.socket === null) this.connect();
   }
