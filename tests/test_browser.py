@@ -633,7 +633,8 @@ def test_server_restart_is_survived_without_loss(
     for page in (alice, bob):
         expect(connection(page)).to_have_text("Reconnecting…")
         expect(page.get_by_role("alert")).to_contain_text("restarting")
-    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    # Messages may still be typed: they wait for the connection.
+    expect(alice.get_by_role("button", name="Send")).to_be_enabled()
     screenshots(bob, "phone-reconnecting")
 
     server.start()  # the same port, the same history file
@@ -818,11 +819,12 @@ def test_reconnect_waits_for_its_ghost(pages: Pages, server: ServerProcess) -> N
     assert_complete_log(alice)
 
 
-def test_message_lost_with_the_connection_comes_back_to_the_box(
+def test_a_message_lost_with_the_connection_goes_again_once(
     pages: Pages, server: ServerProcess
 ) -> None:
     sockets = HeldConnections()
     alice = pages.open(server.url, who="alice", route_ws=sockets)
+    sent = frames_sent(alice)
     join(alice, "alice")
     bob = pages.open(server.url, who="bob")
     join(bob, "bob")
@@ -830,20 +832,135 @@ def test_message_lost_with_the_connection_comes_back_to_the_box(
 
     # The connection dies while a message is on its way: it never arrives.
     sockets.swallow()
+    sockets.hold = True  # and the next hello waits, so the drop can be seen
     box = message_box(alice)
     box.fill("lost on the way")
     box.press("Enter")
     expect(box).to_have_value("")
     sockets.drop(1001)  # the server went away
+    pending = log(alice).locator(".msg.pending")
+    expect(pending.locator(".text")).to_have_text(["lost on the way"])
+    expect(pending.locator(".status")).to_have_text([re.compile("waiting for the connection")])
+    ref = pending.get_attribute("data-ref")
+    wait_until(alice, lambda: bool(sockets.held), "the reconnecting hello")
+    sockets.release()
 
-    # After the resume, the client knows the server never stored it.
+    # After the resume the client knows the server never stored it: it goes
+    # again, with its first ref, by itself.
     expect(connection(alice)).to_have_text("Connected")
-    expect(box).to_have_value("lost on the way")
-    expect(alice.locator("#composer-error")).to_have_text(re.compile("not delivered"))
-    expect(message_texts(bob)).to_have_text(["delivered"])
-    box.press("Enter")
-    expect(message_texts(bob)).to_have_text(["delivered", "lost on the way"])
-    expect(message_texts(alice)).to_have_text(["delivered", "lost on the way"])
+    for page in (alice, bob):
+        expect(delivered(page)).to_have_text(["delivered", "lost on the way"])
+    expect(pending).to_have_count(0)
+    expect(box).to_have_value("")
+    # (The swallowed first send is not seen here: only the resend.)
+    says = [frame for frame in sent if frame["type"] == "say"]
+    assert [frame["text"] for frame in says] == ["delivered", "lost on the way"], says
+    assert says[1]["ref"] == ref
+    assert_complete_log(alice)
+
+
+def test_messages_typed_while_the_server_is_down_are_delivered_once_in_order(
+    pages: Pages, start_server: StartServer, errors: ErrorLog, tmp_path: Path
+) -> None:
+    server = start_server("--rate-limit", "0", db=tmp_path / "chat.db")
+    alice = pages.open(server.url, who="alice", phone=True)
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    say(alice, "before")
+
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    expect(connection(alice)).to_have_text("Reconnecting…")
+    box = message_box(alice)
+    for text in ("typed offline", "and a second one"):
+        box.fill(text)
+        box.press("Enter")
+        expect(box).to_have_value("")
+    pending = log(alice).locator(".msg.pending")
+    expect(pending.locator(".text")).to_have_text(["typed offline", "and a second one"])
+    expect(pending.locator(".status")).to_have_text([re.compile("waiting for the connection")] * 2)
+    screenshots(alice, "phone-offline-pending")
+
+    server.start()
+    expected = ["before", "typed offline", "and a second one"]
+    for page in (alice, bob):
+        expect(connection(page)).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
+        expect(delivered(page)).to_have_text(expected)
+    expect(pending).to_have_count(0)
+    alice.wait_for_timeout(1000)  # no late duplicate
+    for page in (alice, bob):
+        expect(message_texts(page)).to_have_text(expected)
+        assert_complete_log(page)
+    says = [frame for frame in sent if frame["type"] == "say"]
+    assert [frame["text"] for frame in says] == expected  # each sent once, in order
+    assert len({frame["ref"] for frame in says}) == 3
+
+
+class ResumingServer:
+    """Routes the page's WebSockets to the real server as a server with
+    resumes would answer: each welcome carries `resume` (`r-1`, `r-2`...),
+    and each `message` event comes twice, as a server sends the original
+    back for a repeated ref. Records the page's hellos; `drop()` closes the
+    current connection on both sides."""
+
+    def __init__(self) -> None:
+        self.hellos: list[dict[str, object]] = []
+        self.routes: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+
+    def __call__(self, route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+        self.routes.append((route, server))
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "hello":
+                self.hellos.append(frame)
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            lines = []
+            for line in str(message).split("\n"):
+                event = json.loads(line)
+                if event.get("type") == "welcome":
+                    event["resume"] = f"r-{len(self.hellos)}"
+                lines.append(json.dumps(event))
+                if event.get("type") == "message":
+                    lines.append(json.dumps(event))
+            route.send("\n".join(lines))
+
+        route.on_message(to_server)
+        server.on_message(to_page)
+
+    def drop(self) -> None:
+        page_side, server_side = self.routes[-1]
+        page_side.close(code=1001, reason="closed by the test")
+        server_side.close()
+
+
+def test_the_resume_secret_goes_back_and_repeated_echoes_show_once(
+    pages: Pages, server: ServerProcess
+) -> None:
+    resuming = ResumingServer()
+    alice = pages.open(server.url, who="alice", route_ws=resuming)
+    join(alice, "alice")
+    say(alice, "one")
+    say(alice, "two")
+    expect(message_texts(alice)).to_have_text(["one", "two"])
+    last_seen = shown_ids(alice)[-1]
+
+    resuming.drop()
+    expect(connection(alice)).to_have_text("Connected")
+    assert len(resuming.hellos) == 2
+    hello = resuming.hellos[1]
+    assert hello["resume"] == "r-1"
+    assert hello["since"] == last_seen
+    assert isinstance(hello["epoch"], str)
+    assert "resume" not in resuming.hellos[0]
+    say(alice, "three")
+    expect(message_texts(alice)).to_have_text(["one", "two", "three"])
+    expect(log(alice).locator(".msg.pending")).to_have_count(0)
     assert_complete_log(alice)
 
 
@@ -855,7 +972,7 @@ def test_policy_close_is_explained_and_not_retried(pages: Pages, server: ServerP
     expect(connection(alice)).to_have_text("Disconnected")
     banner = alice.get_by_role("alert")
     expect(banner).to_contain_text("The server closed the connection")
-    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    expect(alice.get_by_role("button", name="Send")).to_be_enabled()  # it would wait
     reconnect = alice.get_by_role("button", name="Reconnect")
     expect(reconnect).to_be_visible()
     assert len(sockets.pages) == 1  # no automatic retry

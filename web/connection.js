@@ -38,6 +38,7 @@ function hideBanner() {
  * `hooks`:
  * - `since()`: the `since` for the next hello, or null;
  * - `epoch()`: the `epoch` that `since` belongs to, or null;
+ * - `resume()`: the last welcome's `resume` secret, or null;
  * - `receive(data)`: a frame from the server;
  * - `lost()`: the socket closed (whatever happens next);
  * - `joinFailed(text)`: the first connection of the session closed before
@@ -90,6 +91,8 @@ export class Connection {
         hello.since = since;
         const epoch = this.#hooks.epoch(); // the numbering `since` belongs to
         if (epoch !== null) hello.epoch = epoch;
+        const resume = this.#hooks.resume(); // our place, given back without leave/join
+        if (resume !== null) hello.resume = resume;
       }
       socket.send(JSON.stringify(hello));
     });
