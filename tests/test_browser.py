@@ -882,6 +882,8 @@ def test_messages_typed_while_the_server_is_down_are_delivered_once_in_order(
     expect(pending.locator(".text")).to_have_text(["typed offline", "and a second one"])
     expect(pending.locator(".status")).to_have_text([re.compile("waiting for the connection")] * 2)
     screenshots(alice, "phone-offline-pending")
+    violations = accessibility_violations(alice)
+    assert violations == [], "with messages not sent yet:\n" + "\n".join(violations)
 
     server.start()
     expected = ["before", "typed offline", "and a second one"]
