@@ -204,13 +204,16 @@ class ErrorLog:
         page.on("dialog", dialog)
 
     def allow_refused_connections(self, server: ServerProcess) -> None:
-        """While the server is down, Chromium logs each refused WebSocket."""
+        """While the server is down, Chromium logs each refused WebSocket, and
+        any resource the page asks for again meanwhile (switching the colour
+        scheme for a screenshot or an axe run may fetch the icon again)."""
         self.allowed.append(
             re.compile(
                 rf"^WebSocket connection to 'ws://127\.0\.0\.1:{server.port}/ws' failed: "
                 r"Error in connection establishment: net::ERR_CONNECTION_REFUSED$"
             )
         )
+        self.allowed.append(re.compile(r"^Failed to load resource: net::ERR_CONNECTION_REFUSED$"))
 
     def check(self) -> None:
         assert not self.errors, "\n".join(self.errors)
