@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -203,13 +204,16 @@ class ErrorLog:
         page.on("dialog", dialog)
 
     def allow_refused_connections(self, server: ServerProcess) -> None:
-        """While the server is down, Chromium logs each refused WebSocket."""
+        """While the server is down, Chromium logs each refused WebSocket, and
+        any resource the page asks for again meanwhile (switching the colour
+        scheme for a screenshot or an axe run may fetch the icon again)."""
         self.allowed.append(
             re.compile(
                 rf"^WebSocket connection to 'ws://127\.0\.0\.1:{server.port}/ws' failed: "
                 r"Error in connection establishment: net::ERR_CONNECTION_REFUSED$"
             )
         )
+        self.allowed.append(re.compile(r"^Failed to load resource: net::ERR_CONNECTION_REFUSED$"))
 
     def check(self) -> None:
         assert not self.errors, "\n".join(self.errors)
@@ -337,6 +341,29 @@ def screenshots(page: Page, name: str) -> None:
         page.emulate_media(color_scheme=scheme)
         page.screenshot(path=Path(folder) / f"{name}-{scheme}.png")
     page.emulate_media(color_scheme="light")
+
+
+_AXE = Axe()
+
+
+def accessibility_violations(page: Page, context: str | None = None) -> list[str]:
+    """What axe-core (every rule it runs by default, any impact) finds wrong
+    with the page as it is now, in the light and then the dark theme: one
+    line per rule and theme, with the elements it found, for an assertion
+    message. `context`: a CSS selector to check only that part."""
+    found: list[str] = []
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        results = _AXE.run(page, context=context)
+        for violation in results.response["violations"]:
+            nodes = "\n".join(
+                f"    {' '.join(node['target'])}: {node.get('failureSummary', '')}"
+                for node in violation["nodes"]
+            )
+            rule = f"{violation['id']} ({violation['impact']}): {violation['help']}"
+            found.append(f"{scheme}: {rule}\n{nodes}")
+    page.emulate_media(color_scheme="light")
+    return found
 
 
 def wait_until(page: Page, condition: Callable[[], bool], what: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,10 +30,12 @@ except ImportError:  # the `browser` dependency group is not installed
 
 from browser_helpers import (
     DESKTOP,
+    PHONE,
     TIMEOUT_MS,
     ErrorLog,
     Pages,
     ServerProcess,
+    accessibility_violations,
     assert_complete_log,
     chromium,
     connection,
@@ -103,7 +106,7 @@ def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProces
     screenshots(alice, "desktop-join")
     join(alice, "alice")
     expect(alice).to_have_title("#ops · trio-chat")
-    alice_members = alice.get_by_role("list", name="Members")
+    alice_members = alice.get_by_role("list", name="Member list")
     expect(alice_members.get_by_role("listitem")).to_have_count(1)
     expect(alice.get_by_role("heading", name="Members")).to_have_text(re.compile(r"Members\s*1"))
 
@@ -141,7 +144,7 @@ def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProces
     # On a phone the member list opens from the top bar, and Escape closes it.
     toggle = bob.get_by_role("button", name="Members")
     expect(toggle).to_have_text(re.compile(r"Members\s*2"))
-    bob_members = bob.get_by_role("list", name="Members")
+    bob_members = bob.get_by_role("list", name="Member list")
     expect(bob_members).to_be_hidden()
     toggle.click()
     expect(toggle).to_have_attribute("aria-expanded", "true")
@@ -234,7 +237,7 @@ def test_hostile_text_is_shown_as_text(pages: Pages, server: ServerProcess) -> N
 
     for page in (alice, mallory):
         expect(message_texts(page)).to_have_text(HOSTILE_TEXTS)
-        expect(page.get_by_role("list", name="Members")).to_contain_text(HOSTILE_NAME)
+        expect(page.get_by_role("list", name="Member list")).to_contain_text(HOSTILE_NAME)
         # Nothing was created from the text: no element, no link, no script run.
         expect(page.locator("#log img, #log script, #log svg, #log style, #log b")).to_have_count(
             0
@@ -386,6 +389,232 @@ def test_rate_limited_is_shown_briefly_and_the_text_kept(
     expect(alert).to_be_hidden(timeout=TIMEOUT_MS)
 
 
+# ---------------------------------------------------------------------------
+# Reading aids and accessibility
+
+
+def send_quickly(page: Page, texts: list[str]) -> None:
+    """Send several messages without waiting for each echo; wait for the last."""
+    box = message_box(page)
+    for text in texts:
+        box.fill(text)
+        box.press("Enter")
+    expect(log(page).locator(".msg.own .text").last).to_have_text(texts[-1])
+
+
+LONG_TEXT = ("A long message that goes on and on, " * 90)[:3000]
+
+
+@pytest.mark.parametrize("phone", [False, True], ids=["desktop", "phone"])
+def test_no_accessibility_violations_on_any_screen(
+    pages: Pages, server: ServerProcess, errors: ErrorLog, phone: bool
+) -> None:
+    """axe-core, every rule it runs by default at any impact, light and dark."""
+    alice = pages.open(server.url + "#ops", who="alice", phone=phone)
+    assert accessibility_violations(alice) == [], "join screen"
+    alice.get_by_label("Name").fill("alice")
+    alice.get_by_label("Room").fill("no spaces")
+    alice.get_by_role("button", name="Join").click()
+    expect(alice.locator("#room-error")).to_be_visible()
+    assert accessibility_violations(alice) == [], "join screen with an error"
+
+    join(alice, "alice", "ops")
+    bob = pages.open(server.url + "#ops", who="bob")
+    join(bob, "b" * 32)
+    say(bob, "see www.example.org and https://example.com/docs")
+    say(alice, LONG_TEXT)
+    say(alice, "a short one of mine")
+    expect(alice.get_by_role("button", name="Show more")).to_be_visible()
+    violations = accessibility_violations(alice)
+    assert violations == [], "chat screen:\n" + "\n".join(violations)
+
+    if phone:
+        alice.get_by_role("button", name="Members").click()
+        expect(alice.get_by_role("list", name="Member list")).to_be_visible()
+        violations = accessibility_violations(alice)
+        assert violations == [], "members sheet:\n" + "\n".join(violations)
+        alice.keyboard.press("Escape")
+
+    # The "New messages" pill, over the log scrolled up.
+    send_quickly(alice, [f"filler {n}" for n in range(20)])
+    log(alice).evaluate("(log) => { log.scrollTop = 0; }")
+    say(bob, "something new")
+    expect(alice.get_by_role("button", name="New messages")).to_be_visible()
+    violations = accessibility_violations(alice)
+    assert violations == [], "with the pill:\n" + "\n".join(violations)
+
+    # The reconnect banner.
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    expect(alice.get_by_role("alert")).to_contain_text("Retrying")
+    violations = accessibility_violations(alice)
+    assert violations == [], "with the banner:\n" + "\n".join(violations)
+    server.start()
+    expect(connection(alice)).to_have_text("Connected")
+
+
+def test_long_messages_fold_behind_show_more(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob", phone=True)
+    join(bob, "bob")
+    say(alice, LONG_TEXT)
+    say(alice, "short")
+    for page, viewport in ((alice, DESKTOP), (bob, PHONE)):
+        expect(message_texts(page)).to_have_text([LONG_TEXT, "short"])  # all of it is there
+        item = log(page).locator(".msg").first
+        text = item.locator(".text")
+        more = item.get_by_role("button", name="Show more")
+        expect(more).to_have_attribute("aria-expanded", "false")
+        expect(more).to_have_attribute("aria-controls", str(text.get_attribute("id")))
+        folded = text.bounding_box()
+        assert folded is not None
+        assert folded["height"] < viewport["height"] / 2, folded
+        more.click()
+        less = item.get_by_role("button", name="Show less")
+        expect(less).to_have_attribute("aria-expanded", "true")
+        unfolded = text.bounding_box()
+        assert unfolded is not None
+        assert unfolded["height"] > 2 * folded["height"], (folded, unfolded)
+        less.focus()
+        page.keyboard.press("Enter")  # a real button: the keyboard works too
+        expect(more).to_have_attribute("aria-expanded", "false")
+        # A short message has no button.
+        expect(log(page).locator(".msg").last.get_by_role("button")).to_have_count(0)
+    screenshots(bob, "phone-long-message")
+
+
+def test_new_messages_pill_stands_out_over_our_bubbles(
+    pages: Pages, server: ServerProcess
+) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    send_quickly(alice, [f"mine {n}\nwith a second line" for n in range(25)])
+    log(alice).evaluate("(log) => { log.scrollTop = log.scrollHeight - log.clientHeight - 300; }")
+    say(bob, "new")
+    pill = alice.get_by_role("button", name="New messages")
+    expect(pill).to_be_visible()
+    screenshots(alice, "desktop-new-messages")
+    for scheme in ("light", "dark"):
+        alice.emulate_media(color_scheme=scheme)
+        own = log(alice).locator(".msg.own .text").first
+        bubble = own.evaluate("(e) => getComputedStyle(e).backgroundColor")
+        look = pill.evaluate(
+            """(e) => {
+                const style = getComputedStyle(e);
+                return [style.backgroundColor, style.borderTopWidth, style.boxShadow];
+            }"""
+        )
+        assert look[0] != bubble, (scheme, look, bubble)
+        assert look[1] == "2px", (scheme, look)
+        assert look[2] != "none", (scheme, look)
+    assert accessibility_violations(alice, "#jump") == []
+    pill.click()
+    expect(pill).to_be_hidden()
+    expect(log(alice).locator(".msg").last).to_be_in_viewport()
+
+
+def test_the_reconnect_banner_leaves_the_last_line_in_view(
+    pages: Pages, server: ServerProcess, errors: ErrorLog
+) -> None:
+    desktop = pages.open(server.url, who="desktop")
+    phone = pages.open(server.url, who="phone", phone=True)
+    for n, page in enumerate((desktop, phone)):
+        join(page, f"alice{n}")
+        send_quickly(page, [f"line {n}" for n in range(30)])
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    for page in (desktop, phone):
+        banner = page.get_by_role("alert")
+        expect(banner).to_contain_text("Retrying")
+        last = log(page).locator(".msg").last
+        expect(last).to_have_text(re.compile("line 29"))
+        box, area, over = last.bounding_box(), log(page).bounding_box(), banner.bounding_box()
+        assert box is not None
+        assert area is not None
+        assert over is not None
+        assert box["y"] >= over["y"] + over["height"], (box, over)
+        assert box["y"] + box["height"] <= area["y"] + area["height"] + 1, (box, area)
+    screenshots(phone, "phone-banner")
+    server.start()
+
+
+def test_member_list_names_and_the_phone_sheet(pages: Pages, server: ServerProcess) -> None:
+    long_name = "Maximiliana-Wolfeschlegelsteinha"  # 32 characters, no space
+    alice = pages.open(server.url, who="alice", phone=True)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, long_name)
+
+    # The panel and the list in it have names of their own.
+    panel = bob.get_by_role("complementary")
+    expect(panel).to_have_accessible_name(re.compile(r"^Members\s*2$"))
+    members = bob.get_by_role("list", name="Member list")
+    expect(members).to_have_accessible_name("Member list")
+    # A long name is shown whole (it wraps), and is also a tooltip.
+    name = members.locator(".member-name", has_text=long_name)
+    expect(name).to_have_attribute("title", long_name)
+    assert name.evaluate("(e) => e.scrollWidth <= e.clientWidth"), "the name is cut"
+    box = name.bounding_box()
+    area = panel.bounding_box()
+    assert box is not None
+    assert area is not None
+    assert box["x"] + box["width"] <= area["x"] + area["width"], (box, area)
+    expect(bob.get_by_role("button", name="Close member list")).to_be_hidden()  # a column
+
+    # On a phone the sheet has a close button, reached from the keyboard.
+    toggle = alice.get_by_role("button", name="Members")
+    toggle.click()
+    close = alice.get_by_role("button", name="Close member list")
+    expect(close).to_be_focused()
+    sheet_name = alice.locator("#members .member-name", has_text=long_name)
+    assert sheet_name.evaluate("(e) => e.scrollWidth <= e.clientWidth"), "the name is cut"
+    screenshots(alice, "phone-members-long-name")
+    alice.keyboard.press("Enter")
+    expect(alice.get_by_role("list", name="Member list")).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(toggle).to_be_focused()
+    toggle.click()
+    expect(close).to_be_visible()
+    close.click()
+    expect(alice.get_by_role("list", name="Member list")).to_be_hidden()
+    toggle.click()
+    alice.keyboard.press("Escape")
+    expect(alice.get_by_role("list", name="Member list")).to_be_hidden()
+
+
+def test_a_bad_room_is_explained_once(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    room = alice.get_by_label("Room")
+    hint = alice.locator("#room-hint")
+    expect(hint).to_be_visible()
+    expect(room).to_have_accessible_description(re.compile("a new name opens a new room"))
+    alice.get_by_label("Name").fill("alice")
+    room.fill("no spaces")
+    alice.get_by_role("button", name="Join").click()
+    error = alice.locator("#room-error")
+    expect(error).to_be_visible()
+    expect(hint).to_be_hidden()
+    expect(room).to_have_accessible_description(str(error.text_content()))
+    room.fill("ops")  # typing clears the error: the hint is back
+    expect(hint).to_be_visible()
+    expect(room).to_have_accessible_description(re.compile("a new name opens a new room"))
+
+
+def test_www_hosts_are_links(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    say(alice, "go to www.example.org/docs, not javascript:alert(1) or me@www.example.net")
+    links = log(alice).get_by_role("link")
+    expect(links).to_have_count(1)
+    expect(links).to_have_text("www.example.org/docs")
+    expect(links).to_have_attribute("href", "https://www.example.org/docs")
+    expect(links).to_have_attribute("rel", re.compile(r"\bnoopener\b.*\bnoreferrer\b"))
+    expect(links).to_have_attribute("target", "_blank")
+
+
 def test_server_restart_is_survived_without_loss(
     pages: Pages, start_server: StartServer, errors: ErrorLog, tmp_path: Path
 ) -> None:
@@ -404,7 +633,8 @@ def test_server_restart_is_survived_without_loss(
     for page in (alice, bob):
         expect(connection(page)).to_have_text("Reconnecting…")
         expect(page.get_by_role("alert")).to_contain_text("restarting")
-    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    # Messages may still be typed: they wait for the connection.
+    expect(alice.get_by_role("button", name="Send")).to_be_enabled()
     screenshots(bob, "phone-reconnecting")
 
     server.start()  # the same port, the same history file
@@ -420,6 +650,39 @@ def test_server_restart_is_survived_without_loss(
         assert_complete_log(page)
         expect(page.locator("#member-count")).to_have_text("2")
     screenshots(alice, "desktop-after-restart")
+
+
+def test_reconnects_fast_once_the_server_is_back(
+    pages: Pages, server: ServerProcess, errors: ErrorLog
+) -> None:
+    alice = pages.open(server.url, who="alice")
+    join(alice, "alice")
+    errors.allow_refused_connections(server)
+
+    # A restart: back within about 2 s of the server listening again.
+    assert server.stop() == 0
+    expect(connection(alice)).to_have_text("Reconnecting…")
+    server.start()
+    back = time.monotonic()
+    expect(connection(alice)).to_have_text("Connected")
+    assert time.monotonic() - back < 2.5
+
+    # A longer outage: the retries space out, but the network coming back
+    # (`online`) or the tab becoming visible again retries at once.
+    banner = alice.get_by_role("alert")
+    for retry_now in (
+        "() => window.dispatchEvent(new Event('online'))",
+        "() => document.dispatchEvent(new Event('visibilitychange'))",
+    ):
+        assert server.stop() == 0
+        expect(banner).to_contain_text(re.compile(r"Retrying in ([4-9]|\d\d) s"), timeout=20_000)
+        server.start()
+        alice.evaluate(retry_now)
+        back = time.monotonic()
+        expect(connection(alice)).to_have_text("Connected")
+        assert time.monotonic() - back < 1.5
+    say(alice, "still here")
+    assert_complete_log(alice)
 
 
 def test_server_restart_without_history_says_so(
@@ -551,16 +814,17 @@ def test_reconnect_waits_for_its_ghost(pages: Pages, server: ServerProcess) -> N
 
     expect(connection(alice)).to_have_text("Connected", timeout=2 * TIMEOUT_MS)
     expect(message_texts(alice)).to_have_text(["while alice was away"])
-    expect(alice.get_by_role("list", name="Members").get_by_role("listitem")).to_have_count(2)
+    expect(alice.get_by_role("list", name="Member list").get_by_role("listitem")).to_have_count(2)
     expect(log(alice).locator(".notice")).to_have_count(0)
     assert_complete_log(alice)
 
 
-def test_message_lost_with_the_connection_comes_back_to_the_box(
+def test_a_message_lost_with_the_connection_goes_again_once(
     pages: Pages, server: ServerProcess
 ) -> None:
     sockets = HeldConnections()
     alice = pages.open(server.url, who="alice", route_ws=sockets)
+    sent = frames_sent(alice)
     join(alice, "alice")
     bob = pages.open(server.url, who="bob")
     join(bob, "bob")
@@ -568,20 +832,137 @@ def test_message_lost_with_the_connection_comes_back_to_the_box(
 
     # The connection dies while a message is on its way: it never arrives.
     sockets.swallow()
+    sockets.hold = True  # and the next hello waits, so the drop can be seen
     box = message_box(alice)
     box.fill("lost on the way")
     box.press("Enter")
     expect(box).to_have_value("")
     sockets.drop(1001)  # the server went away
+    pending = log(alice).locator(".msg.pending")
+    expect(pending.locator(".text")).to_have_text(["lost on the way"])
+    expect(pending.locator(".status")).to_have_text([re.compile("waiting for the connection")])
+    ref = pending.get_attribute("data-ref")
+    wait_until(alice, lambda: bool(sockets.held), "the reconnecting hello")
+    sockets.release()
 
-    # After the resume, the client knows the server never stored it.
+    # After the resume the client knows the server never stored it: it goes
+    # again, with its first ref, by itself.
     expect(connection(alice)).to_have_text("Connected")
-    expect(box).to_have_value("lost on the way")
-    expect(alice.locator("#composer-error")).to_have_text(re.compile("not delivered"))
-    expect(message_texts(bob)).to_have_text(["delivered"])
-    box.press("Enter")
-    expect(message_texts(bob)).to_have_text(["delivered", "lost on the way"])
-    expect(message_texts(alice)).to_have_text(["delivered", "lost on the way"])
+    for page in (alice, bob):
+        expect(delivered(page)).to_have_text(["delivered", "lost on the way"])
+    expect(pending).to_have_count(0)
+    expect(box).to_have_value("")
+    # (The swallowed first send is not seen here: only the resend.)
+    says = [frame for frame in sent if frame["type"] == "say"]
+    assert [frame["text"] for frame in says] == ["delivered", "lost on the way"], says
+    assert says[1]["ref"] == ref
+    assert_complete_log(alice)
+
+
+def test_messages_typed_while_the_server_is_down_are_delivered_once_in_order(
+    pages: Pages, start_server: StartServer, errors: ErrorLog, tmp_path: Path
+) -> None:
+    server = start_server("--rate-limit", "0", db=tmp_path / "chat.db")
+    alice = pages.open(server.url, who="alice", phone=True)
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+    say(alice, "before")
+
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    expect(connection(alice)).to_have_text("Reconnecting…")
+    box = message_box(alice)
+    for text in ("typed offline", "and a second one"):
+        box.fill(text)
+        box.press("Enter")
+        expect(box).to_have_value("")
+    pending = log(alice).locator(".msg.pending")
+    expect(pending.locator(".text")).to_have_text(["typed offline", "and a second one"])
+    expect(pending.locator(".status")).to_have_text([re.compile("waiting for the connection")] * 2)
+    screenshots(alice, "phone-offline-pending")
+    violations = accessibility_violations(alice)
+    assert violations == [], "with messages not sent yet:\n" + "\n".join(violations)
+
+    server.start()
+    expected = ["before", "typed offline", "and a second one"]
+    for page in (alice, bob):
+        expect(connection(page)).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
+        expect(delivered(page)).to_have_text(expected)
+    expect(pending).to_have_count(0)
+    alice.wait_for_timeout(1000)  # no late duplicate
+    for page in (alice, bob):
+        expect(message_texts(page)).to_have_text(expected)
+        assert_complete_log(page)
+    says = [frame for frame in sent if frame["type"] == "say"]
+    assert [frame["text"] for frame in says] == expected  # each sent once, in order
+    assert len({frame["ref"] for frame in says}) == 3
+
+
+class ResumingServer:
+    """Routes the page's WebSockets to the real server as a server with
+    resumes would answer: each welcome carries `resume` (`r-1`, `r-2`...),
+    and each `message` event comes twice, as a server sends the original
+    back for a repeated ref. Records the page's hellos; `drop()` closes the
+    current connection on both sides."""
+
+    def __init__(self) -> None:
+        self.hellos: list[dict[str, object]] = []
+        self.routes: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+
+    def __call__(self, route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+        self.routes.append((route, server))
+
+        def to_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "hello":
+                self.hellos.append(frame)
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            lines = []
+            for line in str(message).split("\n"):
+                event = json.loads(line)
+                if event.get("type") == "welcome":
+                    event["resume"] = f"r-{len(self.hellos)}"
+                lines.append(json.dumps(event))
+                if event.get("type") == "message":
+                    lines.append(json.dumps(event))
+            route.send("\n".join(lines))
+
+        route.on_message(to_server)
+        server.on_message(to_page)
+
+    def drop(self) -> None:
+        page_side, server_side = self.routes[-1]
+        page_side.close(code=1001, reason="closed by the test")
+        server_side.close()
+
+
+def test_the_resume_secret_goes_back_and_repeated_echoes_show_once(
+    pages: Pages, server: ServerProcess
+) -> None:
+    resuming = ResumingServer()
+    alice = pages.open(server.url, who="alice", route_ws=resuming)
+    join(alice, "alice")
+    say(alice, "one")
+    say(alice, "two")
+    expect(message_texts(alice)).to_have_text(["one", "two"])
+    last_seen = shown_ids(alice)[-1]
+
+    resuming.drop()
+    expect(connection(alice)).to_have_text("Connected")
+    assert len(resuming.hellos) == 2
+    hello = resuming.hellos[1]
+    assert hello["resume"] == "r-1"
+    assert hello["since"] == last_seen
+    assert isinstance(hello["epoch"], str)
+    assert "resume" not in resuming.hellos[0]
+    say(alice, "three")
+    expect(message_texts(alice)).to_have_text(["one", "two", "three"])
+    expect(log(alice).locator(".msg.pending")).to_have_count(0)
     assert_complete_log(alice)
 
 
@@ -593,7 +974,7 @@ def test_policy_close_is_explained_and_not_retried(pages: Pages, server: ServerP
     expect(connection(alice)).to_have_text("Disconnected")
     banner = alice.get_by_role("alert")
     expect(banner).to_contain_text("The server closed the connection")
-    expect(alice.get_by_role("button", name="Send")).to_be_disabled()
+    expect(alice.get_by_role("button", name="Send")).to_be_enabled()  # it would wait
     reconnect = alice.get_by_role("button", name="Reconnect")
     expect(reconnect).to_be_visible()
     assert len(sockets.pages) == 1  # no automatic retry

@@ -108,26 +108,31 @@ def shown(**changes: Any) -> dict[str, Any]:
         "show": True,
         "notice": None,
         "live": False,
+        "replayEnd": False,
         "ownJoin": False,
         "initial": False,
         "pendingLost": False,
     }
     for key in changes:
         assert key in decision, key
+    if changes.get("ownJoin"):
+        decision["replayEnd"] = True  # our own join ends the replay
     return decision | changes
 
 
 DUPLICATE = {"show": False, "why": "duplicate"}
 NO_ID = {"show": False, "why": "no id"}
-FIRST = {"first": True, "resumed": False, "recovered": True}
-RESUMED = {"first": False, "resumed": True, "recovered": True}
+FIRST = {"first": True, "resumed": False, "recovered": True, "replayOver": False}
+RESUMED = {"first": False, "resumed": True, "recovered": True, "replayOver": False}
+NOT_RECOVERED = {"first": False, "resumed": True, "recovered": False, "replayOver": False}
 
 
 def run_transcript(page: Page, *steps: Any) -> list[Any]:
     """Feed one new Transcript `steps`, and return what each returned.
 
     A step is an event (its type says whether it goes to `welcome()` or to
-    `stored()`), or the name of what to read: "since", "epoch" or "members".
+    `stored()`), or the name of what to read: "since", "epoch", "resume",
+    "dedupes" or "members", or "forget" (forgetResume).
     """
     results: list[Any] = page.evaluate(
         """async (steps) => {
@@ -136,6 +141,9 @@ def run_transcript(page: Page, *steps: Any) -> list[Any]:
             return steps.map((step) => {
                 if (step === "since") return transcript.since();
                 if (step === "epoch") return transcript.epoch();
+                if (step === "resume") return transcript.resume();
+                if (step === "dedupes") return transcript.dedupesRefs;
+                if (step === "forget") return transcript.forgetResume() ?? null;
                 if (step === "members") return transcript.members;
                 if (step.type === "welcome") return transcript.welcome(step);
                 return transcript.stored(step);
@@ -277,7 +285,7 @@ def test_a_resume_that_lost_events_says_so_once(page: Page) -> None:
         FIRST,
         shown(initial=True, ownJoin=True),
         shown(live=True),
-        {"first": False, "resumed": True, "recovered": False},
+        NOT_RECOVERED,
         shown(notice="lost"),
         shown(),
         # Not recovered: our unechoed messages may have been stored and lost.
@@ -305,7 +313,7 @@ def test_ids_that_began_again_mean_the_server_lost_its_history(page: Page) -> No
         shown(initial=True, ownJoin=True),
         shown(live=True),
         21,
-        {"first": False, "resumed": True, "recovered": False},
+        NOT_RECOVERED,
         shown(notice="restarted"),
         shown(ownJoin=True),
         shown(live=True),
@@ -330,11 +338,11 @@ def test_a_new_epoch_means_the_server_lost_its_history(page: Page) -> None:
     )
     assert results == [
         None,
-        {"first": True, "resumed": False, "recovered": True},
+        FIRST,
         shown(initial=True, ownJoin=True),
         shown(live=True),
         "e1",
-        {"first": False, "resumed": True, "recovered": False},
+        NOT_RECOVERED,
         shown(notice="restarted"),
         shown(ownJoin=True),
         30,
@@ -351,7 +359,7 @@ def test_the_same_epoch_and_lost_events_is_a_loss_not_a_restart(page: Page) -> N
         message(80),
     )
     assert results[2:] == [
-        {"first": False, "resumed": True, "recovered": False},
+        NOT_RECOVERED,
         shown(notice="lost"),
     ]
 
@@ -359,8 +367,76 @@ def test_the_same_epoch_and_lost_events_is_a_loss_not_a_restart(page: Page) -> N
 def test_a_first_welcome_never_reports_a_loss(page: Page) -> None:
     results = run_transcript(page, welcome(5, ["alice"], recovered=False), joined(5, "alice"))
     assert results == [
-        {"first": True, "resumed": False, "recovered": False},
+        {"first": True, "resumed": False, "recovered": False, "replayOver": False},
         shown(initial=True, ownJoin=True),
+    ]
+
+
+def test_the_resume_secret_is_kept_from_the_last_welcome(page: Page) -> None:
+    results = run_transcript(
+        page,
+        "resume",
+        welcome(1, ["alice"]) | {"resume": "r-1"},
+        "resume",
+        "dedupes",
+        welcome(1, ["alice"]) | {"resume": "r-2"},
+        "resume",
+        "forget",  # a hello carrying it was refused
+        "resume",
+        "dedupes",
+        welcome(1, ["alice"]) | {"resume": "x" * 65},  # longer than a server takes
+        "resume",
+        "dedupes",
+        welcome(1, ["alice"]),  # a server without resumes
+        "resume",
+        "dedupes",
+    )
+    assert results[:4] == [None, FIRST, "r-1", True]
+    assert results[5:8] == ["r-2", None, None]
+    assert results[8] is True
+    assert results[10:12] == [None, True]
+    assert results[13:] == [None, False]
+
+
+def test_a_place_given_back_ends_the_replay_at_the_rooms_last_event(page: Page) -> None:
+    """With `resume`, the server adds no join of ours: the replay ends with
+    the event whose id is `last_id`, whatever it is, or at once when we saw
+    it already."""
+    results = run_transcript(
+        page,
+        welcome(3, ["alice", "bob"]) | {"resume": "r-1"},
+        joined(3, "alice"),
+        message(4),
+        # Our place back, having seen everything: nothing to replay.
+        welcome(4, ["alice", "bob"], recovered=True) | {"resume": "r-2"},
+        message(5),
+        "members",
+        # Our place back after bob spoke and carol came: they are the replay.
+        welcome(7, ["alice", "bob", "carol"], recovered=True) | {"resume": "r-3"},
+        message(6),
+        joined(7, "carol"),
+        joined(8, "dave"),
+        "members",
+        # A loss: the replay still ends at `last_id`, with nothing to claim.
+        welcome(20, ["alice"], recovered=False) | {"resume": "r-4"},
+        message(19),
+        message(20, name="alice"),
+    )
+    assert results == [
+        FIRST,
+        shown(initial=True, ownJoin=True),
+        shown(live=True),
+        RESUMED | {"replayOver": True},
+        shown(live=True),
+        ["alice", "bob"],
+        RESUMED,
+        shown(),
+        shown(replayEnd=True, pendingLost=True),  # not our join: no "You are back"
+        shown(live=True),
+        ["alice", "bob", "carol", "dave"],
+        NOT_RECOVERED,
+        shown(notice="lost"),
+        shown(replayEnd=True),
     ]
 
 
@@ -448,8 +524,8 @@ def test_pending_keeps_our_messages_until_echoed_or_refused(page: Page) -> None:
             out.push(pending.refused(four) ?? null, pending.refused(four) ?? null);
             out.push(pending.refused(three) ?? null, pending.size);
             pending.sent(pending.nextRef(), "fifth");
-            const lost = (unechoedLost) => pending.rejoined({ unechoedLost });
-            out.push(lost(false), pending.size, lost(true), pending.size, lost(true));
+            // Sent on the current connection: a replay's end leaves them be.
+            out.push(pending.rejoined({ unechoedLost: true }), pending.size);
             pending.sent(pending.nextRef(), "sixth");
             pending.clear();
             out.push(pending.size, pending.nextRef());
@@ -466,11 +542,8 @@ def test_pending_keeps_our_messages_until_echoed_or_refused(page: Page) -> None:
         None,  # refused once only
         None,
         1,
-        {"resend": [], "lost": []},  # a resume that lost events: we cannot tell
-        2,
-        {"resend": [], "lost": ["second", "fifth"]},  # oldest first
-        0,
         {"resend": [], "lost": []},
+        2,
         0,
         "p-7",  # refs never repeat within a page
     ]
@@ -547,7 +620,7 @@ def test_unavailable_messages_go_again_after_a_backoff_until_echoed(page: Page) 
         True,
         2,
         4500,
-        ["p-2", "p-3"],
+        ["p-2"],  # the third is on its way (no answer yet): not again
         True,
         None,
         "third",  # another error: given back, not sent again
@@ -592,50 +665,151 @@ def test_messages_waiting_or_unanswered_go_again_after_our_next_join(page: Page)
         pending.unavailable(two, 0, random);
         out.push(pending.resend(500).length);  // both on their way again...
         pending.unavailable(two, 600, random);  // ...the second refused again, waiting
-        pending.hold(four, "fourth");
-        // The connection dropped; the replay of the next one echoed nothing
-        // of ours: the first was not stored either, so it goes again with the
-        // others; the third (never refused) was lost with the connection.
+        // The connection drops: the first and third were on their way (they
+        // may have been stored), the second waits (it was not). All show.
+        out.push(pending.disconnected().map(({ ref }) => ref), pending.retryAt);
+        pending.hold(four, "fourth");  // typed while the connection is down
+        out.push(pending.held(), pending.resend(10_000));  // no timer: after the replay
+        // The replay of the next connection recovered everything and echoed
+        // none of them: none was stored, all go, oldest first.
         out.push(pending.rejoined({ unechoedLost: true }));
         out.push(pending.retryAt, pending.held(), pending.size);
-        // The same after a resume that could not recover everything: ours
-        // that were retried go again, the others stay (we cannot tell).
+        // The first's echo comes; it comes again (a server that takes a ref
+        // once sends the original back): nothing changes the second time.
+        out.push(pending.echoed(one), pending.echoed(one), pending.size);
+        // Another drop, and a resume that could not recover everything: what
+        // was on its way may have been stored, and goes back to the box...
         const five = pending.nextRef();
-        pending.sent(five, "fifth");
-        out.push(pending.rejoined({ unechoedLost: false }).resend.map(({ ref }) => ref));
+        pending.hold(five, "fifth");  // ...but what never went out goes.
+        pending.disconnected();
+        out.push(pending.rejoined({ unechoedLost: false }));
         out.push(pending.size);
-        // The replay echoed the first: it is not sent again.
-        out.push(pending.echoed(one));
-        out.push(pending.rejoined({ unechoedLost: true }));
         pending.clear();
         out.push(pending.size, pending.retryAt, pending.rejoined({ unechoedLost: true }));
         return out;
         """,
     )
+    first, second, third, fourth, fifth = (
+        {"ref": f"p-{n}", "text": text}
+        for n, text in enumerate(["first", "second", "third", "fourth", "fifth"], start=1)
+    )
     assert results == [
         2,
-        {
-            "resend": [
-                {"ref": "p-1", "text": "first"},
-                {"ref": "p-2", "text": "second"},
-                {"ref": "p-4", "text": "fourth"},
-            ],
-            "lost": ["third"],
-        },
+        ["p-1", "p-2", "p-3"],
+        None,
+        True,
+        [],
+        {"resend": [first, second, third, fourth], "lost": []},
         None,
         False,
-        3,
-        ["p-1", "p-2", "p-4"],
         4,
         True,
-        {
-            "resend": [{"ref": "p-2", "text": "second"}, {"ref": "p-4", "text": "fourth"}],
-            "lost": ["fifth"],
-        },
+        True,
+        3,
+        {"resend": [fifth], "lost": [second, third, fourth]},
+        1,
         0,
         None,
         {"resend": [], "lost": []},
     ]
+
+
+def test_a_server_that_takes_a_ref_once_gets_every_unconfirmed_message_again(
+    page: Page,
+) -> None:
+    results = run_pending(
+        page,
+        """
+        const out = [];
+        const [one, two, three] = [1, 2, 3].map(() => pending.nextRef());
+        pending.sent(one, "first");
+        pending.sent(two, "second");
+        pending.disconnected();
+        pending.hold(three, "third");
+        // Events were lost, yet a repeat of a stored ref is not stored again.
+        out.push(pending.rejoined({ unechoedLost: false, dedupesRefs: true }));
+        // Sent on this connection since: a later replay's end leaves them.
+        out.push(pending.rejoined({ unechoedLost: false, dedupesRefs: true }));
+        // The original of the first comes back (it had been stored).
+        out.push(pending.echoed(one), pending.size);
+        return out;
+        """,
+    )
+    assert results == [
+        {
+            "resend": [
+                {"ref": "p-1", "text": "first"},
+                {"ref": "p-2", "text": "second"},
+                {"ref": "p-3", "text": "third"},
+            ],
+            "lost": [],
+        },
+        {"resend": [], "lost": []},
+        True,
+        2,
+    ]
+
+
+# ---------------------------------------------------------------------------
+# links.js
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("no link here", [{"text": "no link here"}]),
+        ("", [{"text": ""}]),
+        (
+            "see https://example.com/docs.",
+            [
+                {"text": "see "},
+                {"text": "https://example.com/docs", "href": "https://example.com/docs"},
+                {"text": "."},
+            ],
+        ),
+        (
+            "www.example.org",
+            [{"text": "www.example.org", "href": "https://www.example.org/"}],
+        ),
+        (
+            "(at www.example.org/a?b=1#c), ok",
+            [
+                {"text": "(at "},
+                {"text": "www.example.org/a?b=1#c", "href": "https://www.example.org/a?b=1#c"},
+                {"text": "), ok"},
+            ],
+        ),
+        (
+            "WWW.Example.org:8080/x!",
+            [
+                {"text": "WWW.Example.org:8080/x", "href": "https://www.example.org:8080/x"},
+                {"text": "!"},
+            ],
+        ),
+        # Not links: other schemes, a user part, hosts glued to something before.
+        ("javascript:alert(1)", [{"text": "javascript:alert(1)"}]),
+        ("www.example.org:x@evil.example", [{"text": "www.example.org:x@evil.example"}]),
+        ("me@www.example.org", [{"text": "me@www.example.org"}]),
+        ("a.www.example.org", [{"text": "a.www.example.org"}]),
+        ("files/www.example.org", [{"text": "files/www.example.org"}]),
+        ("www.", [{"text": "www."}]),
+        ("www.localhost", [{"text": "www.localhost"}]),
+        ("www.exa mple.org", [{"text": "www.exa mple.org"}]),
+        ("www.<b>.org", [{"text": "www.<b>.org"}]),
+        (
+            "https://www.example.org/x and www.example.net",
+            [
+                {"text": "https://www.example.org/x", "href": "https://www.example.org/x"},
+                {"text": " and "},
+                {"text": "www.example.net", "href": "https://www.example.net/"},
+            ],
+        ),
+    ],
+)
+def test_link_parts(page: Page, text: str, parts: list[dict[str, str]]) -> None:
+    result = page.evaluate("""async (text) => (await import("/links.js")).linkParts(text)""", text)
+    assert result == parts
+    assert "".join(part["text"] for part in result) == text
 
 
 # ---------------------------------------------------------------------------
@@ -828,6 +1002,39 @@ def test_backoff_delay_doubles_with_jitter_up_to_its_cap(page: Page) -> None:
         assert ceiling / 2 < high < ceiling
     assert delays[1][0] == 2000
     assert 2000 < delays[1][1] < 4000
+
+
+def test_reconnect_delay_is_fast_first_then_backs_off_to_a_cap(page: Page) -> None:
+    """The first retry within 0.5 s (jittered over all of it), then 1, 2, 2,
+    4, 8 s ceilings with equal jitter, then doubling up to the cap."""
+    low, high, cap, ghost = page.evaluate(
+        """async () => {
+            const { reconnectDelay, RECONNECT_CAP } = await import("/protocol.js");
+            const at = (random, options = {}) => (attempt) =>
+                reconnectDelay(attempt, { ...options, random: () => random });
+            const attempts = [...Array(12).keys()];
+            return [
+                attempts.map(at(0)),
+                attempts.map(at(0.999999)),
+                RECONNECT_CAP,
+                [at(0, { cap: 4000 })(9), at(0.999999, { cap: 4000 })(9)],
+            ];
+        }"""
+    )
+    ceilings = [500, 1000, 2000, 2000, 4000, 8000, 15_000, 15_000, 15_000, 15_000, 15_000, 15_000]
+    assert cap == 15_000
+    assert low[0] == 0  # full jitter for the first retry: anywhere in 0 to 0.5 s
+    assert 499 < high[0] < 500
+    for attempt in range(1, 12):
+        ceiling = ceilings[attempt]
+        assert low[attempt] == ceiling / 2, attempt
+        assert ceiling / 2 < high[attempt] < ceiling, attempt
+    # Within about 2 s of a server back after an outage of 2.5 s or less:
+    # the soonest the fifth attempt can start is 2.5 s after the loss.
+    assert sum(low[:4]) == 2500
+    assert max(high[:4]) < 2000
+    assert ghost[0] == 2000
+    assert 2000 < ghost[1] < 4000
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,15 @@
 //   history, then live events; the transcript decides which stored events
 //   to show (never one twice; a loss always with a notice).
 // - A message the server could not take (`unavailable`: its backplane is
-//   down) stays at the end of the log as not sent yet, and goes again, by
-//   itself, when Pending says (one timer here), or after our own join on
-//   the next connection; its echo confirms it. Leaving forgets it.
+//   down), one typed while the connection is down, and one on its way when
+//   it dropped stay at the end of the log as not sent yet, and go (again),
+//   by themselves, with their first ref, when Pending says (one timer
+//   here), or at the end of the next connection's replay; the echo confirms
+//   each. A server may send an echo twice (a repeated ref gets the original
+//   back): the transcript shows an id once. Leaving forgets them.
+// - A welcome's `resume` goes back in the next hello to the room, which
+//   then takes our place back: no leave and join lines, and the replay ends
+//   with the room's last event instead of our join (Transcript).
 // - `session.phase`: "idle" (join screen), "joining" (first connection of a
 //   room session, not welcomed yet), "live", "reconnecting", "stopped"
 //   (closed for good; the person may press Reconnect). app.js moves it in
@@ -47,8 +53,9 @@ const conversation = new Conversation(session);
 const connection = new Connection(session, {
   since: () => transcript.since(),
   epoch: () => transcript.epoch(),
+  resume: () => transcript.resume(),
   receive,
-  lost: () => conversation.clearTyping(),
+  lost,
   joinFailed: (text) => failJoin(null, text),
   phaseChanged: () => composer.update(),
 });
@@ -56,7 +63,7 @@ const composer = new Composer(session, {
   send: (frame) => connection.send(frame),
   pending,
   held: (ref, text) => {
-    conversation.pendingMessage(ref, text);
+    conversation.pendingMessage(ref, text, session.phase === "live" ? "unavailable" : "offline");
     conversation.scrollToBottom();
   },
 });
@@ -144,7 +151,7 @@ function handle(event) {
 
 function onWelcome(event) {
   session.name = typeof event.name === "string" ? event.name : session.name;
-  const { first } = transcript.welcome(event);
+  const { first, replayOver } = transcript.welcome(event);
   session.phase = "live";
   if (first) {
     joinScreen.showChat(session.name, session.room);
@@ -154,11 +161,15 @@ function onWelcome(event) {
   conversation.renderMembers(transcript.members);
   composer.update();
   conversation.updateTitle();
+  if (replayOver) replayed({ unechoedLost: true }); // nothing was missed: nothing to replay
 }
 
 function onStored(event) {
   const shown = transcript.stored(event);
-  if (!shown.show) return false;
+  if (!shown.show) {
+    if (shown.why === "duplicate") echoedAgain(event);
+    return false;
+  }
   if (shown.notice !== null) conversation.notice(shown.notice);
   const name = nameOf(event);
   if (event.type === "message") {
@@ -177,25 +188,61 @@ function onStored(event) {
       conversation.renderMembers(transcript.members);
     }
   }
-  if (shown.ownJoin && transcript.resumed) {
-    // The replay up to our join is over: what it did not echo was not stored.
-    const { resend, lost } = pending.rejoined({ unechoedLost: shown.pendingLost });
-    sendAgain(resend);
-    if (lost.length > 0) {
-      composer.restore(lost.join("\n"));
-      composer.showError("Your last message was not delivered. It is back in the message box.");
-    }
-  }
+  if (shown.replayEnd && transcript.resumed) replayed({ unechoedLost: shown.pendingLost });
   return true;
 }
 
+/**
+ * A stored event the log shows already: a replay overlapping what we saw,
+ * or the original `message` a server sends back for a ref we used again.
+ * If it is ours and still shown as not sent, it was delivered after all.
+ */
+function echoedAgain(event) {
+  if (event.type !== "message" || typeof event.ref !== "string") return;
+  if (nameOf(event) !== session.name) return;
+  pending.echoed(event.ref);
+  if (conversation.unpend(event.ref) && !conversation.shows(event.id)) {
+    // Stored in a stretch of the log we never got (after a loss notice):
+    // show it rather than let it vanish.
+    conversation.message(event, { own: true, initial: false });
+  }
+}
+
+/** The replay of a new connection is over: what it did not echo was not stored. */
+function replayed({ unechoedLost }) {
+  const { resend, lost } = pending.rejoined({
+    unechoedLost,
+    dedupesRefs: transcript.dedupesRefs,
+  });
+  for (const { ref, text } of resend) conversation.pendingMessage(ref, text, "sending");
+  sendAgain(resend);
+  if (lost.length > 0) {
+    for (const { ref } of lost) conversation.unpend(ref);
+    composer.restore(lost.map(({ text }) => text).join("\n"));
+    composer.showError(
+      "Your last message may not have been delivered. It is back in the message box.",
+    );
+  }
+}
+
+/** The socket closed: what was on its way waits, shown as not sent yet. */
+function lost() {
+  conversation.clearTyping();
+  if (session.phase === "idle") return;
+  const stick = conversation.isNearBottom();
+  for (const { ref, text } of pending.disconnected()) {
+    conversation.pendingMessage(ref, text, "offline");
+  }
+  if (stick) conversation.scrollToBottom();
+}
+
 // ---------------------------------------------------------------------------
-// Messages the server could not take, sent again
+// Our messages not confirmed yet, sent again
 
 function sendAgain(messages) {
   for (const { ref, text } of messages) {
-    // On a closed socket this sends nothing: they go after the next join.
-    connection.send({ type: "say", text, ref });
+    // On a closed socket nothing goes: it waits again, for the next replay.
+    if (!connection.send({ type: "say", text, ref })) pending.hold(ref, text);
   }
 }
 
@@ -218,7 +265,7 @@ function onUnavailable(ref) {
   const text = pending.unavailable(ref, Date.now());
   if (text === undefined) return false;
   const stick = conversation.isNearBottom();
-  conversation.pendingMessage(ref, text);
+  conversation.pendingMessage(ref, text, "unavailable");
   if (stick) conversation.scrollToBottom();
   scheduleResend();
   return true;
@@ -237,6 +284,7 @@ function onError(event) {
     } else if (code === "bad_name" || code === "bad_room") {
       backToJoin(joinScreen.fieldForError(code), text);
     } else {
+      if (code === "bad_request") transcript.forgetResume(); // it may not take ours
       connection.drop();
       connection.scheduleReconnect(text);
     }

@@ -1,8 +1,9 @@
 // The message box: sending (Enter sends, Shift+Enter adds a line), the
 // character counter near the limit, errors shown under the box for a few
 // seconds, a message given back when it was not delivered (or queued behind
-// ours that wait for a resend), and the `typing` frames that tell the others
-// we are typing, throttled to what the server forwards.
+// ours that wait for a resend, or while the connection is down), and the
+// `typing` frames that tell the others we are typing, throttled to what the
+// server forwards.
 
 import { MAX_TEXT_LENGTH, charCount } from "./protocol.js";
 
@@ -11,12 +12,16 @@ const TYPING_AFTER_SEND = 1250; // ms, after sending a message (the server allow
 const TYPING_STILL = 2000; // ms since the last keystroke that still counts as typing
 const ERROR_SHOWN_FOR = 5000; // ms an error under the message box stays
 const COUNTER_FROM = MAX_TEXT_LENGTH - 500; // show the character counter from here
+// Phases in which a message is taken: sent, or kept to go after the reconnect.
+const QUEUEING_PHASES = new Set(["live", "reconnecting", "stopped"]);
 
 /**
  * The message box of the room session `session` ({phase, ...}: sending
- * only while "live"). `send(frame)` sends a frame and says whether it went
- * out; `pending` (transcript.js's Pending) keeps what we sent until its echo;
- * `held(ref, text)`: a message was queued behind ours that wait for a resend.
+ * while "live"; while "reconnecting" or "stopped" a message waits for the
+ * connection). `send(frame)` sends a frame and says whether it went out;
+ * `pending` (transcript.js's Pending) keeps what we sent until its echo;
+ * `held(ref, text)`: a message was queued, not sent (behind ours that wait
+ * for a resend, or for the connection).
  */
 export class Composer {
   #session;
@@ -87,7 +92,7 @@ export class Composer {
       ? `${length - MAX_TEXT_LENGTH} characters too many (${length} / ${MAX_TEXT_LENGTH})`
       : `${length} / ${MAX_TEXT_LENGTH}`;
     ui.counter.classList.toggle("over", over);
-    ui.sendButton.disabled = over || this.#session.phase !== "live";
+    ui.sendButton.disabled = over || !QUEUEING_PHASES.has(this.#session.phase);
   }
 
   /** Put a message that was not delivered back in the box, above what is there. */
@@ -122,19 +127,20 @@ export class Composer {
       );
       return;
     }
-    if (this.#session.phase !== "live") {
-      this.showError("Not connected. Your message stays here until the connection is back.");
-      return;
-    }
+    if (!QUEUEING_PHASES.has(this.#session.phase)) return;
     const ref = this.#pending.nextRef();
-    if (this.#pending.held()) {
-      // Messages the server could not take wait for a resend: this one goes
-      // with them, after them, so that ours keep their order.
+    if (
+      this.#session.phase === "live" &&
+      !this.#pending.held() &&
+      this.#send({ type: "say", text, ref })
+    ) {
+      this.#pending.sent(ref, text);
+    } else {
+      // No connection, or ours wait for a resend: this one goes after them,
+      // after the reconnect's replay at the latest, so that ours keep their
+      // order. It stays in the log as not sent yet until then.
       this.#pending.hold(ref, text);
       this.#held(ref, text);
-    } else {
-      if (!this.#send({ type: "say", text, ref })) return;
-      this.#pending.sent(ref, text);
     }
     // A message ends "typing" for the others: the next keystroke may say so
     // again soon (the server forwards at most one `typing` a second).

@@ -4,7 +4,7 @@
 // It knows what close codes mean (protocol.js says which deserve a retry);
 // what the frames hold is app.js's business.
 
-import { backoffDelay, describeClose } from "./protocol.js";
+import { describeClose, reconnectDelay } from "./protocol.js";
 
 const GHOST_WAIT = 90_000; // ms to retry a name_taken after a reconnect (> PONG_WAIT)
 
@@ -38,6 +38,7 @@ function hideBanner() {
  * `hooks`:
  * - `since()`: the `since` for the next hello, or null;
  * - `epoch()`: the `epoch` that `since` belongs to, or null;
+ * - `resume()`: the last welcome's `resume` secret, or null;
  * - `receive(data)`: a frame from the server;
  * - `lost()`: the socket closed (whatever happens next);
  * - `joinFailed(text)`: the first connection of the session closed before
@@ -90,6 +91,8 @@ export class Connection {
         hello.since = since;
         const epoch = this.#hooks.epoch(); // the numbering `since` belongs to
         if (epoch !== null) hello.epoch = epoch;
+        const resume = this.#hooks.resume(); // our place, given back without leave/join
+        if (resume !== null) hello.resume = resume;
       }
       socket.send(JSON.stringify(hello));
     });
@@ -163,7 +166,7 @@ export class Connection {
     this.#reason = reason;
     setConnection("reconnecting");
     this.#hooks.phaseChanged();
-    const delay = backoffDelay(this.#attempt, options);
+    const delay = reconnectDelay(this.#attempt, options);
     this.#attempt += 1;
     const due = Date.now() + delay;
     const tick = () => {
@@ -207,7 +210,10 @@ export class Connection {
     if (this.#session.phase === "reconnecting" && this.socket === null) this.connect();
   }
 
-  /** The network or the tab came back: do not wait out the backoff. */
+  /**
+   * The network or the tab came back: if a retry is waiting, do not wait
+   * out the backoff (a hidden tab's timers may also have been slowed down).
+   */
   reconnectSoon() {
     if (this.#session.phase === "reconnecting" && this.socket === null) this.connect();
   }

@@ -5,14 +5,25 @@
 // draws it.
 //
 // Security: every string from the network reaches the page as text
-// (textContent, text nodes) or as the href of a link checked to be http(s).
-// Nothing is ever parsed as HTML. Every name is shown in its own <bdi>
+// (textContent, text nodes) or as the href of a link checked to be http(s)
+// (links.js). Nothing is ever parsed as HTML. Every name is shown in its own <bdi>
 // (nameElement), so a right-to-left name cannot reorder the text around it.
 
+import { linkParts } from "./links.js";
 import { leaveReasonText } from "./protocol.js";
 
 const TYPING_SHOWN_FOR = 5000; // ms a "X is typing" stays without a new one
 const GROUP_WINDOW = 5 * 60 * 1000; // messages by one sender within this are grouped
+// A message this long (characters, or lines) may be taller than the collapsed
+// height (style.css, `.text.collapsed`): it is measured, and folded if so.
+const LONG_TEXT = 400;
+const LONG_LINES = 8;
+
+const PENDING_STATUS = {
+  unavailable: "Not sent yet, retrying…",
+  offline: "Not sent yet: waiting for the connection…",
+  sending: "Sending…",
+};
 
 const NOTICES = {
   gap: "Some messages are missing here.",
@@ -53,31 +64,52 @@ function hueOf(name) {
   return hash % 360;
 }
 
-const URL_PATTERN = /\bhttps?:\/\/[^\s<>"'`]+/giu;
-const TRAILING_PUNCTUATION = /[.,;:!?)\]}'"]+$/u;
-
-/** Append `text` to `parent` as text nodes, with http(s) URLs as links. */
+/** Append `text` to `parent` as text nodes, with its links (links.js) as <a>. */
 function appendText(parent, text) {
-  let at = 0;
-  for (const match of text.matchAll(URL_PATTERN)) {
-    const raw = match[0].replace(TRAILING_PUNCTUATION, "");
-    let url = null;
-    try {
-      url = new URL(raw);
-    } catch {
-      url = null;
+  for (const part of linkParts(text)) {
+    if (part.href === undefined) {
+      parent.append(document.createTextNode(part.text));
+      continue;
     }
-    if (url === null || (url.protocol !== "http:" && url.protocol !== "https:")) continue;
-    parent.append(document.createTextNode(text.slice(at, match.index)));
     const link = document.createElement("a");
-    link.href = url.href;
-    link.textContent = raw;
+    link.href = part.href;
+    link.textContent = part.text;
     link.target = "_blank";
     link.rel = "noopener noreferrer nofollow ugc";
     parent.append(link);
-    at = match.index + raw.length;
   }
-  parent.append(document.createTextNode(text.slice(at)));
+}
+
+let textCount = 0; // for the ids that "Show more" buttons point at
+
+/**
+ * The message's text bubble `body`, in the log inside `item`: fold it to
+ * the collapsed height if it is taller, with a "Show more" / "Show less"
+ * button (aria-expanded says which) after it.
+ */
+function foldIfLong(item, body, text) {
+  let lines = 1;
+  for (const char of text) if (char === "\n") lines += 1;
+  if (text.length < LONG_TEXT && lines < LONG_LINES) return;
+  body.classList.add("collapsed");
+  if (body.scrollHeight <= body.clientHeight + 1) {
+    body.classList.remove("collapsed"); // long, yet not taller than the fold
+    return;
+  }
+  textCount += 1;
+  body.id = `text-${textCount}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "more";
+  button.textContent = "Show more";
+  button.setAttribute("aria-expanded", "false");
+  button.setAttribute("aria-controls", body.id);
+  button.addEventListener("click", () => {
+    const collapsed = body.classList.toggle("collapsed");
+    button.textContent = collapsed ? "Show more" : "Show less";
+    button.setAttribute("aria-expanded", String(!collapsed));
+  });
+  item.append(button);
 }
 
 function eventDate(event) {
@@ -97,12 +129,14 @@ function timeElement(date, ts) {
 export class Conversation {
   #session; // {phase, name, room}: read here, changed by app.js
   #ui = {
-    log: document.getElementById("log"),
+    log: document.getElementById("log"), // the scroller
+    items: document.getElementById("log-items"), // the lines
     jump: document.getElementById("jump"),
     typing: document.getElementById("typing"),
     membersPanel: document.getElementById("members-panel"),
     membersToggle: document.getElementById("members-toggle"),
     membersToggleCount: document.getElementById("members-toggle-count"),
+    membersClose: document.getElementById("members-close"),
     memberCount: document.getElementById("member-count"),
     members: document.getElementById("members"),
   };
@@ -110,6 +144,7 @@ export class Conversation {
   #lastDay = "";
   #unread = 0;
   #typing = new Map(); // name -> timer
+  #atBottom = true; // the log was scrolled to its end when last scrolled
   forceScroll = false; // our own message arrived: scroll to it
 
   constructor(session) {
@@ -117,10 +152,22 @@ export class Conversation {
     const ui = this.#ui;
     ui.jump.addEventListener("click", () => this.scrollToBottom());
     ui.log.addEventListener("scroll", () => {
-      if (this.isNearBottom()) ui.jump.hidden = true;
+      this.#atBottom = this.isNearBottom();
+      if (this.#atBottom) ui.jump.hidden = true;
     });
+    // The log gets shorter when the message box grows, an error shows
+    // under it, or the phone's keyboard opens: keep its last line in view.
+    new ResizeObserver(() => {
+      if (this.#atBottom) ui.log.scrollTop = ui.log.scrollHeight;
+    }).observe(ui.log);
     ui.membersToggle.addEventListener("click", () => {
-      this.setMembersOpen(!ui.membersPanel.classList.contains("open"));
+      const open = !ui.membersPanel.classList.contains("open");
+      this.setMembersOpen(open);
+      if (open && getComputedStyle(ui.membersClose).display !== "none") ui.membersClose.focus();
+    });
+    ui.membersClose.addEventListener("click", () => {
+      this.setMembersOpen(false);
+      ui.membersToggle.focus();
     });
     // On phones the member sheet closes with a tap anywhere outside it.
     document.addEventListener("click", (event) => {
@@ -139,7 +186,7 @@ export class Conversation {
   /** Start a new room session: an empty log, no members, nothing unread. */
   reset() {
     this.clearTyping();
-    this.#ui.log.replaceChildren();
+    this.#ui.items.replaceChildren();
     this.#previous = null;
     this.#lastDay = "";
     this.#unread = 0;
@@ -157,6 +204,7 @@ export class Conversation {
 
   scrollToBottom() {
     this.#ui.log.scrollTop = this.#ui.log.scrollHeight;
+    this.#atBottom = true;
     this.#ui.jump.hidden = true;
   }
 
@@ -175,23 +223,37 @@ export class Conversation {
    * every stored one, before our messages not sent yet, which stay last.
    */
   #append(item) {
-    this.#ui.log.insertBefore(item, this.#ui.log.querySelector(":scope > .pending"));
+    this.#ui.items.insertBefore(item, this.#ui.items.querySelector(":scope > .pending"));
   }
 
   #pendingItem(ref) {
-    for (const item of this.#ui.log.querySelectorAll(":scope > .pending")) {
+    for (const item of this.#ui.items.querySelectorAll(":scope > .pending")) {
       if (item.dataset.ref === ref) return item;
     }
     return null;
   }
 
+  /** Whether the stored event `id` has its line in the log. */
+  shows(id) {
+    for (const item of this.#ui.items.querySelectorAll(":scope > [data-id]")) {
+      if (item.dataset.id === String(id)) return true;
+    }
+    return false;
+  }
+
   /**
-   * Show our message `text` (sent with `ref`) as not sent yet: the server
-   * could not take it, and it goes again by itself. It stays at the end of
-   * the log until `unpend(ref)`. Showing it twice changes nothing.
+   * Show our message `text` (sent with `ref`) as not sent yet, saying why
+   * (`why`: "unavailable", the server could not take it; "offline", the
+   * connection is down; "sending", sent again, not confirmed yet). It goes
+   * by itself; it stays at the end of the log until `unpend(ref)`. Showing
+   * it again only updates why.
    */
-  pendingMessage(ref, text) {
-    if (this.#pendingItem(ref) !== null) return;
+  pendingMessage(ref, text, why) {
+    const shown = this.#pendingItem(ref);
+    if (shown !== null) {
+      shown.querySelector(".status").textContent = PENDING_STATUS[why];
+      return;
+    }
     const item = document.createElement("li");
     item.className = "msg own pending";
     item.dataset.ref = ref;
@@ -199,18 +261,24 @@ export class Conversation {
     meta.className = "meta";
     const status = document.createElement("span");
     status.className = "status";
-    status.textContent = "Not sent yet, retrying…";
+    status.textContent = PENDING_STATUS[why];
     meta.append(nameElement(this.#session.name, "sender"), status);
     const body = document.createElement("p");
     body.className = "text";
     appendText(body, text);
     item.append(meta, body);
-    this.#ui.log.append(item);
+    this.#ui.items.append(item);
+    foldIfLong(item, body, text);
   }
 
-  /** Our message sent with `ref` is no longer pending (delivered, or given back). */
+  /**
+   * Our message sent with `ref` is no longer pending (delivered, or given
+   * back); returns whether it was shown as pending.
+   */
   unpend(ref) {
-    this.#pendingItem(ref)?.remove();
+    const item = this.#pendingItem(ref);
+    item?.remove();
+    return item !== null;
   }
 
   #dayDivider(date) {
@@ -258,6 +326,7 @@ export class Conversation {
     appendText(body, text);
     item.append(meta, body);
     this.#append(item);
+    foldIfLong(item, body, text);
 
     if (!own && !initial && document.hidden) {
       this.#unread += 1;
@@ -352,7 +421,9 @@ export class Conversation {
         avatar.className = "avatar";
         avatar.setAttribute("aria-hidden", "true");
         avatar.textContent = [...name][0]?.toUpperCase() ?? "?";
-        item.append(avatar, nameElement(name, "member-name"));
+        const shown = nameElement(name, "member-name");
+        shown.title = name; // long names wrap; the whole name is also a tooltip
+        item.append(avatar, shown);
         if (name === me) {
           const you = document.createElement("span");
           you.className = "you";

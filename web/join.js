@@ -14,6 +14,7 @@ const ui = {
   room: document.getElementById("room"),
   nameError: document.getElementById("name-error"),
   roomError: document.getElementById("room-error"),
+  roomHint: document.getElementById("room-hint"),
   joinButton: document.getElementById("join-button"),
   joinStatus: document.getElementById("join-status"),
   chatScreen: document.getElementById("chat-screen"),
@@ -50,6 +51,11 @@ export function setFieldError(field, text) {
   slot.textContent = text;
   if (text) input.setAttribute("aria-invalid", "true");
   else input.removeAttribute("aria-invalid");
+  if (field === "room") {
+    // The error says what the hint says, and more: show (and read) one.
+    ui.roomHint.hidden = Boolean(text);
+    input.setAttribute("aria-describedby", text ? "room-error" : "room-error room-hint");
+  }
 }
 
 /**

@@ -161,6 +161,36 @@ export function backoffDelay(attempt, { base = 500, cap = 30000, random = Math.r
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
+/**
+ * The ceilings (ms) of the reconnection delays, attempt by attempt: the
+ * first retry comes within half a second (a restart or a blip is over by
+ * then more often than not), the next few within 1 or 2 s, so that a client
+ * is back within about 2 s of a server that was gone for a few seconds;
+ * then the wait doubles up to `RECONNECT_CAP`.
+ */
+export const RECONNECT_CEILINGS = Object.freeze([500, 1000, 2000, 2000, 4000, 8000]);
+export const RECONNECT_CAP = 15_000;
+
+/**
+ * How long to wait (ms) before reconnection attempt `attempt` (0 for the
+ * first after a loss). The first is spread over the whole half second
+ * ("full jitter": the clients of a restarted server do not all come back in
+ * the same instant); later ones wait between half their ceiling and all of
+ * it ("equal jitter"). `cap` lowers the ceiling (never raises it).
+ */
+export function reconnectDelay(attempt, { cap = RECONNECT_CAP, random = Math.random } = {}) {
+  const last = RECONNECT_CEILINGS.length - 1;
+  const ceiling = Math.min(
+    cap,
+    RECONNECT_CAP,
+    attempt <= last
+      ? RECONNECT_CEILINGS[attempt]
+      : RECONNECT_CEILINGS[last] * 2 ** Math.min(attempt - last, 16),
+  );
+  if (attempt === 0) return random() * ceiling;
+  return ceiling / 2 + random() * (ceiling / 2);
+}
+
 const LEAVE_REASONS = {
   quit: "",
   timeout: " (connection lost)",

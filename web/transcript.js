@@ -13,11 +13,18 @@
 //   an event only if its id is above the last one shown, so a replay never
 //   duplicates; a jump in ids, or a resume the server could not recover
 //   (`recovered: false`), comes with a notice, so a loss is never silent.
-// - The event whose id is the welcome's `last_id` is our own join: the
-//   replay is over. After a resume that recovered everything, our messages
-//   still not echoed by then never reached the server (see Pending).
+// - The event whose id is the welcome's `last_id` ends the replay: our own
+//   join, or, when the server gave us our place back (`resume`, below),
+//   whatever came last; with nothing to replay, the welcome ends it. After
+//   a resume that recovered everything, our messages still not echoed by
+//   then never reached the server (see Pending).
 // - The member list is the welcome's snapshot, then changed only by live
 //   join/leave events (id > the welcome's `last_id`), never by history.
+// - A welcome may carry `resume`, an opaque secret: the next hello to the
+//   room sends it back (with `since` and `epoch`), and the server then gives
+//   us our place back without leave or join lines. A server that sends it
+//   also takes each `say` ref once per member (a repeat gets the original
+//   `message` back, to us only), so sending a message again is safe there.
 
 import { backoffDelay } from "./protocol.js";
 
@@ -44,13 +51,17 @@ export function splitFrame(data) {
   return events;
 }
 
+const MAX_RESUME_LENGTH = 64; // what a server takes in a hello's `resume`
 const NO_ID = Object.freeze({ show: false, why: "no id" });
 const DUPLICATE = Object.freeze({ show: false, why: "duplicate" });
 
 /** The stored events of one room session, as far as this client has shown them. */
 export class Transcript {
   #lastId = null; // highest event id shown
-  #joinId = null; // the welcome's last_id on the current connection: our own join
+  #joinId = null; // the welcome's last_id on the current connection: the replay's end
+  #name = null; // the welcome's name: ours
+  #resume = null; // the last welcome's `resume` secret, or null
+  #dedupes = false; // the current welcome's server takes a `say` ref once
   #welcomed = false; // at least once in this room session
   #resumed = false; // the current connection said hello after an earlier welcome
   #recovered = true; // the current welcome's `recovered` (true when absent)
@@ -70,6 +81,25 @@ export class Transcript {
     return this.#epoch;
   }
 
+  /** The `resume` to send beside `since()`: the last welcome's secret, or null for none. */
+  resume() {
+    return this.#resume;
+  }
+
+  /** The server refused a hello: the next one goes without `resume`. */
+  forgetResume() {
+    this.#resume = null;
+  }
+
+  /**
+   * Whether the server of the current connection takes each `say` ref once
+   * per member (it sent `resume`: both came in the same protocol change), so
+   * that a message we cannot tell was stored may be sent again.
+   */
+  get dedupesRefs() {
+    return this.#dedupes;
+  }
+
   /** The members of the room, as the welcome listed them and live events changed them. */
   get members() {
     return [...this.#members];
@@ -81,16 +111,27 @@ export class Transcript {
   }
 
   /**
-   * Take in a `welcome`. Returns `{first, resumed, recovered}`: `first` when
-   * it is the session's first (the page enters the chat screen), `resumed`
-   * when an earlier connection was welcomed (our hello carried `since()` if
-   * anything was shown), `recovered` false when the server said some events
-   * after `since` were no longer retained.
+   * Take in a `welcome`. Returns `{first, resumed, recovered, replayOver}`:
+   * `first` when it is the session's first (the page enters the chat
+   * screen), `resumed` when an earlier connection was welcomed (our hello
+   * carried `since()` if anything was shown), `recovered` false when the
+   * server said some events after `since` were no longer retained,
+   * `replayOver` when there is nothing to replay (the server gave us our
+   * place back, and we had seen its last event): what `stored()` says with
+   * `replayEnd` is true already.
    */
   welcome(event) {
     const first = !this.#welcomed;
     this.#welcomed = true;
+    const since = this.#lastId;
     this.#joinId = Number.isInteger(event.last_id) ? event.last_id : null;
+    this.#name = typeof event.name === "string" ? event.name : null;
+    const resume = event.resume;
+    this.#dedupes = typeof resume === "string";
+    this.#resume =
+      typeof resume === "string" && resume.length > 0 && resume.length <= MAX_RESUME_LENGTH
+        ? resume
+        : null;
     this.#members = Array.isArray(event.members)
       ? event.members.filter((name) => typeof name === "string")
       : [];
@@ -100,7 +141,11 @@ export class Transcript {
     if (epoch !== null) this.#epoch = epoch;
     this.#recovered = event.recovered !== false;
     this.#checkRecovery = this.#resumed && !this.#recovered;
-    return { first, resumed: this.#resumed, recovered: this.#recovered };
+    const replayOver =
+      this.#resumed &&
+      (this.#joinId === null ||
+        (this.#recovered && !this.#renumbered && since !== null && since >= this.#joinId));
+    return { first, resumed: this.#resumed, recovered: this.#recovered, replayOver };
   }
 
   /**
@@ -110,14 +155,15 @@ export class Transcript {
    * - `{show: false, why}`: do not show it; `why` is "no id" (no integer id,
    *   so not a stored event) or "duplicate" (its id was shown already: the
    *   replay overlapped what we had).
-   * - `{show: true, notice, live, ownJoin, initial, pendingLost}`: show it,
-   *   after a notice if `notice` is not null: "gap" (ids jumped, events are
-   *   missing just before it), "lost" (the resume could not recover all that
-   *   was sent while we were away), "restarted" (ids began again: the server
-   *   lost its history). `live`: it came after our join, so a join or leave
-   *   changed `members`. `ownJoin`: it is our own join, the end of the
-   *   replay. `initial`: it came with the session's first history replay
-   *   (nothing new to the person). `pendingLost`: our own join after a
+   * - `{show: true, notice, live, replayEnd, ownJoin, initial, pendingLost}`:
+   *   show it, after a notice if `notice` is not null: "gap" (ids jumped,
+   *   events are missing just before it), "lost" (the resume could not
+   *   recover all that was sent while we were away), "restarted" (ids began
+   *   again: the server lost its history). `live`: it came after the
+   *   replay, so a join or leave changed `members`. `replayEnd`: the last
+   *   event of the replay. `ownJoin`: it is that, and our own join.
+   *   `initial`: it came with the session's first history replay (nothing
+   *   new to the person). `pendingLost`: the end of the replay after a
    *   resume that recovered everything, so our messages still not echoed
    *   never reached the server.
    */
@@ -141,16 +187,18 @@ export class Transcript {
     }
     this.#lastId = id;
     const live = this.#joinId !== null && id > this.#joinId;
-    const ownJoin = id === this.#joinId;
+    const replayEnd = id === this.#joinId;
+    const ownJoin =
+      replayEnd && event.type === "join" && (this.#name === null || event.name === this.#name);
     const initial = this.#initial;
-    if (ownJoin) this.#initial = false;
+    if (replayEnd) this.#initial = false;
     if (live && (event.type === "join" || event.type === "leave")) {
       const name = typeof event.name === "string" ? event.name : "?";
       if (event.type === "leave") this.#members = this.#members.filter((member) => member !== name);
       else if (!this.#members.includes(name)) this.#members.push(name);
     }
-    const pendingLost = ownJoin && this.#resumed && this.#recovered;
-    return { show: true, notice, live, ownJoin, initial, pendingLost };
+    const pendingLost = replayEnd && this.#resumed && this.#recovered;
+    return { show: true, notice, live, replayEnd, ownJoin, initial, pendingLost };
   }
 }
 
@@ -158,30 +206,42 @@ export class Transcript {
 export const RESEND_BACKOFF = Object.freeze({ base: 1000, cap: 10_000 });
 
 /**
- * Our `say` frames that the server has not echoed yet, by `ref`, so that a
- * message it refused, or one lost with a connection, can go back to the
- * message box, and one it could not take now (`unavailable`: not stored,
- * not delivered) goes again until its echo arrives. Refs are `<prefix>-<n>`:
- * the prefix (random per page) tells this page's messages from those of
- * another page with the same name.
+ * Our `say` frames that the server has not echoed yet, by `ref`, in the
+ * order typed: an outbox. A message it refused goes back to the message box;
+ * one it could not take now (`unavailable`: not stored, not delivered), one
+ * typed while the connection is down, and one on its way when the
+ * connection dropped go (again) by themselves, same text and same ref,
+ * until their echo arrives. Refs are `<prefix>-<n>`: the prefix (random per
+ * page) tells this page's messages from those of another page with the
+ * same name.
  *
- * Theory of operation, for the messages refused as `unavailable` ("retrying"):
- * - A retrying message goes again, same text and same ref, only when the
- *   server has said it did not store its last send: an `unavailable` for it,
- *   or our own join on a new connection without its echo in the replay. So
- *   it is never sent again once its echo (the confirmation) has arrived, and
- *   never while a send of it may still be on its way.
- * - Resends wait out a capped, jittered backoff, one for all the retrying
- *   messages, which go together, oldest first; a message sent while any
- *   waits is queued behind them (`held()`/`hold()`), so ours keep their order.
- * - An echo of ours means the server takes messages again: the backoff
- *   starts over. `unavailable` is not counted by the server as abuse.
- * The page asks `retryAt` when to call `resend(now)`, and sends what it returns.
+ * Theory of operation:
+ * - An entry is on its way (sent on the current connection) or waiting
+ *   (to go with the next resend). A waiting entry is shown in the log as not
+ *   sent yet (`retrying`) until its echo; a message typed while any waits,
+ *   or while there is no connection, waits behind them (`held()`/`hold()`),
+ *   so ours keep their order.
+ * - A waiting message goes again only when nothing says it may have been
+ *   stored: the server answered `unavailable`, or it never went out, or the
+ *   replay of a new connection ended without its echo. One on its way when
+ *   the connection dropped (`disconnected()`) may have been stored: after
+ *   the next replay it goes again only if that replay recovered everything
+ *   (its echo would be in it) or the server takes a ref once (a repeat gets
+ *   the original back); else it goes back to the message box. So a message
+ *   is never stored twice, and never dropped while shown as not sent.
+ * - Resends after `unavailable` wait out a capped, jittered backoff, one for
+ *   all, oldest first. An echo of ours means the server takes messages
+ *   again: the backoff starts over. `unavailable` is not counted by the
+ *   server as abuse.
+ * The page asks `retryAt` when to call `resend(now)`, calls `rejoined()` at
+ * the end of each new connection's replay, and sends what they return.
  */
 export class Pending {
   #prefix;
   #count = 0;
-  #entries = new Map(); // ref -> {text, retrying, waiting}, in the order sent
+  // ref -> {text, retrying (shown as not sent yet), waiting (goes with the
+  // next resend), unsure (it was on its way when the connection dropped)}
+  #entries = new Map();
   #attempt = 0; // backoff rounds since the last echo
   #retryAt = null; // when the waiting messages go again (ms, as `now`), or null
 
@@ -197,10 +257,13 @@ export class Pending {
 
   /** The `say` with this ref went out. */
   sent(ref, text) {
-    this.#entries.set(ref, { text, retrying: false, waiting: false });
+    this.#entries.set(ref, { text, retrying: false, waiting: false, unsure: false });
   }
 
-  /** Whether a message waits for a resend: a new one must queue behind it (`hold`). */
+  /**
+   * Whether a message waits for a resend: a new one must queue behind it
+   * (`hold`), as must one typed while the connection is down.
+   */
   held() {
     for (const entry of this.#entries.values()) if (entry.waiting) return true;
     return false;
@@ -208,10 +271,15 @@ export class Pending {
 
   /** A new message, not sent: it goes with the next resend, after those waiting. */
   hold(ref, text) {
-    this.#entries.set(ref, { text, retrying: true, waiting: true });
+    this.#entries.set(ref, { text, retrying: true, waiting: true, unsure: false });
   }
 
-  /** The echo of one of our messages arrived; returns whether this page sent it. */
+  /**
+   * The echo of one of our messages arrived (live, in a replay, or again:
+   * a server that takes a ref once sends the original back); returns
+   * whether this page sent it. Echoes of a ref no longer pending change
+   * nothing.
+   */
   echoed(ref) {
     if (this.#entries.delete(ref)) this.#attempt = 0;
     return ref.startsWith(`${this.#prefix}-`);
@@ -237,6 +305,7 @@ export class Pending {
     if (entry === undefined) return undefined;
     entry.retrying = true;
     entry.waiting = true;
+    entry.unsure = false;
     if (this.#retryAt === null) {
       this.#retryAt = now + backoffDelay(this.#attempt, { ...RESEND_BACKOFF, random });
       this.#attempt += 1;
@@ -257,38 +326,57 @@ export class Pending {
   resend(now) {
     if (this.#retryAt === null || now < this.#retryAt) return [];
     this.#retryAt = null;
-    return this.#takeRetrying();
+    const out = [];
+    for (const [ref, entry] of this.#entries) {
+      if (entry.waiting && !entry.unsure) out.push(this.#send(ref, entry));
+    }
+    return out;
   }
 
   /**
-   * Our own join arrived on a new connection, after its replay: what the
-   * replay did not echo was not stored then. Returns `{resend, lost}`:
-   * `resend`, every retrying message, to send now (as from `resend()`);
-   * `lost`, when `unechoedLost` (the resume recovered every event, see
-   * Transcript.stored's `pendingLost`), the texts of the other messages
-   * that were on their way, forgotten from now on.
+   * The connection dropped: every message on its way waits now, as one that
+   * may have been stored, until the next connection's replay says
+   * (`rejoined`). Returns every waiting message (`[{ref, text}]`, oldest
+   * first), to show as not sent yet.
    */
-  rejoined({ unechoedLost }) {
-    this.#retryAt = null;
-    const lost = [];
-    if (unechoedLost) {
-      for (const [ref, entry] of this.#entries) {
-        if (entry.retrying) continue;
-        lost.push(entry.text);
-        this.#entries.delete(ref);
-      }
-    }
-    return { resend: this.#takeRetrying(), lost };
-  }
-
-  #takeRetrying() {
+  disconnected() {
+    this.#retryAt = null; // they go after the next replay, not on a timer
     const out = [];
     for (const [ref, entry] of this.#entries) {
-      if (!entry.retrying) continue;
-      entry.waiting = false;
+      if (!entry.waiting) Object.assign(entry, { retrying: true, waiting: true, unsure: true });
       out.push({ ref, text: entry.text });
     }
     return out;
+  }
+
+  /**
+   * The replay of a new connection is over (our own join, or the server's
+   * last event when it gave us our place back): what it did not echo was not
+   * stored before it. `unechoedLost`: the replay recovered every event since
+   * the last one shown (Transcript.stored's `pendingLost`); `dedupesRefs`:
+   * the server takes each ref once (Transcript's `dedupesRefs`). Returns
+   * `{resend, lost}`: `resend`, the waiting messages to send now (as from
+   * `resend()`); `lost`, those that may have been stored and cannot safely
+   * go again (`[{ref, text}]`, forgotten from now on: give them back).
+   */
+  rejoined({ unechoedLost, dedupesRefs = false }) {
+    this.#retryAt = null;
+    const resend = [];
+    const lost = [];
+    for (const [ref, entry] of this.#entries) {
+      if (!entry.waiting) continue; // sent on this connection
+      if (entry.unsure && !unechoedLost && !dedupesRefs) {
+        lost.push({ ref, text: entry.text });
+        this.#entries.delete(ref);
+      } else resend.push(this.#send(ref, entry));
+    }
+    return { resend, lost };
+  }
+
+  #send(ref, entry) {
+    entry.waiting = false;
+    entry.unsure = false;
+    return { ref, text: entry.text };
   }
 
   get size() {
