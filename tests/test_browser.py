@@ -774,14 +774,18 @@ def test_lost_connection_resumes_with_since(pages: Pages, server: ServerProcess)
     wait_until(alice, lambda: bool(sockets.held), "the reconnecting hello")
     hello = json.loads(sockets.held[0])
     epoch = hello.get("epoch")  # the first welcome's, as the server named it
+    resume = hello.get("resume")  # the first welcome's secret: her place back
     assert isinstance(epoch, str)
     assert epoch
+    assert isinstance(resume, str)
+    assert resume
     assert hello == {
         "type": "hello",
         "name": "alice",
         "room": "lobby",
         "since": last_seen,
         "epoch": epoch,
+        "resume": resume,
     }
     say(bob, "two")
     say(bob, "three")
