@@ -800,27 +800,38 @@ def test_lost_connection_resumes_with_since(pages: Pages, server: ServerProcess)
     assert shown_ids(alice)[-5:] == shown_ids(bob)[-5:]
 
 
-def test_reconnect_waits_for_its_ghost(pages: Pages, server: ServerProcess) -> None:
+def test_a_reconnect_takes_its_place_back_from_its_ghost(
+    pages: Pages, server: ServerProcess
+) -> None:
     sockets = HeldConnections()
     alice = pages.open(server.url, who="alice", route_ws=sockets)
     join(alice, "alice")
     bob = pages.open(server.url, who="bob")
     join(bob, "bob")
+    bob_lines = log(bob).locator(".system")
+    expect(bob_lines.last).to_have_text(re.compile(r"^alice joined|^You joined"))
+    lines_before = bob_lines.count()
 
-    # Alice's page loses its connection, but the server still has her in
-    # the room: her reconnects are refused with name_taken until it is gone.
+    # Alice's page loses its connection, but the server still has it open.
+    # Her reconnect carries the welcome's resume secret: it takes her place
+    # at once, and the server closes the dead connection as replaced.
     ghost = sockets.servers[-1]
+    closes: list[tuple[int | None, str | None]] = []
+    ghost.on_close(lambda code, reason: closes.append((code, reason)))
     sockets.drop(1001, ghost=True)
-    expect(alice.get_by_role("alert")).to_contain_text("Waiting for your previous connection")
-    expect(connection(alice)).to_have_text("Reconnecting…")
     say(bob, "while alice was away")
-    ghost.close()
 
     expect(connection(alice)).to_have_text("Connected", timeout=2 * TIMEOUT_MS)
+    wait_until(alice, lambda: bool(closes), "the server closing the ghost")
+    assert closes == [(1000, "replaced by a newer connection")]
     expect(message_texts(alice)).to_have_text(["while alice was away"])
     expect(alice.get_by_role("list", name="Member list").get_by_role("listitem")).to_have_count(2)
     expect(log(alice).locator(".notice")).to_have_count(0)
     assert_complete_log(alice)
+    # Bob saw her neither leave nor join again.
+    say(alice, "back")
+    expect(message_texts(bob)).to_have_text(["while alice was away", "back"])
+    expect(bob_lines).to_have_count(lines_before)
 
 
 def test_a_message_lost_with_the_connection_goes_again_once(
