@@ -1,43 +1,5 @@
-"""`trio-chat connect`: the terminal client.
-
-Theory of operation: one `_Client` per run holds everything that outlives a
-connection: the highest event id shown (a `Transcript`), the lines typed and
-not yet confirmed (an `Outbox`, each line with its `ref` from the moment it
-was typed), the pace the server allows (a `Pacer`) and the welcome's
-`resume` secret. Each connection says `hello` (with `since` = the highest id
-seen, once there is one, the `epoch` it belongs to and the `resume` secret),
-takes the replay up to its own `join` (or, on a resume, up to the room's
-last id), then runs two tasks in a nursery of its own: the reader handles
-events, the writer sends lines. When either ends, the other is cancelled,
-the WebSocket is closed, and the loop decides: done, give up, or reconnect
-(`reconnect_delay`: the first attempt within half a second, then a capped,
-jittered backoff).
-
-Invariants:
-
-* Events are printed in arrival order, each numbered id at most once: an id
-  at or below the highest shown is a repeat (replays overlap, and the server
-  answers a `say` it already stored with the original event). A `welcome`
-  with a new `epoch`, or whose own `join` id is not above the highest shown,
-  means the room was renumbered (a restarted server lost its history), so
-  counting restarts.
-* Stop-and-wait: one `say` is in flight at a time, matched to its echo by
-  its `ref`. So lines arrive in the order typed even when one is rate
-  limited and sent again; after a reconnect whose replay did not echo it,
-  it goes again with the same `ref`, which the server's dedupe makes safe.
-* Nothing from the server reaches the terminal raw (`client.display`).
-
-Two faces: when standard input and output are a terminal, the client edits
-the line itself (`client.lineedit`: the terminal's echo is off) and prints
-incoming lines above it, with the lines still pending under them; otherwise
-(a pipe, a file) it reads lines, and prints what `--print` asks for: by
-default everything for a terminal, nothing for a pipe.
-
-This module keeps to the house style: the formatting, editing, pacing and
-numbering are in the pure `trio_chat.client` modules; tasks live in
-nurseries opened here; the caller owns stdin, stdout and stderr and none of
-them is closed (the terminal's mode is put back as it was).
-"""
+"""The run of `trio-chat connect`: its arguments, and the client that connects,
+reconnects and hands lines both ways (the package docstring says how)."""
 
 from __future__ import annotations
 
@@ -48,12 +10,9 @@ import json
 import os
 import secrets
 import signal
-import termios
 import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final, Protocol, TextIO, TypeVar
+from typing import Any, BinaryIO, Final, TextIO, TypeVar
 
 import trio
 from trio_websocket import (
@@ -65,23 +24,19 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from .client.display import clean, format_event
-from .client.events import split_frame
-from .client.lineedit import (
-    PROMPT,
+from ..client.display import clean, format_event
+from ..client.lineedit import (
     EndOfInput,
-    LineEditor,
     Redraw,
     Submitted,
-    erase,
-    live_rows,
-    repaint,
 )
-from .client.outbox import Outbox
-from .client.pacing import RECONNECT_CAP, Pacer, reconnect_delay
-from .client.transcript import Transcript
-from .client.url import ServerUrlError, parse_server_url
-from .core.protocol import DEFAULT_ROOM, MAX_TEXT_LENGTH
+from ..client.outbox import Outbox
+from ..client.pacing import RECONNECT_CAP, Pacer, reconnect_delay
+from ..client.transcript import Transcript
+from ..client.url import ServerUrlError, parse_server_url
+from ..core.protocol import DEFAULT_ROOM, MAX_TEXT_LENGTH
+from .screen import Screen, keys_mode
+from .streams import ByteSource, EventReader, ThreadedFile, close_transport, first_of
 
 __all__ = ["RECONNECT_CAP", "add_connect_arguments", "run_connect"]
 
@@ -237,158 +192,6 @@ def _lost(closed: ConnectionClosed) -> _Lost:
 
 
 # --------------------------------------------------------------------------
-# Input
-
-
-class _ByteSource(Protocol):
-    """What the client reads its input from: a Trio `ReceiveStream` will do."""
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
-
-
-class _ThreadedFile:
-    """A binary file read by a worker thread, for standard input.
-
-    The thread is abandoned on cancellation (it stays blocked in `read` until
-    the process exits), which is what lets Ctrl-C end a client waiting for
-    terminal input. The file itself is never closed: it belongs to the caller.
-    """
-
-    def __init__(self, file: BinaryIO) -> None:
-        self._fd = file.fileno()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await trio.to_thread.run_sync(
-            os.read, self._fd, max_bytes or 65536, abandon_on_cancel=True
-        )
-
-
-class _EventReader:
-    """Splits the server's frames into events (one JSON object per line)."""
-
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self._ws = ws
-        self._pending: deque[dict[str, Any]] = deque()
-
-    async def next(self) -> dict[str, Any]:
-        """The next event; raises ConnectionClosed once the connection is over."""
-        while not self._pending:
-            frame = await self._ws.get_message()
-            if isinstance(frame, bytes):
-                continue  # the protocol has none; nothing to show
-            self._pending.extend(split_frame(frame)[0])
-        return self._pending.popleft()
-
-
-async def _close_transport(ws: WebSocketConnection) -> None:
-    """Close the TCP (or TLS) stream under a finished `ws`.
-
-    trio-websocket 0.12 closes it only when *we* start the closing handshake:
-    after the server's close frame, or a broken connection, it leaves the
-    socket open until garbage collection (a ResourceWarning, and one file
-    descriptor per reconnect meanwhile). It has no public handle on the
-    stream, hence the private attribute, looked up defensively.
-    """
-    stream = getattr(ws, "_stream", None)
-    if isinstance(stream, trio.abc.AsyncResource):
-        await trio.aclose_forcefully(stream)
-
-
-async def _first_of(*tasks: Callable[[], Awaitable[_T]]) -> _T:
-    """Run `tasks` side by side; the first to return wins, the rest are cancelled."""
-    results: list[_T] = []
-    async with trio.open_nursery() as nursery:
-        for task in tasks:
-            nursery.start_soon(_run_and_cancel, task, results, nursery.cancel_scope)
-    return results[0]
-
-
-async def _run_and_cancel(
-    task: Callable[[], Awaitable[_T]], results: list[_T], scope: trio.CancelScope
-) -> None:
-    results.append(await task())
-    scope.cancel()
-
-
-# --------------------------------------------------------------------------
-# A terminal: its mode, and the live area at the bottom of its screen
-
-
-@contextlib.contextmanager
-def _keys_mode(fd: int) -> Iterator[None]:
-    """Read the terminal `fd` key by key, without its echo, for the time of
-    the block; Ctrl-C and Ctrl-Z still send their signals. Put back as it
-    was on the way out, whatever happens."""
-    saved = termios.tcgetattr(fd)
-    mode = termios.tcgetattr(fd)
-    mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)
-    mode[6][termios.VMIN] = 1
-    mode[6][termios.VTIME] = 0
-    termios.tcsetattr(fd, termios.TCSADRAIN, mode)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
-class _Screen:
-    """The bottom of a terminal: pending lines and the input line, redrawn
-    under everything printed (`client.lineedit` computes what to write)."""
-
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
-        self.editor = LineEditor()
-        self._stdout = stdout
-        self._stderr = stderr
-        self._drawn = 0  # rows of the live area on the screen now
-        self._pending: list[str] = []
-
-    def _width(self) -> int:
-        try:
-            return max(10, os.get_terminal_size(self._stdout.fileno()).columns)
-        except (OSError, ValueError):
-            return 80
-
-    def _frame(self, above: list[str]) -> str:
-        width = self._width()
-        line, column = self.editor.render(width)
-        rows = live_rows(self._pending, line, width)
-        text = repaint(self._drawn, above, rows, column)
-        self._drawn = len(rows)
-        return text
-
-    def show(self, text: str) -> None:
-        """Print `text` (one or more lines) above the live area."""
-        self._stdout.write(self._frame([text]))
-        self._stdout.flush()
-
-    def warn(self, text: str) -> None:
-        """Print `text` on standard error, above the live area."""
-        self._stdout.write(erase(self._drawn))
-        self._stdout.flush()
-        self._drawn = 0
-        self._stderr.write(text + "\n")
-        self._stderr.flush()
-        self.redraw()
-
-    def redraw(self, pending: list[str] | None = None) -> None:
-        if pending is not None:
-            self._pending = pending
-        self._stdout.write(self._frame([]))
-        self._stdout.flush()
-
-    def close(self, *, interrupted: bool) -> None:
-        """Leave the screen for the shell: the live area erased, the line being
-        typed left as it was (with `^C` after an interrupt), and the cursor on
-        a line of its own."""
-        self._stdout.write(erase(self._drawn))
-        self._drawn = 0
-        typed = self.editor.text
-        if typed or interrupted:
-            self._stdout.write(PROMPT + clean(typed) + ("^C" if interrupted else "") + "\n")
-        self._stdout.flush()
-
-
-# --------------------------------------------------------------------------
 # The client
 
 
@@ -399,7 +202,7 @@ class _Client:
         stdout: TextIO,
         stderr: TextIO,
         *,
-        screen: _Screen | None = None,
+        screen: Screen | None = None,
         terminal_output: bool = False,
     ) -> None:
         self._url: str = args.url
@@ -433,7 +236,7 @@ class _Client:
 
     # -- top level -----------------------------------------------------------
 
-    async def run(self, stdin: _ByteSource) -> int:
+    async def run(self, stdin: ByteSource) -> int:
         try:
             async with trio.open_nursery() as nursery:
                 if threading.current_thread() is threading.main_thread():
@@ -488,7 +291,7 @@ class _Client:
 
     # -- input ---------------------------------------------------------------
 
-    async def _read_input(self, stdin: _ByteSource) -> None:
+    async def _read_input(self, stdin: ByteSource) -> None:
         """Lines from a pipe or a file (or a terminal in its own line mode)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         partial = ""
@@ -512,7 +315,7 @@ class _Client:
             await self._submit(partial)
         self._end_input()
 
-    async def _read_keys(self, stdin: _ByteSource, screen: _Screen) -> None:
+    async def _read_keys(self, stdin: ByteSource, screen: Screen) -> None:
         """Keys from a terminal in key mode: edited here, drawn by `screen`."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while data := await stdin.receive_some(4096):
@@ -619,7 +422,7 @@ class _Client:
             return _Unreachable(detail or str(error) or type(error).__name__)
         finally:
             if ws is not None:
-                await _close_transport(ws)
+                await close_transport(ws)
         assert outcome is not None
         return outcome
 
@@ -634,7 +437,7 @@ class _Client:
         return hello
 
     async def _session(self, ws: WebSocketConnection) -> _Outcome:
-        events = _EventReader(ws)
+        events = EventReader(ws)
         hello = self._hello()
         try:
             # ASCII: a name from a badly encoded argv (lone surrogates) then
@@ -670,7 +473,7 @@ class _Client:
             talk.cancel()
         try:
             with talk:
-                return await _first_of(
+                return await first_of(
                     lambda: self._receive_events(events), lambda: self._send_lines(ws)
                 )
         finally:
@@ -702,7 +505,7 @@ class _Client:
 
     # -- the two tasks of a connection ----------------------------------------
 
-    async def _receive_events(self, events: _EventReader) -> _Outcome:
+    async def _receive_events(self, events: EventReader) -> _Outcome:
         try:
             while True:
                 self._on_event(await events.next())
@@ -904,11 +707,11 @@ async def run_connect(
     """
     if isinstance(stdin, trio.abc.ReceiveStream):
         return await _Client(args, stdout, stderr).run(stdin)
-    source = _ThreadedFile(stdin)
+    source = ThreadedFile(stdin)
     terminal_output = _is_terminal(stdout)
     if not (terminal_output and _is_terminal(stdin)):
         client = _Client(args, stdout, stderr, terminal_output=terminal_output)
         return await client.run(source)
-    with _keys_mode(stdin.fileno()):
-        screen = _Screen(stdout, stderr)
+    with keys_mode(stdin.fileno()):
+        screen = Screen(stdout, stderr)
         return await _Client(args, stdout, stderr, screen=screen).run(source)
