@@ -286,7 +286,7 @@ def join(page: Page, name: str, room: str | None = None) -> None:
     """Fill in the join screen and wait for the chat screen."""
     page.get_by_label("Name").fill(name)
     if room is not None:
-        page.get_by_label("Room").fill(room)
+        page.get_by_label("Room", exact=True).fill(room)
     page.get_by_role("button", name="Join").click()
     expect(message_box(page)).to_be_visible()
     expect(connection(page)).to_have_text("Connected")

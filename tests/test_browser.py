@@ -102,7 +102,7 @@ def pages(browser: Browser, errors: ErrorLog, start_server: StartServer) -> Iter
 
 def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProcess) -> None:
     alice = pages.open(server.url + "#ops", who="alice")
-    expect(alice.get_by_label("Room")).to_have_value("ops")
+    expect(alice.get_by_label("Room", exact=True)).to_have_value("ops")
     screenshots(alice, "desktop-join")
     join(alice, "alice")
     expect(alice).to_have_title("#ops · trio-chat")
@@ -111,7 +111,7 @@ def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProces
     expect(alice.get_by_role("heading", name="Members")).to_have_text(re.compile(r"Members\s*1"))
 
     bob = pages.open(server.url + "#ops", phone=True, who="bob")
-    expect(bob.get_by_label("Room")).to_have_value("ops")
+    expect(bob.get_by_label("Room", exact=True)).to_have_value("ops")
     bob.get_by_label("Name").fill("bob")
     screenshots(bob, "phone-join")
     join(bob, "bob")
@@ -292,7 +292,7 @@ def test_join_errors_are_shown_next_to_the_field(pages: Pages, server: ServerPro
     join(alice, "Alice")
 
     bob = pages.open(server.url + "#ops", phone=True, who="bob")
-    name, room = bob.get_by_label("Name"), bob.get_by_label("Room")
+    name, room = bob.get_by_label("Name"), bob.get_by_label("Room", exact=True)
     join_button = bob.get_by_role("button", name="Join")
 
     # Checked in the page as the protocol does, before anything is sent.
@@ -324,7 +324,7 @@ def test_join_errors_are_shown_next_to_the_field(pages: Pages, server: ServerPro
     pages.errors.watch(again, "bob again")
     again.goto(server.url + "#design")
     expect(again.get_by_label("Name")).to_have_value("bob")
-    expect(again.get_by_label("Room")).to_have_value("design")
+    expect(again.get_by_label("Room", exact=True)).to_have_value("design")
     join(again, "bob")
     expect(again.get_by_role("heading", name="#design")).to_be_visible()
 
@@ -413,7 +413,7 @@ def test_no_accessibility_violations_on_any_screen(
     alice = pages.open(server.url + "#ops", who="alice", phone=phone)
     assert accessibility_violations(alice) == [], "join screen"
     alice.get_by_label("Name").fill("alice")
-    alice.get_by_label("Room").fill("no spaces")
+    alice.get_by_label("Room", exact=True).fill("no spaces")
     alice.get_by_role("button", name="Join").click()
     expect(alice.locator("#room-error")).to_be_visible()
     assert accessibility_violations(alice) == [], "join screen with an error"
@@ -587,7 +587,7 @@ def test_member_list_names_and_the_phone_sheet(pages: Pages, server: ServerProce
 
 def test_a_bad_room_is_explained_once(pages: Pages, server: ServerProcess) -> None:
     alice = pages.open(server.url, who="alice")
-    room = alice.get_by_label("Room")
+    room = alice.get_by_label("Room", exact=True)
     hint = alice.locator("#room-hint")
     expect(hint).to_be_visible()
     expect(room).to_have_accessible_description(re.compile("a new name opens a new room"))
