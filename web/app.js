@@ -402,6 +402,7 @@ function joinFromSidebar(typed) {
     return;
   }
   sidebar.clearJoin();
+  sidebar.roomsSheet.setOpen(false);
   goTo(checked.value);
 }
 

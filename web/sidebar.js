@@ -44,19 +44,16 @@ export function setUp({ onJoin, onNotify }) {
   });
 }
 
-/** A small count beside a room: shown as a number, read as what it counts. */
+/** A small count beside a room, shown as a number; the link's name says what it counts. */
 function count(value, key, className) {
   const badge = document.createElement("span");
   badge.className = `badge ${className}`;
   badge.textContent = String(value);
   badge.setAttribute("aria-hidden", "true");
-  const spoken = document.createElement("span");
-  spoken.className = "visually-hidden";
-  spoken.textContent = `, ${t(key, { count: value })}`;
-  return [badge, spoken];
+  return { badge, spoken: t(key, { count: value }) };
 }
 
-function roomItem(name, extras, current = false) {
+function roomItem(name, counts, current = false) {
   const item = document.createElement("li");
   const link = document.createElement("a");
   link.className = "room-link";
@@ -65,7 +62,10 @@ function roomItem(name, extras, current = false) {
   const label = document.createElement("span");
   label.className = "room-name";
   label.textContent = `#${name}`;
-  link.append(label, ...extras);
+  link.append(label, ...counts.map((shown) => shown.badge));
+  if (counts.length > 0) {
+    link.setAttribute("aria-label", [`#${name}`, ...counts.map((shown) => shown.spoken)].join(", "));
+  }
   item.append(link);
   return item;
 }
@@ -74,15 +74,15 @@ function roomItem(name, extras, current = false) {
 export function render(lists) {
   ui.joined.replaceChildren(
     ...lists.joined.map((room) => {
-      const extras = [];
-      if (room.mentions > 0) extras.push(...count(room.mentions, "mentionsCount", "mentions"));
-      if (room.unread > 0) extras.push(...count(room.unread, "unread", "attention"));
-      return roomItem(room.name, extras, room.current);
+      const counts = [];
+      if (room.mentions > 0) counts.push(count(room.mentions, "mentionsCount", "mentions"));
+      if (room.unread > 0) counts.push(count(room.unread, "unread", "attention"));
+      return roomItem(room.name, counts, room.current);
     }),
   );
   ui.active.replaceChildren(
     ...lists.active.map((room) =>
-      roomItem(room.name, count(room.members, "memberCount", "quiet-count")),
+      roomItem(room.name, [count(room.members, "memberCount", "quiet-count")]),
     ),
   );
   ui.noActive.hidden = lists.active.length > 0;
