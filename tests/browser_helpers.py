@@ -234,17 +234,22 @@ class Pages:
         phone: bool = False,
         who: str = "page",
         route_ws: Callable[[WebSocketRoute], Any] | None = None,
+        locale: str | None = None,
+        init_script: str | None = None,
     ) -> Page:
+        """A new person's page at `url`; `locale` sets the browser's language,
+        `init_script` runs in the page before its own scripts."""
+        options: dict[str, Any] = {"color_scheme": "light"}
+        if locale is not None:
+            options["locale"] = locale
         if phone:
             context = self.browser.new_context(
-                viewport=PHONE,
-                device_scale_factor=2,
-                is_mobile=True,
-                has_touch=True,
-                color_scheme="light",
+                viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, **options
             )
         else:
-            context = self.browser.new_context(viewport=DESKTOP, color_scheme="light")
+            context = self.browser.new_context(viewport=DESKTOP, **options)
+        if init_script is not None:
+            context.add_init_script(init_script)
         context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
         page = context.new_page()
@@ -286,7 +291,7 @@ def join(page: Page, name: str, room: str | None = None) -> None:
     """Fill in the join screen and wait for the chat screen."""
     page.get_by_label("Name").fill(name)
     if room is not None:
-        page.get_by_label("Room").fill(room)
+        page.get_by_label("Room", exact=True).fill(room)
     page.get_by_role("button", name="Join").click()
     expect(message_box(page)).to_be_visible()
     expect(connection(page)).to_have_text("Connected")

@@ -102,7 +102,7 @@ def pages(browser: Browser, errors: ErrorLog, start_server: StartServer) -> Iter
 
 def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProcess) -> None:
     alice = pages.open(server.url + "#ops", who="alice")
-    expect(alice.get_by_label("Room")).to_have_value("ops")
+    expect(alice.get_by_label("Room", exact=True)).to_have_value("ops")
     screenshots(alice, "desktop-join")
     join(alice, "alice")
     expect(alice).to_have_title("#ops · trio-chat")
@@ -111,7 +111,7 @@ def test_two_people_chat_on_desktop_and_phone(pages: Pages, server: ServerProces
     expect(alice.get_by_role("heading", name="Members")).to_have_text(re.compile(r"Members\s*1"))
 
     bob = pages.open(server.url + "#ops", phone=True, who="bob")
-    expect(bob.get_by_label("Room")).to_have_value("ops")
+    expect(bob.get_by_label("Room", exact=True)).to_have_value("ops")
     bob.get_by_label("Name").fill("bob")
     screenshots(bob, "phone-join")
     join(bob, "bob")
@@ -292,7 +292,7 @@ def test_join_errors_are_shown_next_to_the_field(pages: Pages, server: ServerPro
     join(alice, "Alice")
 
     bob = pages.open(server.url + "#ops", phone=True, who="bob")
-    name, room = bob.get_by_label("Name"), bob.get_by_label("Room")
+    name, room = bob.get_by_label("Name"), bob.get_by_label("Room", exact=True)
     join_button = bob.get_by_role("button", name="Join")
 
     # Checked in the page as the protocol does, before anything is sent.
@@ -324,7 +324,7 @@ def test_join_errors_are_shown_next_to_the_field(pages: Pages, server: ServerPro
     pages.errors.watch(again, "bob again")
     again.goto(server.url + "#design")
     expect(again.get_by_label("Name")).to_have_value("bob")
-    expect(again.get_by_label("Room")).to_have_value("design")
+    expect(again.get_by_label("Room", exact=True)).to_have_value("design")
     join(again, "bob")
     expect(again.get_by_role("heading", name="#design")).to_be_visible()
 
@@ -413,7 +413,7 @@ def test_no_accessibility_violations_on_any_screen(
     alice = pages.open(server.url + "#ops", who="alice", phone=phone)
     assert accessibility_violations(alice) == [], "join screen"
     alice.get_by_label("Name").fill("alice")
-    alice.get_by_label("Room").fill("no spaces")
+    alice.get_by_label("Room", exact=True).fill("no spaces")
     alice.get_by_role("button", name="Join").click()
     expect(alice.locator("#room-error")).to_be_visible()
     assert accessibility_violations(alice) == [], "join screen with an error"
@@ -587,7 +587,7 @@ def test_member_list_names_and_the_phone_sheet(pages: Pages, server: ServerProce
 
 def test_a_bad_room_is_explained_once(pages: Pages, server: ServerProcess) -> None:
     alice = pages.open(server.url, who="alice")
-    room = alice.get_by_label("Room")
+    room = alice.get_by_label("Room", exact=True)
     hint = alice.locator("#room-hint")
     expect(hint).to_be_visible()
     expect(room).to_have_accessible_description(re.compile("a new name opens a new room"))
@@ -724,11 +724,21 @@ class HeldConnections:
         self.servers: list[WebSocketRoute] = []
         self.held: list[str | bytes] = []
         self.hold = False
+        self.forget_resume = False  # hellos reach the server without `resume`
 
     def __call__(self, route: WebSocketRoute) -> None:
         server = route.connect_to_server()
         self.pages.append(route)
         self.servers.append(server)
+        if self.forget_resume:
+
+            def without_resume(message: str | bytes) -> None:
+                frame = json.loads(message)
+                if frame.get("type") == "hello":
+                    frame.pop("resume", None)
+                server.send(json.dumps(frame))
+
+            route.on_message(without_resume)
         if self.hold:
             self.hold = False
             held = self.held
@@ -774,9 +784,9 @@ def test_lost_connection_resumes_with_since(pages: Pages, server: ServerProcess)
     wait_until(alice, lambda: bool(sockets.held), "the reconnecting hello")
     hello = json.loads(sockets.held[0])
     epoch = hello.get("epoch")  # the first welcome's, as the server named it
-    resume = hello.get("resume")  # the first welcome's secret: her place back
     assert isinstance(epoch, str)
     assert epoch
+    resume = hello.get("resume")  # the first welcome's secret: the place is kept
     assert isinstance(resume, str)
     assert resume
     assert hello == {
@@ -808,30 +818,53 @@ def test_a_reconnect_takes_its_place_back_from_its_ghost(
     join(alice, "alice")
     bob = pages.open(server.url, who="bob")
     join(bob, "bob")
-    bob_lines = log(bob).locator(".system")
-    expect(bob_lines.last).to_have_text(re.compile(r"^alice joined|^You joined"))
-    lines_before = bob_lines.count()
+    lines = log(bob).locator(".system")
+    expect(lines).to_have_count(2)
 
-    # Alice's page loses its connection, but the server still has it open.
-    # Her reconnect carries the welcome's resume secret: it takes her place
-    # at once, and the server closes the dead connection as replaced.
+    # Alice's page loses its connection, but the server still has her in the
+    # room. Her reconnecting hello carries the resume secret: the server
+    # gives her place back at once (closing the old connection), and bob
+    # sees nothing of it.
     ghost = sockets.servers[-1]
     closes: list[tuple[int | None, str | None]] = []
     ghost.on_close(lambda code, reason: closes.append((code, reason)))
     sockets.drop(1001, ghost=True)
+    expect(connection(alice)).to_have_text("Connected")
+    assert len(sockets.pages) == 2
+    wait_until(alice, lambda: bool(closes), "the server closing the old connection")
+    assert closes == [(1000, "replaced by a newer connection")]
+    say(bob, "after the resume")
+    expect(message_texts(alice)).to_have_text(["after the resume"])
+    expect(lines).to_have_count(2)
+    expect(log(alice).locator(".system")).to_have_count(2)
+    expect(alice.get_by_role("list", name="Member list").get_by_role("listitem")).to_have_count(2)
+    assert_complete_log(alice)
+
+
+def test_reconnect_without_its_secret_waits_for_its_ghost(
+    pages: Pages, server: ServerProcess
+) -> None:
+    sockets = HeldConnections()
+    sockets.forget_resume = True  # as with a server that lost the secret
+    alice = pages.open(server.url, who="alice", route_ws=sockets)
+    join(alice, "alice")
+    bob = pages.open(server.url, who="bob")
+    join(bob, "bob")
+
+    # Without the secret, her reconnects are refused with name_taken until
+    # the server is done with the old connection.
+    ghost = sockets.servers[-1]
+    sockets.drop(1001, ghost=True)
+    expect(alice.get_by_role("alert")).to_contain_text("Waiting for your previous connection")
+    expect(connection(alice)).to_have_text("Reconnecting…")
     say(bob, "while alice was away")
+    ghost.close()
 
     expect(connection(alice)).to_have_text("Connected", timeout=2 * TIMEOUT_MS)
-    wait_until(alice, lambda: bool(closes), "the server closing the ghost")
-    assert closes == [(1000, "replaced by a newer connection")]
     expect(message_texts(alice)).to_have_text(["while alice was away"])
     expect(alice.get_by_role("list", name="Member list").get_by_role("listitem")).to_have_count(2)
     expect(log(alice).locator(".notice")).to_have_count(0)
     assert_complete_log(alice)
-    # Bob saw her neither leave nor join again.
-    say(alice, "back")
-    expect(message_texts(bob)).to_have_text(["while alice was away", "back"])
-    expect(bob_lines).to_have_count(lines_before)
 
 
 def test_a_message_lost_with_the_connection_goes_again_once(
@@ -1111,3 +1144,225 @@ def test_a_message_refused_while_the_backplane_is_down_is_delivered_once(
     for page in (alice, bob):
         expect(message_texts(page)).to_have_text(["before", "while Redis is down"])
         expect(delivered(page)).to_have_text(["before", "while Redis is down"])
+
+
+# ---------------------------------------------------------------------------
+# Rooms, mentions, language, and places kept across restarts and reloads
+
+# A Notification that records what the page shows, granted: the test cannot
+# click a real permission prompt.
+RECORD_NOTIFICATIONS = """
+window.shownNotifications = [];
+window.Notification = class {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.shownNotifications.push({ title, body: options.body }); }
+  addEventListener() {}
+  close() {}
+};
+"""
+
+
+def sidebar_room(page: Page, room: str) -> Locator:
+    return page.get_by_role("navigation").get_by_role("link", name=re.compile(f"^#{room}\\b"))
+
+
+def test_rooms_sidebar_switches_rooms_and_counts_what_is_unread(
+    pages: Pages, server: ServerProcess
+) -> None:
+    alice = pages.open(server.url + "#ops", who="alice", init_script=RECORD_NOTIFICATIONS)
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    bob = pages.open(server.url + "#ops", who="bob")
+    join(bob, "bob")
+    carol = pages.open(server.url + "#design", who="carol")
+    join(carol, "carol")
+
+    # Another room, joined from the sidebar: alice is in both, on one
+    # connection each, and the address bar follows the room in view.
+    alice.get_by_label("Join a room").fill("design")
+    alice.get_by_role("button", name="Join", exact=True).click()
+    expect(alice.get_by_role("heading", name="#design")).to_be_visible()
+    expect(alice).to_have_url(re.compile(r"#design$"))
+    expect(alice.locator("#members .member-name")).to_have_text(["alice", "carol"])
+    expect(sidebar_room(alice, "ops")).to_be_visible()
+    expect(sidebar_room(alice, "design")).to_have_attribute("aria-current", "page")
+    hellos = [frame for frame in sent if frame["type"] == "hello"]
+    assert [hello["room"] for hello in hellos] == ["ops", "design"]
+
+    # Messages in #ops while alice looks at #design: counted beside #ops; a
+    # mention of her counts in the title too, and is highlighted.
+    say(bob, "anyone around?")
+    say(bob, "@ALICE can you look at the deploy?")
+    expect(sidebar_room(alice, "ops")).to_have_accessible_name(
+        re.compile(r"#ops, 1 mentioning you, 2 unread")
+    )
+    expect(alice).to_have_title("(1) #design · trio-chat")
+    expect(bob.locator("#log .mention")).to_have_text(["@ALICE"])  # everyone sees it
+    screenshots(alice, "desktop-rooms")
+
+    sidebar_room(alice, "ops").click()
+    expect(alice.get_by_role("heading", name="#ops")).to_be_visible()
+    expect(alice).to_have_url(re.compile(r"#ops$"))
+    expect(message_texts(alice)).to_have_text(
+        ["anyone around?", "@ALICE can you look at the deploy?"]
+    )
+    expect(alice.locator("#log .mention.me")).to_have_text(["@ALICE"])
+    expect(sidebar_room(alice, "ops")).to_have_accessible_name("#ops")
+    expect(alice).to_have_title("#ops · trio-chat")
+    expect(alice.locator("#members .member-name")).to_have_text(["alice", "bob"])
+    # No page load and no new connection for the switch.
+    assert len([frame for frame in sent if frame["type"] == "hello"]) == 2
+
+    # The server's active rooms are listed (refreshed when the tab shows).
+    dave = pages.open(server.url + "#random", who="dave")
+    join(dave, "dave")
+    set_tab_hidden(alice, hidden=True)
+    set_tab_hidden(alice, hidden=False)
+    expect(alice.locator("#active-rooms")).to_contain_text("#random")
+
+    # Notify me: a mention while the tab is hidden raises a notification.
+    notify = alice.get_by_role("button", name="Notify me")
+    expect(notify).to_have_attribute("aria-pressed", "false")
+    notify.click()
+    expect(notify).to_have_attribute("aria-pressed", "true")
+    set_tab_hidden(alice, hidden=True)
+    say(carol, "thanks @alice!")
+    wait_until(
+        alice,
+        lambda: bool(alice.evaluate("() => window.shownNotifications.length")),
+        "a notification",
+    )
+    shown = alice.evaluate("() => window.shownNotifications")
+    assert shown == [{"title": "carol mentioned you in #design", "body": "thanks @alice!"}]
+    expect(alice).to_have_title("(1) #ops · trio-chat")
+    set_tab_hidden(alice, hidden=False)
+
+    # Leave closes the room in view; the other one comes into view.
+    alice.get_by_role("button", name="Leave").click()
+    expect(alice.get_by_role("heading", name="#design")).to_be_visible()
+    expect(log(bob).locator(".system").last).to_have_text(re.compile(r"^alice left"))
+    expect(sidebar_room(alice, "ops")).to_be_visible()  # now a recent room
+    assert_complete_log(alice)
+
+
+def test_rooms_sheet_on_a_phone(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url + "#ops", who="alice", phone=True)
+    join(alice, "alice")
+    rooms = alice.get_by_role("navigation")
+    expect(rooms).to_be_hidden()
+    toggle = alice.get_by_role("button", name="Rooms")
+    toggle.click()
+    expect(rooms).to_be_visible()
+    expect(alice.get_by_role("button", name="Close room list")).to_be_focused()
+    screenshots(alice, "phone-rooms")
+    violations = accessibility_violations(alice)
+    assert violations == [], "rooms sheet:\n" + "\n".join(violations)
+    alice.get_by_label("Join a room").fill("design")
+    alice.get_by_role("button", name="Join", exact=True).click()
+    expect(alice.get_by_role("heading", name="#design")).to_be_visible()
+    expect(rooms).to_be_hidden()
+    toggle.click()
+    sidebar_room(alice, "ops").click()  # picking a room closes the sheet
+    expect(alice.get_by_role("heading", name="#ops")).to_be_visible()
+    expect(rooms).to_be_hidden()
+
+
+def test_the_page_speaks_spanish_to_a_spanish_browser(
+    pages: Pages, server: ServerProcess, errors: ErrorLog
+) -> None:
+    ana = pages.open(server.url + "#equipo", who="ana", locale="es-ES")
+    expect(ana.locator("html")).to_have_attribute("lang", "es")
+    expect(ana.get_by_label("Nombre")).to_be_visible()
+    ana.get_by_label("Nombre").fill("ana")
+    ana.get_by_role("button", name="Entrar").click()
+    expect(ana.locator("#connection")).to_have_text("Conectado")
+    expect(log(ana).locator(".system").last).to_have_text(re.compile(r"^Has entrado en #equipo"))
+    expect(ana.get_by_role("button", name="Salir")).to_be_visible()
+    expect(message_box(ana)).to_have_count(0)
+    expect(ana.get_by_role("textbox", name="Mensaje")).to_have_attribute(
+        "placeholder", "Mensaje a #equipo"
+    )
+    expect(ana.locator(".day").first).to_have_text("Hoy")
+
+    ben = pages.open(server.url + "#equipo", who="ben")
+    join(ben, "ben")
+    expect(log(ana).locator(".system").last).to_have_text(re.compile(r"^ben ha entrado"))
+    message_box(ben).fill("hola")
+    expect(ana.locator("#typing")).to_have_text("ben está escribiendo…")
+    ben.get_by_role("button", name="Leave").click()
+    expect(log(ana).locator(".system").last).to_have_text(re.compile(r"^ben se ha ido"))
+    screenshots(ana, "desktop-spanish")
+
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0
+    expect(ana.locator("#connection")).to_have_text("Reconectando…")
+    expect(ana.get_by_role("alert")).to_contain_text("El servidor se está reiniciando.")
+    server.start()
+    expect(ana.locator("#connection")).to_have_text("Conectado")
+
+
+def system_lines(page: Page) -> list[str]:
+    return log(page).locator(".system").all_inner_texts()
+
+
+def test_three_people_keep_their_places_through_a_restart(
+    pages: Pages, start_server: StartServer, errors: ErrorLog, tmp_path: Path
+) -> None:
+    # The default presence grace (15 s): no --presence-grace here.
+    server = start_server("--rate-limit", "0", db=tmp_path / "chat.db")
+    people = {}
+    for name in ("alice", "bob", "carol"):
+        people[name] = pages.open(server.url + "#ops", who=name, phone=name == "bob")
+        join(people[name], name)
+    say(people["alice"], "before the restart")
+    for page in people.values():
+        expect(page.locator("#member-count")).to_have_text("3")
+        expect(log(page).locator(".msg")).to_have_count(1)
+    before = {name: system_lines(page) for name, page in people.items()}
+
+    errors.allow_refused_connections(server)
+    assert server.stop() == 0, "\n".join(server.output)
+    for page in people.values():
+        expect(connection(page)).to_have_text("Reconnecting…")
+    server.start()  # returns once the new server says it is serving
+    back = time.monotonic()
+    for page in people.values():
+        expect(connection(page)).to_have_text("Connected")
+    took = time.monotonic() - back
+    assert took < 2.0, f"all three back {took:.2f} s after the server"
+
+    say(people["carol"], "after the restart")
+    for name, page in people.items():
+        expect(message_texts(page)).to_have_text(["before the restart", "after the restart"])
+        assert system_lines(page) == before[name], name  # no leave, no join
+        expect(page.locator("#member-count")).to_have_text("3")
+        expect(page.locator("#members .member-name")).to_have_count(3)
+        expect(log(page).locator(".notice")).to_have_count(0)
+        assert_complete_log(page)
+
+
+def test_a_reload_takes_the_place_back(pages: Pages, server: ServerProcess) -> None:
+    alice = pages.open(server.url + "#ops", who="alice")
+    join(alice, "alice")
+    alice.get_by_label("Join a room").fill("design")
+    alice.get_by_role("button", name="Join", exact=True).click()
+    expect(alice.get_by_role("heading", name="#design")).to_be_visible()
+    bob = pages.open(server.url + "#ops", who="bob")
+    join(bob, "bob")
+    say(bob, "before the reload")
+    before = system_lines(bob)
+
+    sent = frames_sent(alice)
+    alice.reload()  # the browser closes its sockets with 1001 (going away)
+    expect(alice.get_by_role("heading", name="#design")).to_be_visible()
+    expect(connection(alice)).to_have_text("Connected")
+    hellos = [frame for frame in sent if frame["type"] == "hello"]
+    assert sorted(hello["room"] for hello in hellos) == ["design", "ops"]
+    assert all(isinstance(hello.get("resume"), str) for hello in hellos), hellos
+    sidebar_room(alice, "ops").click()
+    expect(message_texts(alice)).to_have_text(["before the reload"])
+    expect(alice.locator("#members .member-name")).to_have_text(["alice", "bob"])
+    say(alice, "after the reload")
+    expect(message_texts(bob)).to_have_text(["before the reload", "after the reload"])
+    assert system_lines(bob) == before  # bob saw no leave and no join

@@ -1052,3 +1052,242 @@ def test_reconnect_delay_is_fast_first_then_backs_off_to_a_cap(page: Page) -> No
 )
 def test_leave_reason_text(page: Page, reason: str | None, suffix: str) -> None:
     assert check(page, "leaveReasonText", reason) == suffix
+
+
+# ---------------------------------------------------------------------------
+# i18n.js
+
+
+def test_every_catalog_has_the_same_keys_and_placeholders(page: Page) -> None:
+    catalogs = page.evaluate(
+        """async () => {
+            const { CATALOGS } = await import("/i18n.js");
+            return CATALOGS;
+        }"""
+    )
+    assert set(catalogs) >= {"en", "es"}
+    english = catalogs["en"]
+    for language, catalog in catalogs.items():
+        assert set(catalog) == set(english), (language, set(catalog) ^ set(english))
+        for key, text in catalog.items():
+            marks = re.compile(r"\{\w+\}|\[\[")
+            assert sorted(marks.findall(text)) == sorted(marks.findall(english[key])), (
+                language,
+                key,
+            )
+            assert text.strip(), (language, key)
+
+
+@pytest.mark.parametrize(
+    ("languages", "language"),
+    [
+        (["es-ES", "en"], "es"),
+        (["es-419"], "es"),
+        (["fr-FR", "ES-mx", "en"], "es"),
+        (["en-GB", "es"], "en"),
+        (["de", "fr"], "en"),
+        ([], "en"),
+        ([None, 3], "en"),
+    ],
+)
+def test_choose_language_takes_the_first_one_we_speak(
+    page: Page, languages: list[Any], language: str
+) -> None:
+    assert (
+        page.evaluate(
+            """async (languages) => (await import("/i18n.js")).chooseLanguage(languages)""",
+            languages,
+        )
+        == language
+    )
+
+
+def test_strings_fill_their_placeholders_in_either_language(page: Page) -> None:
+    result = page.evaluate(
+        """async () => {
+            const { CATALOGS, markup, parts, t } = await import("/i18n.js");
+            const element = { tag: "bdi" };
+            return [
+                t("youJoined", { room: "ops" }, CATALOGS.en),
+                t("youJoined", { room: "ops" }, CATALOGS.es),
+                parts("joined", { name: element }, CATALOGS.es),
+                t("left", { name: "bob", reason: "" }, CATALOGS.en),
+                t("joined", {}, CATALOGS.en),
+                markup(t("composerHelp", {}, CATALOGS.es)),
+            ];
+        }"""
+    )
+    assert result[0] == "You joined #ops"
+    assert result[1] == "Has entrado en #ops"
+    assert result[2] == [{"tag": "bdi"}, " ha entrado"]
+    assert result[3] == "bob left"
+    assert result[4] == "{name} joined"  # a missing value stays visible
+    assert result[5] == [
+        {"kbd": "Intro"},
+        {"text": " para enviar, "},
+        {"kbd": "Mayús"},
+        {"text": "+"},
+        {"kbd": "Intro"},
+        {"text": " para una línea nueva"},
+    ]
+
+
+# ---------------------------------------------------------------------------
+# mentions.js
+
+MEMBERS = ["alice", "Ana María", "Ana", "Ünal", "김철수", "bob_2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "mentioned"),
+    [
+        ("@alice hi", ["alice"]),
+        ("hi @alice", ["alice"]),
+        ("@ALICE, look", ["alice"]),  # case-insensitive
+        ("(@alice)", ["alice"]),
+        ("@alice's turn", ["alice"]),
+        ("@alice!@bob_2", ["alice", "bob_2"]),
+        ("@alice@bob_2", ["alice"]),  # no mention right after a name character
+        ("@alicex", []),  # not at a word boundary
+        ("@alice_x", []),
+        ("@alice2", []),
+        ("me@alice.org", []),  # an address, not a mention
+        ("@alíce", []),  # accents count
+        ("@ana maría says hi", ["Ana María"]),  # the longest name wins
+        ("@Ana  María", ["Ana María"]),  # white-space runs count as one
+        ("@Ana Mar", ["Ana"]),
+        ("@ünal ok", ["Ünal"]),  # Unicode case
+        ("@김철수님", []),  # Hangul after the name: still a word
+        ("@김철수 안녕", ["김철수"]),
+        ("@bob_2 and @bob", ["bob_2"]),
+        ("@@alice", []),
+        ("@", []),
+        ("no mention", []),
+        ("@carol", []),  # not a member
+    ],
+)
+def test_mentions_of_members(page: Page, text: str, mentioned: list[str]) -> None:
+    parts = page.evaluate(
+        """async ([text, members]) =>
+            (await import("/mentions.js")).mentionParts(text, members)""",
+        [text, MEMBERS],
+    )
+    assert "".join(part["text"] for part in parts) == text
+    assert [part["mention"] for part in parts if "mention" in part] == mentioned
+    for part in parts:
+        if "mention" in part:
+            assert part["text"].startswith("@")
+
+
+def test_mentions_says_whether_one_is_ours(page: Page) -> None:
+    result = page.evaluate(
+        """async (members) => {
+            const { mentions } = await import("/mentions.js");
+            return [
+                mentions("hey @Alice", "alice", members),
+                mentions("hey @bob_2", "alice", members),
+                mentions("hey @alice", "alice", []),
+            ];
+        }""",
+        MEMBERS,
+    )
+    assert result == [True, False, False]
+
+
+# ---------------------------------------------------------------------------
+# rooms.js
+
+
+def rooms_call(page: Page, function: str, *args: Any) -> Any:
+    return page.evaluate(
+        """async ([name, args]) => (await import("/rooms.js"))[name](...args)""",
+        [function, list(args)],
+    )
+
+
+def test_recent_rooms_put_the_last_first_without_repeats(page: Page) -> None:
+    assert rooms_call(page, "addRecent", ["a", "b", "c"], "b") == ["b", "a", "c"]
+    assert rooms_call(page, "addRecent", ["a", "b"], "c", 2) == ["c", "a"]
+    assert rooms_call(page, "parseRecent", '["ops", "ops", "no spaces", 3, "dev"]') == [
+        "ops",
+        "dev",
+    ]
+    assert rooms_call(page, "parseRecent", "not json") == []
+    assert rooms_call(page, "parseRecent", None) == []
+
+
+def test_active_rooms_keep_only_well_formed_entries(page: Page) -> None:
+    body = {
+        "rooms": [
+            {"name": "lobby", "members": 3},
+            {"name": "bad room", "members": 1},
+            {"name": "ops", "members": "2"},
+            {"name": "dev", "members": 1},
+            None,
+        ],
+        "more": False,
+    }
+    assert rooms_call(page, "parseActiveRooms", body) == [
+        {"name": "lobby", "members": 3},
+        {"name": "dev", "members": 1},
+    ]
+    assert rooms_call(page, "parseActiveRooms", None) == []
+    assert rooms_call(page, "parseActiveRooms", {"rooms": "x"}) == []
+
+
+def test_the_sidebar_lists_each_room_once(page: Page) -> None:
+    lists = rooms_call(
+        page,
+        "sidebar",
+        {
+            "joined": [
+                {"name": "ops", "unread": 2, "mentions": 1},
+                {"name": "dev", "unread": 5, "mentions": 0},
+            ],
+            "current": "dev",
+            "active": [{"name": "lobby", "members": 4}, {"name": "ops", "members": 2}],
+            "recent": ["dev", "old", "lobby"],
+        },
+    )
+    assert lists == {
+        "joined": [
+            {"name": "ops", "members": 2, "unread": 2, "mentions": 1, "current": False},
+            {"name": "dev", "members": None, "unread": 0, "mentions": 0, "current": True},
+        ],
+        "active": [{"name": "lobby", "members": 4}],
+        "recent": ["old"],
+    }
+
+
+def test_what_a_reload_keeps_is_read_back_safely(page: Page) -> None:
+    saved = rooms_call(
+        page,
+        "encodeSaved",
+        {
+            "name": "alice",
+            "current": "dev",
+            "rooms": [
+                {"room": "ops", "since": 7, "epoch": "e1", "resume": "s1"},
+                {"room": "dev", "since": None, "epoch": None, "resume": None},
+            ],
+        },
+    )
+    assert rooms_call(page, "decodeSaved", saved) == {
+        "name": "alice",
+        "current": "dev",
+        "rooms": [
+            {"room": "ops", "since": 7, "epoch": "e1", "resume": "s1"},
+            {"room": "dev", "since": None, "epoch": None, "resume": None},
+        ],
+    }
+    hostile = (
+        '{"name": "alice", "current": "nope", "rooms": [{"room": "a b"},'
+        ' {"room": "ops", "since": -1, "resume": "' + "x" * 65 + '"}]}'
+    )
+    assert rooms_call(page, "decodeSaved", hostile) == {
+        "name": "alice",
+        "current": "ops",
+        "rooms": [{"room": "ops", "since": None, "epoch": None, "resume": None}],
+    }
+    for text in (None, "", "[]", '{"name": "", "rooms": [{"room": "ops"}]}', '{"rooms": []}'):
+        assert rooms_call(page, "decodeSaved", text) is None, text

@@ -3,8 +3,11 @@
 // seconds, a message given back when it was not delivered (or queued behind
 // ours that wait for a resend, or while the connection is down), and the
 // `typing` frames that tell the others we are typing, throttled to what the
-// server forwards.
+// server forwards. One message box for every joined room: it works for the
+// room in view, and keeps what was typed for each room when another comes
+// into view.
 
+import { t } from "./i18n.js";
 import { MAX_TEXT_LENGTH, charCount } from "./protocol.js";
 
 const TYPING_SEND_EVERY = 3000; // ms between our `typing` frames while typing
@@ -16,18 +19,18 @@ const COUNTER_FROM = MAX_TEXT_LENGTH - 500; // show the character counter from h
 const QUEUEING_PHASES = new Set(["live", "reconnecting", "stopped"]);
 
 /**
- * The message box of the room session `session` ({phase, ...}: sending
- * while "live"; while "reconnecting" or "stopped" a message waits for the
- * connection). `send(frame)` sends a frame and says whether it went out;
- * `pending` (transcript.js's Pending) keeps what we sent until its echo;
+ * The message box. `current()` is the room in view: `{session, pending,
+ * send, held}`: `session` ({phase, room, ...}: sending while "live"; while
+ * "reconnecting" or "stopped" a message waits for the connection);
+ * `send(frame)` sends a frame and says whether it went out; `pending`
+ * (transcript.js's Pending) keeps what we sent until its echo;
  * `held(ref, text)`: a message was queued, not sent (behind ours that wait
  * for a resend, or for the connection).
  */
 export class Composer {
-  #session;
-  #send;
-  #pending;
-  #held;
+  #current;
+  #room = null; // the room whose draft the box holds
+  #drafts = new Map(); // room -> what was typed there
   #ui = {
     composer: document.getElementById("composer"),
     message: document.getElementById("message"),
@@ -41,11 +44,8 @@ export class Composer {
   #lastKeystroke = 0;
   #errorTimer = 0;
 
-  constructor(session, { send, pending, held }) {
-    this.#session = session;
-    this.#send = send;
-    this.#pending = pending;
-    this.#held = held;
+  constructor(current) {
+    this.#current = current;
     const ui = this.#ui;
     ui.composer.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -70,10 +70,32 @@ export class Composer {
     this.update();
   }
 
-  /** The chat screen opened on `room`. */
-  enter(room) {
-    this.#ui.message.placeholder = `Message #${room}`;
-    this.#ui.message.focus();
+  get #session() {
+    return this.#current()?.session ?? { phase: "idle" };
+  }
+
+  /**
+   * `room` came into view: keep what was typed for the room before, and
+   * bring back what was typed for this one. `focus`: put the caret there.
+   */
+  enter(room, { focus = true } = {}) {
+    const box = this.#ui.message;
+    if (this.#room !== null && this.#room !== room) this.#drafts.set(this.#room, box.value);
+    if (this.#room !== room) {
+      box.value = this.#drafts.get(room) ?? "";
+      this.#cancelTyping();
+      this.#autosize();
+    }
+    this.#room = room;
+    box.placeholder = t("messageRoom", { room });
+    this.update();
+    if (focus) box.focus();
+  }
+
+  /** `room` was left: forget what was typed for it. */
+  forget(room) {
+    this.#drafts.delete(room);
+    if (this.#room === room) this.#room = null;
   }
 
   #autosize() {
@@ -89,8 +111,8 @@ export class Composer {
     const over = length > MAX_TEXT_LENGTH;
     ui.counter.hidden = length < COUNTER_FROM;
     ui.counter.textContent = over
-      ? `${length - MAX_TEXT_LENGTH} characters too many (${length} / ${MAX_TEXT_LENGTH})`
-      : `${length} / ${MAX_TEXT_LENGTH}`;
+      ? t("counterOver", { over: length - MAX_TEXT_LENGTH, length, max: MAX_TEXT_LENGTH })
+      : t("counter", { length, max: MAX_TEXT_LENGTH });
     ui.counter.classList.toggle("over", over);
     ui.sendButton.disabled = over || !QUEUEING_PHASES.has(this.#session.phase);
   }
@@ -122,25 +144,21 @@ export class Composer {
     if (text === "") return;
     const length = charCount(text);
     if (length > MAX_TEXT_LENGTH) {
-      this.showError(
-        `Your message has ${length} characters; the limit is ${MAX_TEXT_LENGTH}. Shorten it to send.`,
-      );
+      this.showError(t("tooLongToSend", { length, max: MAX_TEXT_LENGTH }));
       return;
     }
     if (!QUEUEING_PHASES.has(this.#session.phase)) return;
-    const ref = this.#pending.nextRef();
-    if (
-      this.#session.phase === "live" &&
-      !this.#pending.held() &&
-      this.#send({ type: "say", text, ref })
-    ) {
-      this.#pending.sent(ref, text);
+    const room = this.#current();
+    const pending = room.pending;
+    const ref = pending.nextRef();
+    if (this.#session.phase === "live" && !pending.held() && room.send({ type: "say", text, ref })) {
+      pending.sent(ref, text);
     } else {
       // No connection, or ours wait for a resend: this one goes after them,
       // after the reconnect's replay at the latest, so that ours keep their
       // order. It stays in the log as not sent yet until then.
-      this.#pending.hold(ref, text);
-      this.#held(ref, text);
+      pending.hold(ref, text);
+      room.held(ref, text);
     }
     // A message ends "typing" for the others: the next keystroke may say so
     // again soon (the server forwards at most one `typing` a second).
@@ -168,7 +186,7 @@ export class Composer {
     if (this.#session.phase !== "live" || this.#ui.message.value.trim() === "") return;
     const wait = this.#lastTypingSent + this.#typingGap - Date.now();
     if (wait <= 0) {
-      if (this.#send({ type: "typing" })) {
+      if (this.#current().send({ type: "typing" })) {
         this.#lastTypingSent = Date.now();
         this.#typingGap = TYPING_SEND_EVERY;
       }

@@ -1,36 +1,14 @@
 // The link to the server for one room session: the WebSocket of the moment,
-// its hello, reconnecting with backoff when it drops, and how all that is
-// shown (the status line under the room's name, the banner above the log).
+// its hello, reconnecting with backoff when it drops, and what to show for
+// it (the status line under the room's name, the banner above the log),
+// kept as `display` so that the page draws it while the room is in view.
 // It knows what close codes mean (protocol.js says which deserve a retry);
 // what the frames hold is app.js's business.
 
+import { t } from "./i18n.js";
 import { describeClose, reconnectDelay } from "./protocol.js";
 
 const GHOST_WAIT = 90_000; // ms to retry a name_taken after a reconnect (> PONG_WAIT)
-
-const ui = {
-  connection: document.getElementById("connection"),
-  banner: document.getElementById("banner"),
-  bannerText: document.getElementById("banner-text"),
-  bannerAction: document.getElementById("banner-action"),
-};
-
-function setConnection(state) {
-  const labels = { online: "Connected", reconnecting: "Reconnecting…", offline: "Disconnected" };
-  ui.connection.dataset.state = state;
-  ui.connection.textContent = labels[state];
-}
-
-function showBanner(text, action) {
-  ui.bannerText.textContent = text;
-  ui.bannerAction.hidden = action === null;
-  if (action !== null) ui.bannerAction.textContent = action;
-  ui.banner.hidden = false;
-}
-
-function hideBanner() {
-  ui.banner.hidden = true;
-}
 
 /**
  * The connection of the room session `session` ({phase, name, room}; this
@@ -43,7 +21,11 @@ function hideBanner() {
  * - `lost()`: the socket closed (whatever happens next);
  * - `joinFailed(text)`: the first connection of the session closed before
  *   it was welcomed;
- * - `phaseChanged()`: the phase changed here.
+ * - `phaseChanged()`: the phase changed here;
+ * - `displayChanged()`: `display` changed: draw it if the room is in view.
+ * `display` is `{state, banner}`: `state` "online", "reconnecting" or
+ * "offline"; `banner` null or `{text, action}` (`action`: the button's
+ * label, or null for none; the button calls `retryNow()`).
  */
 export class Connection {
   socket = null;
@@ -55,11 +37,16 @@ export class Connection {
   #retryTimer = 0;
   #countdownTimer = 0;
   #ghostSince = 0;
+  display = { state: "online", banner: null };
 
   constructor(session, hooks) {
     this.#session = session;
     this.#hooks = hooks;
-    ui.bannerAction.addEventListener("click", () => this.retryNow());
+  }
+
+  #show(state, banner) {
+    this.display = { state: state ?? this.display.state, banner };
+    this.#hooks.displayChanged();
   }
 
   /** A new room session: no retry pending, no banner. */
@@ -68,7 +55,7 @@ export class Connection {
     this.welcomed = false;
     this.#attempt = 0;
     this.#ghostSince = 0;
-    hideBanner();
+    this.#show("online", null);
   }
 
   connect() {
@@ -81,7 +68,7 @@ export class Connection {
     this.socket = socket;
     this.welcomed = false;
     if (this.#session.phase === "reconnecting") {
-      showBanner(`${this.#reason} Reconnecting…`.trim(), null);
+      this.#show(null, { text: `${this.#reason} ${t("reconnecting")}`.trim(), action: null });
     }
     socket.addEventListener("open", () => {
       if (socket !== this.socket) return;
@@ -91,9 +78,11 @@ export class Connection {
         hello.since = since;
         const epoch = this.#hooks.epoch(); // the numbering `since` belongs to
         if (epoch !== null) hello.epoch = epoch;
-        const resume = this.#hooks.resume(); // our place, given back without leave/join
-        if (resume !== null) hello.resume = resume;
       }
+      // Our place, given back without leave/join; without `since` (a
+      // reloaded page) the replay is the room's recent history.
+      const resume = this.#hooks.resume();
+      if (resume !== null) hello.resume = resume;
       socket.send(JSON.stringify(hello));
     });
     socket.addEventListener("message", (event) => {
@@ -133,8 +122,7 @@ export class Connection {
     this.#attempt = 0;
     this.#ghostSince = 0;
     this.clearRetry();
-    hideBanner();
-    setConnection("online");
+    this.#show("online", null);
   }
 
   #closed(code) {
@@ -147,8 +135,8 @@ export class Connection {
     if (phase === "joining") {
       this.#hooks.joinFailed(
         code === 1013
-          ? `${text} Try again in a moment.` // it refused our hello
-          : "Could not connect to the chat server. Check your connection and try again.",
+          ? t("tryAgainSoon", { reason: text }) // it refused our hello
+          : t("couldNotConnect"),
       );
       return;
     }
@@ -164,14 +152,14 @@ export class Connection {
     this.clearRetry();
     this.#session.phase = "reconnecting";
     this.#reason = reason;
-    setConnection("reconnecting");
+    this.#show("reconnecting", this.display.banner);
     this.#hooks.phaseChanged();
     const delay = reconnectDelay(this.#attempt, options);
     this.#attempt += 1;
     const due = Date.now() + delay;
     const tick = () => {
       const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
-      showBanner(`${reason} Retrying in ${seconds} s.`, "Retry now");
+      this.#show(null, { text: t("retryingIn", { reason, seconds }).trim(), action: t("retryNow") });
     };
     tick();
     this.#countdownTimer = setInterval(tick, 1000);
@@ -188,7 +176,7 @@ export class Connection {
     this.#ghostSince ||= Date.now();
     if (Date.now() - this.#ghostSince > GHOST_WAIT) return false;
     this.drop();
-    this.scheduleReconnect("Waiting for your previous connection to end.", { cap: 4000 });
+    this.scheduleReconnect(t("waitingForGhost"), { cap: 4000 });
     return true;
   }
 
@@ -205,7 +193,7 @@ export class Connection {
       this.#session.phase = "reconnecting";
       this.#reason = "";
       this.#attempt = 0;
-      setConnection("reconnecting");
+      this.#show("reconnecting", this.display.banner);
     }
     if (this.#session.phase === "reconnecting" && this.socket === null) this.connect();
   }
@@ -222,8 +210,7 @@ export class Connection {
   stop(text) {
     this.clearRetry();
     this.#session.phase = "stopped";
-    setConnection("offline");
     this.#hooks.phaseChanged();
-    showBanner(text, "Reconnect");
+    this.#show("offline", { text, action: t("reconnect") });
   }
 }

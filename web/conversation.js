@@ -1,15 +1,18 @@
-// The conversation as the page shows it: the log (messages, join and leave
-// lines, notices, day dividers, grouping, scrolling), the "is typing" line,
-// the member list and its panel, and the unread count in the tab's title.
-// What to show comes from the transcript (transcript.js); this module only
-// draws it.
+// The conversation of one room as the page shows it: the log (messages,
+// join and leave lines, notices, day dividers, grouping, scrolling), the "is
+// typing" line and the member list. There is one Conversation per joined
+// room, each with its own list of lines; the one in view (`show()`) has its
+// lines in the log, and draws the typing line and the members. What to show
+// comes from the transcript (transcript.js); this module only draws it.
 //
 // Security: every string from the network reaches the page as text
 // (textContent, text nodes) or as the href of a link checked to be http(s)
 // (links.js). Nothing is ever parsed as HTML. Every name is shown in its own <bdi>
 // (nameElement), so a right-to-left name cannot reorder the text around it.
 
+import { locale, markup, parts, t } from "./i18n.js";
 import { linkParts } from "./links.js";
+import { mentionParts } from "./mentions.js";
 import { leaveReasonText } from "./protocol.js";
 
 const TYPING_SHOWN_FOR = 5000; // ms a "X is typing" stays without a new one
@@ -20,21 +23,17 @@ const LONG_TEXT = 400;
 const LONG_LINES = 8;
 
 const PENDING_STATUS = {
-  unavailable: "Not sent yet, retrying…",
-  offline: "Not sent yet: waiting for the connection…",
-  sending: "Sending…",
+  unavailable: "pendingUnavailable",
+  offline: "pendingOffline",
+  sending: "pendingSending",
 };
 
-const NOTICES = {
-  gap: "Some messages are missing here.",
-  lost: "Some messages sent while you were away could not be recovered.",
-  restarted:
-    "The server restarted without its history: messages sent while you were away could not be recovered.",
-};
+const NOTICES = { gap: "noticeGap", lost: "noticeLost", restarted: "noticeRestarted" };
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
-const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
-const dayFormat = new Intl.DateTimeFormat(undefined, {
+// Times and dates in the page's locale (i18n.js: the browser's language).
+const timeFormat = new Intl.DateTimeFormat(locale, { hour: "numeric", minute: "2-digit" });
+const fullFormat = new Intl.DateTimeFormat(locale, { dateStyle: "full", timeStyle: "medium" });
+const dayFormat = new Intl.DateTimeFormat(locale, {
   weekday: "long",
   month: "long",
   day: "numeric",
@@ -64,11 +63,24 @@ function hueOf(name) {
   return hash % 360;
 }
 
-/** Append `text` to `parent` as text nodes, with its links (links.js) as <a>. */
-function appendText(parent, text) {
+/**
+ * Append `text` to `parent` as text nodes, with its links (links.js) as <a>
+ * and its mentions of `members` (mentions.js) highlighted; those of `me`
+ * stand out more.
+ */
+function appendText(parent, text, members = [], me = "") {
   for (const part of linkParts(text)) {
     if (part.href === undefined) {
-      parent.append(document.createTextNode(part.text));
+      for (const piece of mentionParts(part.text, members)) {
+        if (piece.mention === undefined) {
+          parent.append(document.createTextNode(piece.text));
+          continue;
+        }
+        const mention = document.createElement("span");
+        mention.className = piece.mention === me ? "mention me" : "mention";
+        mention.textContent = piece.text;
+        parent.append(mention);
+      }
       continue;
     }
     const link = document.createElement("a");
@@ -101,12 +113,12 @@ function foldIfLong(item, body, text) {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "more";
-  button.textContent = "Show more";
+  button.textContent = t("showMore");
   button.setAttribute("aria-expanded", "false");
   button.setAttribute("aria-controls", body.id);
   button.addEventListener("click", () => {
     const collapsed = body.classList.toggle("collapsed");
-    button.textContent = collapsed ? "Show more" : "Show less";
+    button.textContent = collapsed ? t("showMore") : t("showLess");
     button.setAttribute("aria-expanded", String(!collapsed));
   });
   item.append(button);
@@ -125,87 +137,138 @@ function timeElement(date, ts) {
   return time;
 }
 
-/** The log, typing line, members and title of the room `session` is in. */
-export class Conversation {
-  #session; // {phase, name, room}: read here, changed by app.js
-  #ui = {
-    log: document.getElementById("log"), // the scroller
-    items: document.getElementById("log-items"), // the lines
-    jump: document.getElementById("jump"),
-    typing: document.getElementById("typing"),
-    membersPanel: document.getElementById("members-panel"),
-    membersToggle: document.getElementById("members-toggle"),
-    membersToggleCount: document.getElementById("members-toggle-count"),
-    membersClose: document.getElementById("members-close"),
-    memberCount: document.getElementById("member-count"),
-    members: document.getElementById("members"),
-  };
-  #previous = null; // {name, time} of the last message, for grouping
-  #lastDay = "";
-  #unread = 0;
-  #typing = new Map(); // name -> timer
-  #atBottom = true; // the log was scrolled to its end when last scrolled
-  forceScroll = false; // our own message arrived: scroll to it
+// The parts of the page every room's conversation shares: drawn by the one in view.
+const ui = {
+  log: document.getElementById("log"), // the scroller; its list is the room in view's
+  jump: document.getElementById("jump"),
+  typing: document.getElementById("typing"),
+  membersPanel: document.getElementById("members-panel"),
+  membersToggle: document.getElementById("members-toggle"),
+  membersToggleCount: document.getElementById("members-toggle-count"),
+  membersClose: document.getElementById("members-close"),
+  memberCount: document.getElementById("member-count"),
+  members: document.getElementById("members"),
+};
 
-  constructor(session) {
-    this.#session = session;
-    const ui = this.#ui;
-    ui.jump.addEventListener("click", () => this.scrollToBottom());
-    ui.log.addEventListener("scroll", () => {
-      this.#atBottom = this.isNearBottom();
-      if (this.#atBottom) ui.jump.hidden = true;
+let inView = null; // the Conversation shown
+
+/**
+ * A side panel that is a sheet on phones (members, rooms): its toggle opens
+ * and closes it, its close button and Escape close it, and so does a tap
+ * outside it. `onOpen(open)` runs on every change.
+ */
+export class Sheet {
+  #panel;
+  #toggle;
+  #close;
+
+  constructor(panel, toggle, close) {
+    this.#panel = panel;
+    this.#toggle = toggle;
+    this.#close = close;
+    toggle.addEventListener("click", () => {
+      const open = !this.isOpen;
+      this.setOpen(open);
+      if (open && getComputedStyle(close).display !== "none") close.focus();
     });
-    // The log gets shorter when the message box grows, an error shows
-    // under it, or the phone's keyboard opens: keep its last line in view.
-    new ResizeObserver(() => {
-      if (this.#atBottom) ui.log.scrollTop = ui.log.scrollHeight;
-    }).observe(ui.log);
-    ui.membersToggle.addEventListener("click", () => {
-      const open = !ui.membersPanel.classList.contains("open");
-      this.setMembersOpen(open);
-      if (open && getComputedStyle(ui.membersClose).display !== "none") ui.membersClose.focus();
+    close.addEventListener("click", () => {
+      this.setOpen(false);
+      toggle.focus();
     });
-    ui.membersClose.addEventListener("click", () => {
-      this.setMembersOpen(false);
-      ui.membersToggle.focus();
-    });
-    // On phones the member sheet closes with a tap anywhere outside it.
     document.addEventListener("click", (event) => {
-      if (!ui.membersPanel.classList.contains("open")) return;
-      if (ui.membersPanel.contains(event.target) || ui.membersToggle.contains(event.target)) return;
-      this.setMembersOpen(false);
+      if (!this.isOpen) return;
+      if (panel.contains(event.target) || toggle.contains(event.target)) return;
+      this.setOpen(false);
     });
     document.addEventListener("keydown", (event) => {
-      if (event.key === "Escape" && ui.membersPanel.classList.contains("open")) {
-        this.setMembersOpen(false);
-        ui.membersToggle.focus();
+      if (event.key === "Escape" && this.isOpen) {
+        this.setOpen(false);
+        toggle.focus();
       }
     });
   }
 
-  /** Start a new room session: an empty log, no members, nothing unread. */
-  reset() {
-    this.clearTyping();
-    this.#ui.items.replaceChildren();
-    this.#previous = null;
-    this.#lastDay = "";
-    this.#unread = 0;
-    this.renderMembers([]);
-    this.#ui.jump.hidden = true;
+  get isOpen() {
+    return this.#panel.classList.contains("open");
+  }
+
+  setOpen(open) {
+    this.#panel.classList.toggle("open", open);
+    this.#toggle.setAttribute("aria-expanded", String(open));
+  }
+}
+
+export const membersSheet = new Sheet(ui.membersPanel, ui.membersToggle, ui.membersClose);
+
+ui.jump.addEventListener("click", () => inView?.scrollToBottom());
+ui.log.addEventListener("scroll", () => {
+  if (inView === null) return;
+  inView.atBottom = inView.isNearBottom();
+  if (inView.atBottom) ui.jump.hidden = true;
+});
+// The log gets shorter when the message box grows, an error shows under it,
+// or the phone's keyboard opens: keep its last line in view.
+new ResizeObserver(() => {
+  if (inView?.atBottom) ui.log.scrollTop = ui.log.scrollHeight;
+}).observe(ui.log);
+
+/** The log, typing line and members of one joined room (`session`: {phase, name, room}). */
+export class Conversation {
+  #session; // read here, changed by app.js
+  #items = document.createElement("ol"); // the lines
+  #previous = null; // {name, time} of the last message, for grouping
+  #lastDay = "";
+  #typing = new Map(); // name -> timer
+  #members = [];
+  #scrollTop = null; // where the log was when another room came into view
+  #jumpShown = false;
+  atBottom = true; // the log was scrolled to its end when last scrolled
+  forceScroll = false; // our own message arrived: scroll to it
+
+  constructor(session) {
+    this.#session = session;
+    this.#items.className = "log-items";
+  }
+
+  get shown() {
+    return inView === this;
+  }
+
+  /** Bring this room's conversation into view (and take the last one's out). */
+  show() {
+    if (inView === this) return;
+    inView?.hide();
+    inView = this;
+    ui.log.replaceChildren(this.#items);
+    if (this.#scrollTop === null || this.atBottom) ui.log.scrollTop = ui.log.scrollHeight;
+    else ui.log.scrollTop = this.#scrollTop;
+    ui.jump.hidden = !this.#jumpShown;
+    this.#renderTyping();
+    this.renderMembers(this.#members);
+  }
+
+  hide() {
+    if (inView !== this) return;
+    this.#scrollTop = ui.log.scrollTop;
+    this.#jumpShown = !ui.jump.hidden;
+    inView = null;
   }
 
   // -------------------------------------------------------------------------
   // The log
 
   isNearBottom() {
-    const log = this.#ui.log;
+    if (!this.shown) return this.atBottom;
+    const log = ui.log;
     return log.scrollHeight - log.scrollTop - log.clientHeight < 64;
   }
 
   scrollToBottom() {
-    this.#ui.log.scrollTop = this.#ui.log.scrollHeight;
-    this.#atBottom = true;
-    this.#ui.jump.hidden = true;
+    this.atBottom = true;
+    this.#jumpShown = false;
+    if (!this.shown) return;
+    ui.log.scrollTop = ui.log.scrollHeight;
+    ui.jump.hidden = true;
   }
 
   /**
@@ -214,7 +277,10 @@ export class Conversation {
    */
   grew(stick) {
     if (stick || this.forceScroll) this.scrollToBottom();
-    else this.#ui.jump.hidden = false;
+    else {
+      this.#jumpShown = true;
+      if (this.shown) ui.jump.hidden = false;
+    }
     this.forceScroll = false;
   }
 
@@ -223,11 +289,11 @@ export class Conversation {
    * every stored one, before our messages not sent yet, which stay last.
    */
   #append(item) {
-    this.#ui.items.insertBefore(item, this.#ui.items.querySelector(":scope > .pending"));
+    this.#items.insertBefore(item, this.#items.querySelector(":scope > .pending"));
   }
 
   #pendingItem(ref) {
-    for (const item of this.#ui.items.querySelectorAll(":scope > .pending")) {
+    for (const item of this.#items.querySelectorAll(":scope > .pending")) {
       if (item.dataset.ref === ref) return item;
     }
     return null;
@@ -235,7 +301,7 @@ export class Conversation {
 
   /** Whether the stored event `id` has its line in the log. */
   shows(id) {
-    for (const item of this.#ui.items.querySelectorAll(":scope > [data-id]")) {
+    for (const item of this.#items.querySelectorAll(":scope > [data-id]")) {
       if (item.dataset.id === String(id)) return true;
     }
     return false;
@@ -251,7 +317,7 @@ export class Conversation {
   pendingMessage(ref, text, why) {
     const shown = this.#pendingItem(ref);
     if (shown !== null) {
-      shown.querySelector(".status").textContent = PENDING_STATUS[why];
+      shown.querySelector(".status").textContent = t(PENDING_STATUS[why]);
       return;
     }
     const item = document.createElement("li");
@@ -261,13 +327,13 @@ export class Conversation {
     meta.className = "meta";
     const status = document.createElement("span");
     status.className = "status";
-    status.textContent = PENDING_STATUS[why];
+    status.textContent = t(PENDING_STATUS[why]);
     meta.append(nameElement(this.#session.name, "sender"), status);
     const body = document.createElement("p");
     body.className = "text";
-    appendText(body, text);
+    appendText(body, text, this.#members, this.#session.name);
     item.append(meta, body);
-    this.#ui.items.append(item);
+    this.#items.append(item);
     foldIfLong(item, body, text);
   }
 
@@ -289,19 +355,16 @@ export class Conversation {
     const today = new Date();
     const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
     let label = dayFormat.format(date);
-    if (key === today.toDateString()) label = "Today";
-    else if (key === yesterday.toDateString()) label = "Yesterday";
+    if (key === today.toDateString()) label = t("today");
+    else if (key === yesterday.toDateString()) label = t("yesterday");
     const item = document.createElement("li");
     item.className = "day";
     item.textContent = label;
     this.#append(item);
   }
 
-  /**
-   * Show a `message` event. `own`: we sent it; `initial`: it came with the
-   * first history replay, so it never counts as unread.
-   */
-  message(event, { own, initial }) {
+  /** Show a `message` event (`own`: we sent it). */
+  message(event, { own }) {
     const name = nameOf(event);
     const text = typeof event.text === "string" ? event.text : "";
     this.stopTyping(name);
@@ -323,15 +386,10 @@ export class Conversation {
     meta.append(nameElement(name, "sender"), timeElement(date, event.ts));
     const body = document.createElement("p");
     body.className = "text";
-    appendText(body, text);
+    appendText(body, text, this.#members, this.#session.name);
     item.append(meta, body);
     this.#append(item);
     foldIfLong(item, body, text);
-
-    if (!own && !initial && document.hidden) {
-      this.#unread += 1;
-      this.updateTitle();
-    }
   }
 
   /**
@@ -348,11 +406,12 @@ export class Conversation {
     item.dataset.id = String(event.id);
     const text = document.createElement("span");
     if (event.type === "join") {
-      if (you === "back") text.textContent = "You are back";
-      else if (you === "joined") text.textContent = `You joined #${this.#session.room}`;
-      else text.append(nameElement(name), " joined");
+      if (you === "back") text.textContent = t("youBack");
+      else if (you === "joined") text.textContent = t("youJoined", { room: this.#session.room });
+      else text.append(...parts("joined", { name: nameElement(name) }));
     } else {
-      text.append(nameElement(name), ` left${leaveReasonText(event.reason)}`);
+      const reason = leaveReasonText(event.reason);
+      text.append(...parts("left", { name: nameElement(name), reason }));
     }
     item.append(text, " ", timeElement(date, event.ts));
     this.#append(item);
@@ -363,7 +422,7 @@ export class Conversation {
     this.#previous = null;
     const item = document.createElement("li");
     item.className = "notice";
-    item.textContent = NOTICES[kind];
+    item.textContent = t(NOTICES[kind]);
     this.#append(item);
   }
 
@@ -394,12 +453,13 @@ export class Conversation {
   }
 
   #renderTyping() {
-    const line = this.#ui.typing;
+    if (!this.shown) return;
+    const line = ui.typing;
     const names = [...this.#typing.keys()].map((name) => nameElement(name));
-    if (names.length === 1) line.replaceChildren(names[0], " is typing…");
+    if (names.length === 1) line.replaceChildren(...parts("typingOne", { name: names[0] }));
     else if (names.length === 2) {
-      line.replaceChildren(names[0], " and ", names[1], " are typing…");
-    } else if (names.length > 2) line.replaceChildren("Several people are typing…");
+      line.replaceChildren(...parts("typingTwo", { first: names[0], second: names[1] }));
+    } else if (names.length > 2) line.replaceChildren(t("typingMany"));
     else line.replaceChildren();
   }
 
@@ -407,13 +467,15 @@ export class Conversation {
   // Members panel (a sheet on phones, a column on wide screens)
 
   renderMembers(members) {
+    this.#members = [...members];
+    if (!this.shown) return;
     const me = this.#session.name;
     const sorted = [...members].sort((a, b) => {
       if (a === me) return -1;
       if (b === me) return 1;
-      return a.localeCompare(b, undefined, { sensitivity: "base" });
+      return a.localeCompare(b, locale, { sensitivity: "base" });
     });
-    this.#ui.members.replaceChildren(
+    ui.members.replaceChildren(
       ...sorted.map((name) => {
         const item = document.createElement("li");
         item.style.setProperty("--hue", String(hueOf(name)));
@@ -427,37 +489,35 @@ export class Conversation {
         if (name === me) {
           const you = document.createElement("span");
           you.className = "you";
-          you.textContent = "(you)";
+          you.textContent = t("you");
           item.append(" ", you);
         }
         return item;
       }),
     );
     const count = String(sorted.length);
-    this.#ui.memberCount.textContent = count;
-    this.#ui.membersToggleCount.textContent = count;
+    ui.memberCount.textContent = count;
+    ui.membersToggleCount.textContent = count;
   }
+}
 
-  setMembersOpen(open) {
-    this.#ui.membersPanel.classList.toggle("open", open);
-    this.#ui.membersToggle.setAttribute("aria-expanded", String(open));
+/** Put the page's language into its static text: `data-i18n` keys, `[[kbd]]` marks drawn. */
+export function translatePage(root = document) {
+  for (const element of root.querySelectorAll("[data-i18n]")) {
+    const nodes = markup(t(element.dataset.i18n)).map((part) => {
+      if (part.text !== undefined) return document.createTextNode(part.text);
+      const kbd = document.createElement("kbd");
+      kbd.textContent = part.kbd;
+      return kbd;
+    });
+    // An element that holds a badge keeps it after its text.
+    const badge = element.querySelector(":scope > .badge");
+    element.replaceChildren(...nodes, ...(badge ? [" ", badge] : []));
   }
-
-  // -------------------------------------------------------------------------
-  // The tab's title
-
-  /** The person looked at the tab: nothing is unread any more. */
-  seen() {
-    this.#unread = 0;
-    this.updateTitle();
+  for (const element of root.querySelectorAll("[data-i18n-label]")) {
+    element.setAttribute("aria-label", t(element.dataset.i18nLabel));
   }
-
-  updateTitle() {
-    if (this.#session.phase === "idle") {
-      document.title = "trio-chat";
-      return;
-    }
-    const unread = this.#unread > 0 ? `(${this.#unread}) ` : "";
-    document.title = `${unread}#${this.#session.room} · trio-chat`;
+  for (const element of root.querySelectorAll("[data-i18n-placeholder]")) {
+    element.setAttribute("placeholder", t(element.dataset.i18nPlaceholder));
   }
 }

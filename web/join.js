@@ -3,6 +3,7 @@
 // status line under the Join button, the name remembered from the last
 // visit, and the switch between this screen and the chat screen.
 
+import { t } from "./i18n.js";
 import { checkName, checkRoom, roomFromHash } from "./protocol.js";
 
 const NAME_KEY = "trio-chat.name";
@@ -100,7 +101,7 @@ export function readForm() {
 /** The first connection is on its way. */
 export function showConnecting() {
   ui.joinButton.disabled = true;
-  ui.joinStatus.textContent = "Connecting…";
+  ui.joinStatus.textContent = t("connecting");
 }
 
 /** Joining failed: say why next to `field`, or under the button when it is null. */
@@ -126,19 +127,23 @@ export function fillRoom(room) {
   ui.room.value = room;
 }
 
-/** Welcomed as `name` in `room`: remember the name, show the chat screen. */
-export function showChat(name, room) {
-  rememberName(ui.name.value.trim());
+/** Welcomed as `name`: remember the name, show the chat screen. */
+export function showChat(name) {
+  rememberName(name);
   ui.name.value = name;
+  ui.joinButton.disabled = false;
+  ui.joinStatus.textContent = "";
+  ui.joinScreen.hidden = true;
+  ui.chatScreen.hidden = false;
+}
+
+/** `room` is in view: its name on top, and in the address bar. */
+export function showRoom(room) {
   ui.room.value = room;
   if (roomFromHash(location.hash) !== room) {
     history.replaceState(null, "", `#${room}`);
   }
-  ui.joinButton.disabled = false;
-  ui.joinStatus.textContent = "";
   ui.roomTitle.textContent = `#${room}`;
-  ui.joinScreen.hidden = true;
-  ui.chatScreen.hidden = false;
 }
 
 /** Back from the chat screen. */

@@ -1,6 +1,8 @@
 // Protocol v1 rules the client checks before the server does (docs/protocol.md),
-// and what the server's error and close codes mean to a person. Pure functions,
-// no DOM.
+// and what the server's error and close codes mean to a person (in the page's
+// language, i18n.js). Pure functions, no DOM.
+
+import { t } from "./i18n.js";
 
 export const DEFAULT_ROOM = "lobby";
 export const MAX_NAME_LENGTH = 32;
@@ -51,21 +53,21 @@ export function charCount(text) {
 /** The name as the server will see it, or an error message for the Name field. */
 export function checkName(raw) {
   const name = raw.normalize("NFC").trim();
-  if (name === "") return { error: "Enter a name." };
+  if (name === "") return { error: t("nameEmpty") };
   if (charCount(name) > MAX_NAME_LENGTH) {
-    return { error: `Use at most ${MAX_NAME_LENGTH} characters.` };
+    return { error: t("nameTooLong", { max: MAX_NAME_LENGTH }) };
   }
-  if (CONTROL_IN_NAME.test(name)) return { error: "A name cannot contain control characters." };
+  if (CONTROL_IN_NAME.test(name)) return { error: t("nameControl") };
   if (UNKNOWN_IN_NAME.test(name)) {
-    return { error: "A name cannot contain unassigned or private-use characters." };
+    return { error: t("nameUnknown") };
   }
   const chars = [...name];
   if (!chars.every((_, i) => fitsInName(chars, i))) {
-    return { error: "A name cannot contain invisible or direction-control characters." };
+    return { error: t("nameInvisible") };
   }
-  if (MARK.test(chars[0])) return { error: "A name cannot start with a combining mark." };
+  if (MARK.test(chars[0])) return { error: t("nameMark") };
   if (!chars.some(isVisible)) {
-    return { error: "A name needs a letter, number, punctuation mark or symbol." };
+    return { error: t("nameNotVisible") };
   }
   return { value: name };
 }
@@ -74,9 +76,7 @@ export function checkName(raw) {
 export function checkRoom(raw) {
   const room = raw.trim() || DEFAULT_ROOM;
   if (!ROOM_PATTERN.test(room)) {
-    return {
-      error: `Use 1 to ${MAX_ROOM_LENGTH} letters, digits, "_", "-" or "." (no spaces).`,
-    };
+    return { error: t("roomInvalid", { max: MAX_ROOM_LENGTH }) };
   }
   return { value: room };
 }
@@ -96,23 +96,23 @@ export function roomFromHash(hash) {
 export function errorText(code, fallback) {
   switch (code) {
     case "name_taken":
-      return "Someone in this room already uses that name, or one that looks like it. Try another one.";
+      return t("errorNameTaken");
     case "bad_name":
-      return "That name cannot be used. Use 1 to 32 characters, with no control, invisible or direction-control characters.";
+      return t("errorBadName");
     case "bad_room":
-      return 'That room name cannot be used. Use letters, digits, "_", "-" or ".".';
+      return t("errorBadRoom");
     case "rate_limited":
-      return "Slow down: you are sending messages too fast. Your message was not sent.";
+      return t("errorRateLimited");
     case "text_too_long":
-      return `Your message is longer than ${MAX_TEXT_LENGTH} characters and was not sent.`;
+      return t("errorTooLong", { max: MAX_TEXT_LENGTH });
     case "empty_text":
-      return "Your message is empty.";
+      return t("errorEmpty");
     case "unavailable":
-      return "The server cannot take messages right now. Yours will be sent again shortly.";
+      return t("errorUnavailable");
     default:
       return typeof fallback === "string" && fallback !== ""
-        ? `The server refused that: ${fallback}`
-        : "The server refused that.";
+        ? t("errorRefusedBecause", { reason: fallback })
+        : t("errorRefused");
   }
 }
 
@@ -125,33 +125,27 @@ export function errorText(code, fallback) {
 export function describeClose(code, { welcomed = true } = {}) {
   switch (code) {
     case 1001:
-      return { retry: true, text: "The server is restarting." };
+      return { retry: true, text: t("closeRestarting") };
     case 1012:
-      return { retry: true, text: "The chat service restarted." };
+      return { retry: true, text: t("closeServiceRestart") };
     case 1013:
       // Before a welcome it refused our hello: the server cannot admit anyone
       // now (its backplane is unreachable). After one, we fell behind.
       return welcomed
-        ? { retry: true, text: "The connection could not keep up." }
-        : { retry: true, text: "The server is busy." };
+        ? { retry: true, text: t("closeSlow") }
+        : { retry: true, text: t("closeBusy") };
     case 1011:
-      return { retry: true, text: "The server had a problem." };
+      return { retry: true, text: t("closeProblem") };
     case 1003:
     case 1002:
     case 1007:
-      return {
-        retry: false,
-        text: "The server closed the connection because it received data it could not read.",
-      };
+      return { retry: false, text: t("closeUnreadable") };
     case 1008:
-      return {
-        retry: false,
-        text: "The server closed the connection (it took too long to join, or too many requests were refused).",
-      };
+      return { retry: false, text: t("closePolicy") };
     case 1009:
-      return { retry: false, text: "The server closed the connection: a message was too large." };
+      return { retry: false, text: t("closeTooLarge") };
     default:
-      return { retry: true, text: "The connection was lost." };
+      return { retry: true, text: t("closeLost") };
   }
 }
 
@@ -192,14 +186,15 @@ export function reconnectDelay(attempt, { cap = RECONNECT_CAP, random = Math.ran
 }
 
 const LEAVE_REASONS = {
-  quit: "",
-  timeout: " (connection lost)",
-  slow: " (connection too slow)",
-  error: " (disconnected)",
-  shutdown: " (server restart)",
+  quit: null,
+  timeout: "reasonTimeout",
+  slow: "reasonSlow",
+  error: "reasonError",
+  shutdown: "reasonShutdown",
 };
 
 /** The suffix explaining a `leave` event's reason. */
 export function leaveReasonText(reason) {
-  return Object.hasOwn(LEAVE_REASONS, reason) ? LEAVE_REASONS[reason] : "";
+  const key = Object.hasOwn(LEAVE_REASONS, reason) ? LEAVE_REASONS[reason] : null;
+  return key === null ? "" : t(key);
 }

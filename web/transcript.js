@@ -86,6 +86,17 @@ export class Transcript {
     return this.#resume;
   }
 
+  /**
+   * A reloaded page takes its place back: the first hello carries this
+   * `resume` secret (kept in sessionStorage), without `since`, so that the
+   * replay is the room's recent history for the new, empty log.
+   */
+  restoreResume(resume) {
+    if (typeof resume === "string" && resume.length > 0 && resume.length <= MAX_RESUME_LENGTH) {
+      this.#resume = resume;
+    }
+  }
+
   /** The server refused a hello: the next one goes without `resume`. */
   forgetResume() {
     this.#resume = null;
