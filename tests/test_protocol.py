@@ -155,6 +155,10 @@ BAD_HELLO = [
     pytest.param({"name": "alice", "epoch": ""}, id="empty-epoch"),
     pytest.param({"name": "alice", "epoch": "e" * 65}, id="long-epoch"),
     pytest.param({"name": "alice", "epoch": ["e"]}, id="list-epoch"),
+    pytest.param({"name": "alice", "resume": 5}, id="number-resume"),
+    pytest.param({"name": "alice", "resume": ""}, id="empty-resume"),
+    pytest.param({"name": "alice", "resume": "r" * 65}, id="long-resume"),
+    pytest.param({"name": "alice", "resume": {"s": 1}}, id="object-resume"),
 ]
 
 
@@ -594,6 +598,19 @@ def test_epoch(fields: dict[str, Any], epoch: str | None) -> None:
     assert hello(name="alice", since=3, **fields) == Hello(name="alice", since=3, epoch=epoch)
 
 
+@pytest.mark.parametrize(
+    ("fields", "resume"),
+    [
+        ({}, None),
+        ({"resume": None}, None),
+        ({"resume": "s"}, "s"),
+        ({"resume": "é" * 64}, "é" * 64),
+    ],
+)
+def test_resume(fields: dict[str, Any], resume: str | None) -> None:
+    assert hello(name="alice", **fields) == Hello(name="alice", resume=resume)
+
+
 def test_huge_since_is_accepted_as_an_integer() -> None:
     assert hello(name="alice", since=10**30) == Hello(name="alice", since=10**30)
 
@@ -707,7 +724,7 @@ json_values = st.recursive(
     json_containers,
     max_leaves=12,
 )
-FIELDS = ["type", "name", "room", "since", "epoch", "text", "ref"]
+FIELDS = ["type", "name", "room", "since", "epoch", "resume", "text", "ref"]
 command_like = st.dictionaries(
     st.sampled_from(FIELDS) | st.text(max_size=3),
     st.sampled_from(["hello", "say", "typing"]) | json_values,
