@@ -10,6 +10,7 @@ for every module of the package.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,17 @@ def test_the_scanner_finds_sleeps_and_relative_imports() -> None:
     assert sleeps("import time\n\ntime.sleep(1)\n") == [3]
     assert imported_modules("from .hub import Hub") == {".hub", ".hub.Hub"}
     assert imported_modules("from . import hub") == {".hub"}
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """A folder missing from pyproject.toml's explicit package list is left out
+    of the wheel: the tests, run from the checkout, would not notice."""
+    checkout = Path(__file__).resolve().parent.parent  # the tests may run on an install
+    config = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"]) - {"trio_chat.web"}
+    source = checkout / "trio_chat"
+    folders = {
+        ".".join(("trio_chat", *init.parent.relative_to(source).parts))
+        for init in source.rglob("__init__.py")
+    }
+    assert folders == listed
