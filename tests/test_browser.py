@@ -1366,3 +1366,29 @@ def test_a_reload_takes_the_place_back(pages: Pages, server: ServerProcess) -> N
     say(alice, "after the reload")
     expect(message_texts(bob)).to_have_text(["before the reload", "after the reload"])
     assert system_lines(bob) == before  # bob saw no leave and no join
+
+
+def test_a_duplicated_tab_takes_the_place_and_the_first_one_lets_go(
+    pages: Pages, server: ServerProcess
+) -> None:
+    """A duplicated tab copies the session storage, resume secret included:
+    it takes the place, and the first tab, closed with 1000 as replaced,
+    says so and does not take it back (which would start a tug of war)."""
+    first = pages.open(server.url + "#ops", who="alice")
+    join(first, "alice")
+    stored = first.evaluate("() => JSON.stringify(Object.entries(sessionStorage))")
+    copy = (
+        "(() => { for (const [k, v] of JSON.parse("
+        + json.dumps(stored)
+        + ")) sessionStorage.setItem(k, v); })()"
+    )
+    second = pages.open(server.url + "#ops", who="alice's second tab", init_script=copy)
+    expect(connection(second)).to_have_text("Connected")
+    expect(first.get_by_role("alert")).to_contain_text(
+        "This chat was opened in another tab or window."
+    )
+    first.wait_for_timeout(3000)  # a retry would come within a second or two
+    expect(connection(second)).to_have_text("Connected")
+    expect(second.locator("#members .member-name")).to_have_text(["alice"])
+    say(second, "from the second tab")
+    expect(message_texts(second)).to_have_text(["from the second tab"])

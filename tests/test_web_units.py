@@ -946,7 +946,7 @@ def test_error_text(page: Page, code: str, fallback: str | None, pattern: str) -
 @pytest.mark.parametrize(
     ("code", "retry"),
     [
-        (1000, True),
+        (1000, False),  # replaced: another connection took our place
         (1001, True),
         (1006, True),
         (1011, True),
@@ -978,6 +978,7 @@ def test_describe_close_retries_only_what_a_retry_can_fix(
         # backplane is down), not that we fell behind.
         (1013, False, "The server is busy."),
         (1001, False, "The server is restarting."),
+        (1000, True, "This chat was opened in another tab or window."),
     ],
 )
 def test_describe_close_text(page: Page, code: int, welcomed: bool, text: str) -> None:

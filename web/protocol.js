@@ -124,6 +124,11 @@ export function errorText(code, fallback) {
  */
 export function describeClose(code, { welcomed = true } = {}) {
   switch (code) {
+    case 1000:
+      // The server closes with 1000 only when another connection took this
+      // member's place with its resume secret (another tab, say): coming
+      // back would take it away again, and so on.
+      return { retry: false, text: t("closeReplaced") };
     case 1001:
       return { retry: true, text: t("closeRestarting") };
     case 1012:
