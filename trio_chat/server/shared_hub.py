@@ -175,7 +175,7 @@ class SharedHub(HubFront):
         self._tasks = tasks
         self._burst = burst
         super().__init__(inbox)
-        self._replies = inbox.clone()  # what the hub's own tasks post back
+        self._replies = inbox.clone()  # for `_finish`: the Stop, behind what is queued
         self._link = BackplaneLink(
             backplane,
             inbox.clone(),
