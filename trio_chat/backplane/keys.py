@@ -13,6 +13,10 @@ escaping; node names follow the same rule (`validate_node`).
 | `tc:{R}:log` | stream | the retained events, entry id `N-0` for event id N, field `e` |
 | `tc:{R}:members` | hash | member token -> `"JOIN_ID NAME"` (join order, display name) |
 | `tc:{R}:names` | hash | name key (`protocol.name_keys`) -> member token |
+| `tc:{R}:secrets` | hash | member token -> SHA-1 of its resume secret |
+| `tc:{R}:held` | hash | member token -> why its connection dropped, while its place is held |
+| `tc:{R}:refs` | hash | `NAME\\nREF` -> `"ID MS EPOCH"`: the event a member's ref made |
+| `tc:{R}:ref_order` | sorted set | the same fields, scored by event id (to forget old ones) |
 | `tc:{R}:events` | channel | every event line of the room, as stored |
 | `tc:node:{N}` | string, TTL | node N's lease, renewed while the process lives |
 | `tc:node:{N}:rooms` | set | rooms where node N has (or had) members: what its reaper visits |
@@ -62,6 +66,22 @@ def members(room: str) -> str:
 
 def names(room: str) -> str:
     return f"tc:{{{room}}}:names"
+
+
+def secrets(room: str) -> str:
+    return f"tc:{{{room}}}:secrets"
+
+
+def held(room: str) -> str:
+    return f"tc:{{{room}}}:held"
+
+
+def refs(room: str) -> str:
+    return f"tc:{{{room}}}:refs"
+
+
+def ref_order(room: str) -> str:
+    return f"tc:{{{room}}}:ref_order"
 
 
 def channel(room: str) -> str:

@@ -75,7 +75,7 @@ from ..core import protocol
 from ..core.history import StoredEvent
 from . import keys, scripts
 from .errors import BackplaneError
-from .scripts import Admitted, Arg, Call, NameTaken, Post
+from .scripts import Admitted, Arg, Call, NameTaken, Post, Resend
 from .url import BackplaneUrl, parse_backplane_url
 
 log = logging.getLogger(__name__)
@@ -371,13 +371,19 @@ class Backplane:
         since: int | None = None,
         client_epoch: str | None = None,
         replay_limit: int = REPLAY_LIMIT,
+        resume: str | None = None,
+        secret: str | None = None,
     ) -> Admitted | NameTaken:
-        """Admit member `token` to `room` as `name`, unless a look-alike name is held.
+        """Admit member `token` to `room` as `name`, unless a look-alike name is
+        held; or, if `resume` is the secret of the member named `name`, give
+        that member's place to `token` (`Admitted.resumed`).
 
         `line` is the member's `join` event with id 0. On success the join is
         numbered, stored and published, and the reply holds the welcome's
         snapshot: id, epoch, members and replay (`RoomHistory.replay_for_join`
-        rules with `since` and the client's `epoch`). The room is recorded as
+        rules with `since` and the client's `epoch`; `replay_for_resume` on a
+        resume, which makes no event). `secret` is what a later resume of this
+        member must give (None: it cannot resume). The room is recorded as
         one of this node's, for a reaper, in the same round trip.
         """
         call = scripts.join_call(
@@ -391,13 +397,15 @@ class Backplane:
             replay_limit=replay_limit,
             since=since,
             client_epoch=client_epoch,
+            resume=resume,
+            secret=secret,
         )
         (reply,) = await self._run([call], before=[["SADD", keys.node_rooms(self.node), room]])
         return scripts.parse_join_reply(reply)
 
     async def say_many(
         self, posts: Sequence[Post], notices: Sequence[tuple[str, bytes]] = ()
-    ) -> list[int | None]:
+    ) -> list[int | Resend | None]:
         """Number, store and publish `posts`, in order, in one round trip.
 
         `notices` go out first in the same round trip: `(room, line)` of
@@ -411,7 +419,10 @@ class Backplane:
         ids in the order given. Returns each post's event id, or None for a
         post whose token is not a member of its room (reaped while this
         process was cut off, or lost with a flushed server): its session
-        should end, for its client to join again. Several calls may be in flight
+        should end, for its client to join again; or `Resend` for a post whose
+        `ref` its member used within `DEDUPE_WINDOW` for an event still in the
+        log: stored once, that event goes back to its sender alone.
+        Several calls may be in flight
         at once (from several tasks); each room's ids then follow the order
         in which the server ran them.
 
@@ -439,13 +450,20 @@ class Backplane:
             )
             for group in groups
         ]
-        ids: list[int | None] = [None] * len(posts)
+        ids: list[int | Resend | None] = [None] * len(posts)
         for group, reply in zip(groups, await self._run(calls, before=publishes), strict=True):
             for i, event_id in zip(
                 group, scripts.parse_say_many_reply(reply, len(group)), strict=True
             ):
                 ids[i] = event_id
         return ids
+
+    async def hold(self, room: str, token: str, reason: protocol.LeaveReason) -> bool:
+        """Keep member `token` in `room` after its connection dropped for
+        `reason`, until it resumes or leaves (with that reason); False if it
+        is no longer a member there."""
+        (reply,) = await self._run([scripts.hold_call(room, token, reason.value)])
+        return bool(reply)
 
     async def leave(self, room: str, token: str, name: str, line: bytes) -> int | None:
         """Remove member `token` (named `name`) from `room`, announcing it with
@@ -576,7 +594,8 @@ class Backplane:
         return {node for node, alive in zip(ordered, found, strict=True) if alive == 0}
 
     async def reap(self, node: str, ts: str) -> list[int]:
-        """Make the members of dead `node` leave (reason `timeout`), each once.
+        """Make the members of dead `node` leave, each once: reason `timeout`,
+        or for a held member, the reason its connection dropped for.
 
         Does nothing if `node`'s lease is alive, or if another process was
         elected to reap it (`SET NX` on its reaper key). Returns the ids of the
@@ -597,14 +616,21 @@ class Backplane:
             batch = Batch(is_atomic=False)
             for room in rooms:
                 batch.custom_command(["HGETALL", keys.members(room)])
-            for room, held in zip(rooms, await self._exec(batch), strict=True):
-                if isinstance(held, GlideError):
-                    raise BackplaneError(_reason(held, self.url))
-                for token, record in sorted(_pairs(held)):
+                batch.custom_command(["HGETALL", keys.held(room)])
+            replies = await self._exec(batch)
+            for reply in replies:
+                if isinstance(reply, GlideError):
+                    raise BackplaneError(_reason(reply, self.url))
+            for i, room in enumerate(rooms):
+                members, held = replies[2 * i], dict(_pairs(replies[2 * i + 1]))
+                for token, record in sorted(_pairs(members)):
                     if keys.node_of_token(token) != node:
                         continue
+                    # A held member leaves for the reason its connection
+                    # dropped; the others went with their process.
+                    reason = _leave_reason(held.get(token))
                     name = scripts.member_name(record)
-                    line = protocol.leave_event(0, room, name, ts, protocol.LeaveReason.TIMEOUT)
+                    line = protocol.leave_event(0, room, name, ts, reason)
                     calls.append(
                         scripts.leave_call(
                             room,
@@ -637,6 +663,14 @@ class Backplane:
 def _candidate() -> str:
     """A new epoch, used only if this call starts a room's numbering."""
     return secrets.token_hex(8)
+
+
+def _leave_reason(held: bytes | None) -> protocol.LeaveReason:
+    """The leave reason a `held` hash value names; `timeout` if none (or unknown)."""
+    try:
+        return protocol.LeaveReason(held.decode("ascii")) if held else protocol.LeaveReason.TIMEOUT
+    except ValueError:
+        return protocol.LeaveReason.TIMEOUT
 
 
 def _is_noscript(result: object) -> bool:

@@ -725,6 +725,7 @@ async def serve_chat(
                     backplane,
                     replay_limit=settings.history_replay,
                     send_queue_size=settings.send_queue_size,
+                    grace=settings.presence_grace,
                 ) as hub,
             ):
                 log.info("rooms shared through %s as node %s", backplane.url, node)

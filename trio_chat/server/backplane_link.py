@@ -39,7 +39,7 @@ import trio
 
 from ..backplane.errors import BackplaneError
 from ..backplane.redis import Backplane
-from ..backplane.scripts import Admitted, NameTaken
+from ..backplane.scripts import Admitted, NameTaken, Resend
 from ..core import protocol
 from ..core.feed import Fill
 from ..core.protocol import LeaveReason
@@ -49,6 +49,7 @@ from .shared_state import (
     Checked,
     Filled,
     Heard,
+    HoldCall,
     JoinCall,
     JoinReplied,
     LeaveCall,
@@ -59,6 +60,7 @@ from .shared_state import (
     SayCall,
     SaysFailed,
     SaysRefused,
+    SaysResent,
     SharedHubMessage,
     Subscribed,
     TypingCall,
@@ -213,6 +215,8 @@ class BackplaneLink:
                     says, notices = [], []
                     if isinstance(call, JoinCall):
                         await self._run_join(call.member)
+                    elif isinstance(call, HoldCall):
+                        await self._run_hold(call)
                     else:
                         await self._run_leave(call)
                 await self._say_many(says, notices)
@@ -239,7 +243,12 @@ class BackplaneLink:
         self.say_seconds += trio.current_time() - started
         self._backplane_ok()
         refused = [say for say, event_id in zip(says, ids, strict=True) if event_id is None]
-        self.events += len(says) - len(refused)
+        resent = [
+            (say, event) for say, event in zip(says, ids, strict=True) if isinstance(event, Resend)
+        ]
+        self.events += len(says) - len(refused) - len(resent)
+        if resent and not self.stopping:
+            await self._post(SaysResent(resent))
         if refused:
             self.lost_posts += len(refused)
             log.warning(
@@ -263,19 +272,34 @@ class BackplaneLink:
                 since=hello.since,
                 client_epoch=hello.epoch,
                 replay_limit=self._replay_limit,
+                # Only where places are held: else a stale secret resumes nothing.
+                resume=hello.resume if member.secret is not None else None,
+                secret=member.secret,
             )
         except BackplaneError as error:
             self._backplane_failed(error)
             outcome = error
         else:
             self._backplane_ok()
-        if isinstance(outcome, Admitted):
+        if isinstance(outcome, Admitted) and not outcome.resumed:
             self.events += 1
-        if self.stopping:  # the hub task is gone: undo the join here
-            if not isinstance(outcome, NameTaken):
+        if self.stopping:  # the hub task is gone: undo the join here (or hold it)
+            if isinstance(outcome, Admitted) and member.secret is not None:
+                await self._run_hold(HoldCall(room, member.token, LeaveReason.SHUTDOWN))
+            elif not isinstance(outcome, NameTaken):
                 await self._run_leave(leave_call(room, member, LeaveReason.SHUTDOWN, member.ts))
             return
         await self._post(JoinReplied(member, outcome))
+
+    async def _run_hold(self, call: HoldCall) -> None:
+        try:
+            await self._backplane.hold(call.room, call.token, call.reason)
+        except BackplaneError as error:
+            self._backplane_failed(error)
+            # Held or not, it leaves when its grace ends (or is reaped).
+            log.warning("a dropped member of room %r could not be held: %s", call.room, error)
+            return
+        self._backplane_ok()
 
     async def _run_leave(self, call: LeaveCall) -> None:
         try:

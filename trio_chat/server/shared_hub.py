@@ -66,6 +66,28 @@ Typing notices are not numbered or stored: they go out with the says (one
 PUBLISH each in the same round trip) and come back on the room's channel to
 every process, which hands them to its members of the room but the sender.
 
+Presence
+--------
+With a grace period (`grace` > 0), every member gets a resume secret, kept
+on the backplane with its record. A member whose connection dropped is held
+there (`HOLD`): it stays a member, so its name stays taken everywhere, and
+this process makes it leave, with the reason it dropped for, when its grace
+ends (`serve_expiry` posts `GraceOver`). A hello carrying the secret takes
+the place back in whatever process it reaches, under that process's token
+and with no event; the `moved` notice the script publishes tells the
+process that held the old token to close the connection it replaces (1000),
+if it still had one, with no leave. Its grace timer then finds the old
+token gone, and the `LEAVE` does nothing. At a graceful exit every member
+here is held (reason `shutdown`) and the node's lease is set to last the
+grace period: members who come back resume anywhere; the others are reaped
+by another process once the lease has lapsed, with the reason they were
+held for.
+
+A `say` whose `ref` its member already used (module docstring of
+backplane/scripts.py, "exactly once") is not stored again: the script
+answers with the original event, which goes back to the sender alone
+(`SaysResent`), whatever process the original went through.
+
 Leases and the reaper
 ---------------------
 `open_shared_hub` owns the node's lease: it runs `BackplaneLink.serve_lease` in
@@ -88,8 +110,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import itertools
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -101,7 +125,7 @@ import trio
 from ..backplane import keys
 from ..backplane.errors import BackplaneError
 from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane
-from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of
+from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of, moved_token
 from ..core import protocol
 from ..core.feed import FeedStep, RoomFeed, catch_up, recipients_of
 from ..core.history import StoredEvent
@@ -122,7 +146,9 @@ from .shared_state import (
     CaughtUp,
     Checked,
     Filled,
+    GraceOver,
     Heard,
+    HoldCall,
     JoinCall,
     JoinReplied,
     Member,
@@ -132,6 +158,7 @@ from .shared_state import (
     SayCall,
     SaysFailed,
     SaysRefused,
+    SaysResent,
     SharedHubMessage,
     Stop,
     Subscribed,
@@ -170,12 +197,20 @@ class SharedHub(HubFront):
         *,
         replay_limit: int,
         burst: int,
+        grace: float = 0.0,
     ) -> None:
         self._backplane = backplane
         self._tasks = tasks
         self._burst = burst
+        self.grace = grace
         super().__init__(inbox)
         self._replies = inbox.clone()  # for `_finish`: the Stop, behind what is queued
+        self._grace_over = inbox.clone()  # the expiry task's wake-up calls
+        # (until, order, member, reason) of the members held here, soonest first.
+        self._held: list[tuple[float, int, Member, LeaveReason]] = []
+        self._held_order = itertools.count()
+        self._holding = trio.Event()  # set when a member is held: the expiry task wakes
+        self._expired = trio.Event()  # set when a GraceOver has been applied
         self._link = BackplaneLink(
             backplane,
             inbox.clone(),
@@ -197,6 +232,7 @@ class SharedHub(HubFront):
         self._resubscriptions = 0
         self._restarted_rooms = 0  # rooms whose numbering restarted under local members
         self._lost_members = 0  # closed with 1012: the backplane no longer held them
+        self._resent = 0  # says answered with the event their ref made before
 
     # -- statistics ------------------------------------------------------------
 
@@ -208,6 +244,7 @@ class SharedHub(HubFront):
             deliveries=self._deliveries,
             slow_drops=self._slow_drops,
             inbox=self.broadcast.statistics().current_buffer_used,
+            held=len(self._held),
         )
 
     def backplane_counters(self) -> BackplaneCounters:
@@ -310,7 +347,7 @@ class SharedHub(HubFront):
         elif isinstance(message, Registration):
             self._register(message, ts)
         elif isinstance(message, Unregistration):
-            self._unregister(message.peer, message.reason, ts)
+            self._unregister(message.peer, message.reason, ts, hold=message.hold)
         elif isinstance(message, JoinReplied):
             self._join_replied(message)
         elif isinstance(message, Subscribed):
@@ -327,6 +364,11 @@ class SharedHub(HubFront):
             for say in message.says:
                 self._refuse_say(say.member, say.ref, ts)
                 self._lose(say.member, ts)
+        elif isinstance(message, SaysResent):
+            for say, event in message.says:
+                self._resend(say.member, event.line, ts)
+        elif isinstance(message, GraceOver):
+            self._expire(ts)
         elif isinstance(message, Recover):
             self._recover()
         elif isinstance(message, Checked):
@@ -361,6 +403,8 @@ class SharedHub(HubFront):
             self._link.subscribe(room)
         token = keys.member_token(self._backplane.node, next(self._tokens))
         member = Member(peer, hello, room, token, ts, registration)
+        if self.grace > 0:
+            member.secret = secrets.token_urlsafe(18)
         self._members[peer] = member
         if room.subscribed:
             room.pending.add(member)
@@ -410,6 +454,8 @@ class SharedHub(HubFront):
             self._refuse(member, Unavailable(str(outcome)))
         else:
             member.join_id = outcome.join_id
+            if outcome.resumed:  # the secret stays the one the client gave
+                member.secret = member.hello.resume
             member.welcome = [
                 protocol.welcome_event(
                     room.name,
@@ -418,6 +464,7 @@ class SharedHub(HubFront):
                     outcome.join_id,
                     epoch=outcome.epoch,
                     recovered=outcome.recovered,
+                    resume=member.secret,
                 ),
                 *(event.line for event in outcome.replay),
             ]
@@ -478,7 +525,7 @@ class SharedHub(HubFront):
 
     # -- leaving -------------------------------------------------------------
 
-    def _unregister(self, peer: Peer, reason: LeaveReason, ts: str) -> None:
+    def _unregister(self, peer: Peer, reason: LeaveReason, ts: str, *, hold: bool = False) -> None:
         member = self._members.pop(peer, None)
         if member is None:
             return
@@ -486,13 +533,63 @@ class SharedHub(HubFront):
         if peer in room.members:
             del room.members[peer]
             self._active -= 1
-            self._link.call(leave_call(room.name, member, reason, ts))
+            if hold and self.grace > 0:
+                self._hold(member, reason)
+            else:
+                self._link.call(leave_call(room.name, member, reason, ts))
         elif member in room.waiting:
             room.waiting.remove(member)
         else:  # its join or its catch-up is in flight
             member.left = reason
             if member.join_id:  # admitted, catching up: it leaves now
                 self._link.call(leave_call(room.name, member, reason, ts))
+        self._forget_if_idle(room)
+
+    def _hold(self, member: Member, reason: LeaveReason) -> None:
+        """Keep a dropped member's place for the grace period (module
+        docstring, "Presence")."""
+        self._link.call(HoldCall(member.room.name, member.token, reason))
+        until = trio.current_time() + self.grace
+        heapq.heappush(self._held, (until, next(self._held_order), member, reason))
+        self._holding.set()
+
+    def _expire(self, ts: str) -> None:
+        """Make the members whose grace has ended leave, with the reason they
+        dropped for; a member that resumed meanwhile (here or elsewhere) is
+        no longer under its old token, and its `LEAVE` does nothing."""
+        now = trio.current_time()
+        while self._held and self._held[0][0] <= now:
+            _, _, member, reason = heapq.heappop(self._held)
+            self._link.call(leave_call(member.room.name, member, reason, ts))
+        self._expired.set()
+
+    async def serve_expiry(self) -> None:
+        """Post `GraceOver` whenever a held member's grace ends, in order
+        with the rest of the inbox (the hub task applies it)."""
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            while True:
+                if not self._held:  # the hub task's state, read between its turns
+                    await self._holding.wait()
+                    self._holding = trio.Event()
+                    continue
+                await trio.sleep_until(self._held[0][0])
+                self._expired = trio.Event()
+                await self._grace_over.send(GraceOver())
+                await self._expired.wait()
+
+    def _moved(self, room: Room, token: str) -> None:
+        """A member took its place back under another token: close the
+        connection that held the old one here, if any (1000, no leave)."""
+        for peer in room.members:
+            member = self._members[peer]
+            if member.token == token:
+                break
+        else:
+            return
+        del self._members[peer]
+        del room.members[peer]
+        self._active -= 1
+        peer.drop(CloseCode.NORMAL, LeaveReason.QUIT, "replaced by a newer connection")
         self._forget_if_idle(room)
 
     def _forget_if_idle(self, room: Room) -> None:
@@ -590,19 +687,25 @@ class SharedHub(HubFront):
                 self._resync(room)
 
     def _stop(self, ts: str) -> None:
-        """The hub is closing: every local member leaves (reason `shutdown`)."""
+        """The hub is closing: every local member leaves (reason `shutdown`),
+        or with a grace period is held, to resume in the next process."""
         self._link.stopping = True
         for member in list(self._members.values()):
             admitted = member.peer in member.room.members
-            self._unregister(member.peer, LeaveReason.SHUTDOWN, ts)
+            self._unregister(member.peer, LeaveReason.SHUTDOWN, ts, hold=True)
             if not admitted:
                 self._refuse(member, trio.ClosedResourceError("the hub has shut down"))
 
     def _stopped_reply(self, message: SharedHubMessage) -> None:
-        """A join answered just as the hub stopped: take the member out again."""
+        """A join answered just as the hub stopped: take the member out again
+        (or hold it, with a grace period)."""
         if isinstance(message, JoinReplied) and isinstance(message.outcome, Admitted):
             member = message.member
-            self._link.call(leave_call(member.room.name, member, LeaveReason.SHUTDOWN, member.ts))
+            if self.grace > 0:
+                self._link.call(HoldCall(member.room.name, member.token, LeaveReason.SHUTDOWN))
+            else:
+                reason = LeaveReason.SHUTDOWN
+                self._link.call(leave_call(member.room.name, member, reason, member.ts))
 
     # -- saying --------------------------------------------------------------
 
@@ -619,7 +722,8 @@ class SharedHub(HubFront):
             line = protocol.message_event(
                 0, room.name, member.name, command.text, ts, ref=command.ref
             )
-            self._link.call(SayCall(member, command.ref, Post(room.name, member.token, line)))
+            post = Post(room.name, member.token, line, command.ref)
+            self._link.call(SayCall(member, command.ref, post))
             return
         # A typing notice reaches every process, this one included, through
         # the room's channel, with the says queued around it.
@@ -637,6 +741,17 @@ class SharedHub(HubFront):
         if not peer.deliver_nowait(line):
             self._drop_slow(peer, ts)
 
+    def _resend(self, member: Member, line: bytes, ts: str) -> None:
+        """A say its member sent before (the same ref): the original event,
+        to the sender alone; nothing if it has left meanwhile."""
+        self._resent += 1
+        peer = member.peer
+        if self._members.get(peer) is not member or peer not in member.room.members:
+            return
+        self._touched.add(peer)
+        if not peer.deliver_nowait(line):
+            self._drop_slow(peer, ts)
+
     # -- hearing -------------------------------------------------------------
 
     def _heard(self, message: Heard) -> None:
@@ -646,7 +761,11 @@ class SharedHub(HubFront):
                 continue  # no longer ours: an event still queued at unsubscription
             event_id = event_id_of(line)
             if event_id is None:
-                self._typing(room, line)
+                token = moved_token(line)
+                if token is None:
+                    self._typing(room, line)
+                else:
+                    self._moved(room, token)
                 continue
             event = StoredEvent(event_id, line)
             if room.feed is None:
@@ -716,6 +835,7 @@ async def open_shared_hub(
     lease_period: float = LEASE_PERIOD,
     lease_ttl: float = LEASE_TTL,
     reap_period: float = REAP_PERIOD,
+    grace: float = 0.0,
 ) -> AsyncIterator[SharedHub]:
     """Run a shared hub on `backplane` for the duration of the `async with` block.
 
@@ -732,8 +852,13 @@ async def open_shared_hub(
     reaps the members of processes whose lease has lapsed (module docstring).
     Every process sharing the server should use the same `lease_ttl`.
 
+    `grace`: how long a member whose connection dropped keeps its place
+    (module docstring, "Presence"); 0 holds nothing.
+
     On exit the session channels are closed, every member still here leaves
     through the backplane (bounded by `STOP_WAIT`), and the hub's tasks end.
+    With a grace period the members are held instead, and the node's lease
+    is set to last `grace` more seconds: then other processes reap them.
     If the block is left because an enclosing scope was cancelled, the hub
     ends at once, as a killed process would: no leaves are sent, the lease
     stops, and the other processes reap the members once it has lapsed.
@@ -752,6 +877,7 @@ async def open_shared_hub(
             nursery,
             replay_limit=replay_limit,
             burst=max(send_queue_size // 4, 1),
+            grace=grace,
         )
         link = hub._link
         lease = functools.partial(link.serve_lease, period=lease_period, ttl=lease_ttl)
@@ -763,6 +889,7 @@ async def open_shared_hub(
         nursery.start_soon(link.serve_heard, send.clone())
         nursery.start_soon(link.serve_resync)
         nursery.start_soon(link.serve_reaper, reap_period)
+        nursery.start_soon(hub.serve_expiry)
         send.close()
         try:
             yield hub
@@ -771,3 +898,7 @@ async def open_shared_hub(
             with trio.move_on_after(STOP_WAIT):
                 await hub._finish()
             nursery.cancel_scope.cancel()
+    if grace > 0:
+        # After the lease task has stopped, so that it cannot renew it again.
+        with trio.move_on_after(STOP_WAIT), contextlib.suppress(BackplaneError):
+            await backplane.renew_lease(grace)

@@ -1,7 +1,7 @@
 """What the shared hub holds, what it asks of the backplane, what comes back.
 
 The shared hub (shared_hub.py) owns every `Room` and `Member`; it hands
-script calls (`JoinCall`, `LeaveCall`, `SayCall`, `TypingCall`) to the
+script calls (`JoinCall`, `HoldCall`, `LeaveCall`, `SayCall`, `TypingCall`) to the
 backplane link (backplane_link.py), whose tasks run them and post the
 answers back into the hub's inbox as the messages below, in one
 `SharedHubMessage` union with the sessions' own commands. Plain data: the
@@ -16,7 +16,7 @@ from typing import Final
 
 from ..backplane.errors import BackplaneError
 from ..backplane.redis import RoomState
-from ..backplane.scripts import Admitted, NameTaken, Post
+from ..backplane.scripts import Admitted, NameTaken, Post, Resend
 from ..core import protocol
 from ..core.feed import RoomFeed
 from ..core.history import StoredEvent
@@ -73,6 +73,7 @@ class Member:
     token: str
     ts: str  # when its hello was applied: its join event's time
     waiter: Registration | None  # the session's hello, until it is answered
+    secret: str | None = None  # for a later resume; None when no place is held
     left: LeaveReason | None = None  # the session ended before its join was answered
     welcome: list[bytes] = field(default_factory=list)  # built once admitted
     join_id: int = 0
@@ -99,6 +100,15 @@ class JoinCall:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldCall:
+    """Keep a member whose connection dropped, for it to resume."""
+
+    room: str
+    token: str
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, slots=True)
 class LeaveCall:
     room: str
     token: str
@@ -121,7 +131,7 @@ class TypingCall:
     line: bytes
 
 
-Call = JoinCall | LeaveCall | SayCall | TypingCall
+Call = JoinCall | HoldCall | LeaveCall | SayCall | TypingCall
 
 
 # What tasks post back into the inbox.
@@ -177,6 +187,18 @@ class SaysRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class SaysResent:
+    """Posts sent before with the same ref: each goes back to its sender alone."""
+
+    says: list[tuple[SayCall, Resend]]
+
+
+@dataclass(frozen=True, slots=True)
+class GraceOver:
+    """A held place's grace period may have ended: make the expired ones leave."""
+
+
+@dataclass(frozen=True, slots=True)
 class Recover:
     """The backplane may have lost events or state: resubscribe, then check."""
 
@@ -204,6 +226,8 @@ SharedHubMessage = (
     | Overflowed
     | SaysFailed
     | SaysRefused
+    | SaysResent
+    | GraceOver
     | Recover
     | Checked
     | Stop
