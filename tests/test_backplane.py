@@ -22,7 +22,7 @@ from redis_server import command, free_port
 from trio_chat.backplane import keys, scripts
 from trio_chat.backplane.errors import BackplaneError
 from trio_chat.backplane.redis import Backplane, RoomState, open_backplane
-from trio_chat.backplane.scripts import Admitted, NameTaken, Post
+from trio_chat.backplane.scripts import Admitted, NameTaken, Post, Resend
 from trio_chat.backplane.url import BackplaneUrl, BackplaneUrlError, parse_backplane_url
 from trio_chat.core import protocol
 from trio_chat.core.errors import TrioChatError
@@ -122,7 +122,8 @@ def test_a_refused_url_does_not_show_its_password(text: str) -> None:
 def test_every_key_of_a_room_is_in_one_hash_slot() -> None:
     room = "a.b-c_9"
     names = [keys.seq(room), keys.epoch(room), keys.log(room), keys.members(room)]
-    names += [keys.names(room), keys.channel(room)]
+    names += [keys.names(room), keys.channel(room), keys.secrets(room), keys.held(room)]
+    names += [keys.refs(room), keys.ref_order(room)]
     assert all(name.count("{") == 1 and "{a.b-c_9}" in name for name in names)
     assert len(set(names)) == len(names)
     assert keys.room_of_channel(keys.channel(room).encode()) == room
@@ -257,6 +258,10 @@ def join_line(room: str, name: str) -> bytes:
     return protocol.join_event(0, room, name, TS)
 
 
+def leave_line(room: str, name: str) -> bytes:
+    return protocol.leave_event(0, room, name, TS, LeaveReason.QUIT)
+
+
 def said(room: str, name: str, text: str) -> bytes:
     return protocol.message_event(0, room, name, text, TS, ref=None)
 
@@ -358,7 +363,8 @@ async def test_ids_rise_by_one_under_concurrent_says_from_two_nodes(
                 )
                 replies = await bp.say_many([*(Post(room, token, line) for line in lines), *noise])
                 assert None not in replies
-                ids = [event_id for event_id in replies[:size] if event_id is not None]
+                ids = [event_id for event_id in replies[:size] if isinstance(event_id, int)]
+                assert len(ids) == size  # no ref, so nothing is taken for a resend
                 got[name[0]].extend(ids)
                 for event_id, line in zip(ids, lines, strict=True):
                     sent[event_id] = scripts.with_id(line, event_id)
@@ -659,7 +665,7 @@ async def test_join_replays_as_the_pure_model_does(
                     Post(room, "a/first", said(room, "first", f"{n}.{i}")) for i in range(amount)
                 ]
                 for event_id, post in zip(await a.say_many(posts), posts, strict=True):
-                    assert event_id is not None
+                    assert isinstance(event_id, int)
                     model.append(StoredEvent(event_id, scripts.with_id(post.line, event_id)))
                 continue
             since = None if amount < 0 else amount
@@ -807,3 +813,207 @@ async def test_connecting_to_a_silent_server_can_be_cancelled(redis_port: int) -
         async with open_backplane(url, "a"):
             pytest.fail("connected to nothing")
     assert scope.cancelled_caught
+
+
+# -- held places and exactly-once says ---------------------------------------
+
+
+def said_with_ref(room: str, name: str, text: str, ref: str) -> bytes:
+    return protocol.message_event(0, room, name, text, TS, ref=ref)
+
+
+def test_a_moved_notice_is_told_from_typing() -> None:
+    assert scripts.moved_token(b'{"type":"moved","token":"n-1/7"}') == "n-1/7"
+    for line in (protocol.typing_event("r", "moved"), b'{"type":"moved","token":"x"', b""):
+        assert scripts.moved_token(line) is None
+    assert scripts.event_id_of(b'{"type":"moved","token":"n-1/7"}') is None
+
+
+async def test_a_held_member_resumes_under_a_new_token_with_no_event(redis_url: str) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a", "b") as (a, b):
+        await b.subscribe(room)
+        first = await a.join(room, "a/1", "alice", join_line(room, "alice"), secret="s3cret")
+        assert isinstance(first, Admitted)
+        assert not first.resumed
+        await admit(b, room, "b/1", "bob")
+        await a.say_many([Post(room, "a/1", said(room, "alice", "hi"))])
+        assert await a.hold(room, "a/1", LeaveReason.TIMEOUT)
+        # Held: the name stays taken, without the secret or with a wrong one.
+        for resume in (None, "wrong"):
+            refused = await b.join(room, "b/2", "alice", join_line(room, "alice"), resume=resume)
+            assert refused == NameTaken("alice")
+        # A look-alike name with the right secret is not that member.
+        look_alike = await b.join(room, "b/3", "Alice", join_line(room, "Alice"), resume="s3cret")
+        assert look_alike == NameTaken("alice")
+        resumed = await b.join(
+            room, "b/4", "alice", join_line(room, "alice"), resume="s3cret", since=1
+        )
+        assert isinstance(resumed, Admitted)
+        assert resumed.resumed
+        assert (resumed.join_id, resumed.members, resumed.recovered) == (3, ["alice", "bob"], True)
+        assert [e.id for e in resumed.replay] == [2, 3]
+        assert [e.id for e in await stream(a, room)] == [1, 2, 3]  # no event at all
+        # The old token is gone: its hold, say and leave do nothing.
+        assert not await a.hold(room, "a/1", LeaveReason.TIMEOUT)
+        assert await a.say_many([Post(room, "a/1", said(room, "alice", "x"))]) == [None]
+        assert await a.leave(room, "a/1", "alice", leave_line(room, "alice")) is None
+        assert await b.say_many([Post(room, "b/4", said(room, "alice", "back"))]) == [4]
+        # The process holding the old token heard which one moved.
+        await wait_for_events(b, 5)
+        heard = [line for _room, line in drain(b)]
+        assert b'{"type":"moved","token":"a/1"}' in heard
+        # The secret moved along: the place can be taken back again.
+        again = await a.join(room, "a/5", "alice", join_line(room, "alice"), resume="s3cret")
+        assert isinstance(again, Admitted)
+        assert again.resumed
+        assert await a.leave(room, "a/5", "alice", leave_line(room, "alice")) == 5
+        # Gone for good: the name is free, the old secret resumes nothing.
+        fresh = await b.join(room, "b/6", "alice", join_line(room, "alice"), resume="s3cret")
+        assert isinstance(fresh, Admitted)
+        assert not fresh.resumed
+        assert fresh.join_id == 6
+
+
+async def test_a_resume_replay_follows_the_resume_rules(redis_url: str) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a") as (a,):
+        await a.join(room, "a/1", "alice", join_line(room, "alice"), secret="s")
+        await a.say_many([Post(room, "a/1", said(room, "alice", f"{i}")) for i in range(5)])
+        cases: list[tuple[int | None, str | None, int, list[int], bool | None]] = [
+            # since, client epoch, replay limit -> replay ids, recovered
+            (None, None, 2, [5, 6], None),
+            (6, None, 2, [], True),  # a since at the last id: nothing missed
+            (7, None, 2, [5, 6], False),  # beyond what exists: a lost history
+            (3, "another", 2, [5, 6], False),
+            (3, None, 0, [4, 5, 6], True),
+            (None, None, 0, [], None),
+        ]
+        for n, (since, client_epoch, limit, ids, recovered) in enumerate(cases):
+            reply = await a.join(
+                room,
+                f"a/{n + 2}",
+                "alice",
+                join_line(room, "alice"),
+                resume="s",
+                since=since,
+                client_epoch=client_epoch,
+                replay_limit=limit,
+            )
+            assert isinstance(reply, Admitted)
+            assert reply.resumed
+            assert ([e.id for e in reply.replay], reply.recovered) == (ids, recovered), n
+            assert reply.join_id == 6
+
+
+async def test_a_ref_is_stored_once_per_member(redis_url: str) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a", "b") as (a, b):
+        await a.join(room, "a/1", "alice", join_line(room, "alice"), secret="s")
+        await admit(b, room, "b/1", "bob")
+        hi = said_with_ref(room, "alice", "hi", "r1")
+        assert await a.say_many([Post(room, "a/1", hi, "r1")]) == [3]
+        original = Resend(3, scripts.with_id(hi, 3))
+        # Again, twice in one call, and from another process after a resume.
+        again = await a.say_many([Post(room, "a/1", hi, "r1"), Post(room, "a/1", hi, "r1")])
+        assert again == [original, original]
+        await b.join(room, "b/2", "alice", join_line(room, "alice"), resume="s")
+        assert await b.say_many([Post(room, "b/2", hi, "r1")]) == [original]
+        # The same ref from another member, or a new one in one call: stored.
+        bob = said_with_ref(room, "bob", "hi", "r1")
+        two = said_with_ref(room, "alice", "two", "r2")
+        replies = await b.say_many(
+            [
+                Post(room, "b/1", bob, "r1"),
+                Post(room, "b/2", two, "r2"),
+                Post(room, "b/2", two, "r2"),
+            ]
+        )
+        assert replies == [4, 5, Resend(5, scripts.with_id(two, 5))]
+        # No ref: never taken for a resend.
+        plain = [Post(room, "b/2", said(room, "alice", "x"))] * 2
+        assert await b.say_many(plain) == [6, 7]
+        assert [e.id for e in await stream(a, room)] == list(range(1, 8))
+        # A member who left and came back under the same name is another member.
+        await b.leave(room, "b/2", "alice", leave_line(room, "alice"))
+        await admit(a, room, "a/9", "alice")
+        assert await a.say_many([Post(room, "a/9", hi, "r1")]) == [10]
+
+
+async def test_refs_are_forgotten_once_their_event_is_out_of_the_log(redis_url: str) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a", history_limit=10) as (a,):
+        await admit(a, room, "a/1", "alice")
+        hi = said_with_ref(room, "alice", "hi", "r")
+        assert await a.say_many([Post(room, "a/1", hi, "r")]) == [2]
+        for k in range(2):  # refs are forgotten at the end of each call
+            await a.say_many(
+                [Post(room, "a/1", said(room, "alice", "x"), f"n{k}.{i}") for i in range(6)]
+            )
+        assert await a.say_many([Post(room, "a/1", hi, "r")]) == [15]
+        remembered = await a._command("HLEN", keys.refs(room))
+        assert 0 < remembered <= 11  # the last history-limit events' refs, about
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["say", "resume"]), st.integers(0, 1), st.integers(0, 3)),
+        min_size=1,
+        max_size=30,
+    )
+)
+async def test_a_ref_resent_any_number_of_times_yields_one_event(
+    redis_url: str, steps: list[tuple[str, int, int]]
+) -> None:
+    """Says with a few refs, sent again and again through either of two
+    processes, the member resuming from one to the other in between: each
+    ref is stored once, and every resend answers with that one event."""
+    room = new_room()
+    async with backplanes(redis_url, "a", "b") as nodes:
+        tokens = itertools.count(2)
+        token, where = "a/1", 0
+        first = await nodes[0].join(room, token, "alice", join_line(room, "alice"), secret="s")
+        assert isinstance(first, Admitted)
+        made: dict[str, int] = {}
+        for kind, node, ref_number in steps:
+            if kind == "resume":
+                token, where = f"{'ab'[node]}/{next(tokens)}", node
+                reply = await nodes[node].join(
+                    room, token, "alice", join_line(room, "alice"), resume="s"
+                )
+                assert isinstance(reply, Admitted)
+                assert reply.resumed
+                continue
+            ref = f"r{ref_number}"
+            line = said_with_ref(room, "alice", ref, ref)
+            (result,) = await nodes[where].say_many([Post(room, token, line, ref)])
+            if ref in made:
+                assert result == Resend(made[ref], scripts.with_id(line, made[ref]))
+            else:
+                assert isinstance(result, int)
+                made[ref] = result
+        texts = [json.loads(e.line).get("ref") for e in await stream(nodes[0], room)]
+        assert sorted(r for r in texts if r) == sorted(made)
+
+
+async def test_a_held_member_of_a_dead_node_leaves_for_its_own_reason(
+    redis_url: str, redis_port: int
+) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "live") as (live,):
+        async with backplanes(redis_url, "dead") as (dead,):
+            await admit(dead, room, "dead/1", "alice")
+            await admit(dead, room, "dead/2", "bob")
+            assert await dead.hold(room, "dead/1", LeaveReason.SHUTDOWN)
+        await admit(live, room, "live/1", "carol")
+        command(redis_port, "DEL", keys.lease("dead"))
+        assert await live.dead_nodes([room]) == {"dead"}
+        assert len(await live.reap("dead", TS)) == 2
+        assert [(e["name"], e["reason"]) for e in leaves_in(await stream(live, room))] == [
+            ("alice", "shutdown"),
+            ("bob", "timeout"),
+        ]
+        assert command(redis_port, "HLEN", keys.held(room)) == b":0"

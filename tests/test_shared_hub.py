@@ -33,6 +33,7 @@ from trio_chat.backplane.scripts import Admitted, NameTaken
 from trio_chat.config import Settings
 from trio_chat.core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say
 from trio_chat.core.protocol import Typing as TypingCommand
+from trio_chat.core.rooms import Joined
 from trio_chat.server import shared_state
 from trio_chat.server.app import ChatServer
 from trio_chat.server.hub import Unavailable
@@ -58,11 +59,13 @@ async def backplanes(url: str, count: int = 2) -> AsyncIterator[list[Backplane]]
 
 
 @asynccontextmanager
-async def hubs(bps: list[Backplane], queue: int = 1000) -> AsyncIterator[list[SharedHub]]:
+async def hubs(
+    bps: list[Backplane], queue: int = 1000, **options: float
+) -> AsyncIterator[list[SharedHub]]:
     async with AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(
-                open_shared_hub(bp, replay_limit=10_000, send_queue_size=queue)
+                open_shared_hub(bp, replay_limit=10_000, send_queue_size=queue, **options)
             )
             for bp in bps
         ]
@@ -838,3 +841,174 @@ def check_room(
         # Typing notices come from the room's other members, on either hub.
         typists = {e["name"] for e in p.received if e["type"] == "typing"}
         assert typists <= set(hub_of) - {p.name}
+
+
+# -- held places and exactly-once says across processes ----------------------
+
+GRACE = 60.0  # seconds: never reached unless a test jumps the clock
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Real time, which a test may jump forward past a grace period (the
+    backplane's own round trips keep their real timeouts)."""
+    return trio.testing.MockClock(rate=1.0)
+
+
+def welcome_of(joined: Joined[Any]) -> dict[str, Any]:
+    welcome: dict[str, Any] = json.loads(joined.welcome[0])
+    assert welcome["type"] == "welcome"
+    return welcome
+
+
+async def test_a_dropped_member_resumes_on_the_other_hub_unnoticed(redis_url: str) -> None:
+    room = new_name("room")
+    alice, bob = peer("alice"), peer("bob")
+    async with (
+        backplanes(redis_url) as bps,
+        hubs(bps, grace=GRACE) as (a, b),
+        trio.open_nursery() as tasks,
+    ):
+        for p in (alice, bob):
+            tasks.start_soon(p.consume, [])
+        secret = welcome_of(await a.join(alice, Hello("alice", room)))["resume"]
+        assert secret != welcome_of(await b.join(bob, Hello("bob", room)))["resume"]
+        await a.say(alice, Say("before", ref="r1"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(bob) >= 3)
+        await a.leave(alice, LeaveReason.TIMEOUT, hold=True)  # the connection dropped
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: a.statistics().held == 1)
+        # Held: nobody else may take the name, on either hub.
+        for hub in (a, b):
+            with pytest.raises(ProtocolError) as caught:
+                await hub.join(peer("alice"), Hello("alice", room))
+            assert caught.value.code is ErrorCode.NAME_TAKEN
+        await b.say(bob, Say("while away"))
+        back = peer("alice")
+        tasks.start_soon(back.consume, [])
+        joined = await b.join(back, Hello("alice", room, since=3, resume=secret))
+        assert joined.join_id == 4
+        welcome = welcome_of(joined)
+        assert (welcome["resume"], welcome["last_id"], welcome["recovered"]) == (secret, 4, True)
+        assert welcome["members"] == ["alice", "bob"]
+        assert [json.loads(line)["text"] for line in joined.welcome[1:]] == ["while away"]
+        # The ref it used before it dropped is still its own, from hub b too.
+        await b.say(back, Say("before", ref="r1"))
+        await b.say(back, Say("after"))
+        with trio.fail_after(WAIT):  # the resent event may come before or after id 5
+            await wait_until(lambda: last_seen(bob) >= 5 and len(stored(back)) >= 3)
+        log = await room_log(bps[0], room)
+        assert [(e["type"], e["name"]) for e in log] == [
+            ("join", "alice"),
+            ("join", "bob"),
+            ("message", "alice"),
+            ("message", "bob"),
+            ("message", "alice"),
+        ]
+        resent = [e for e in back.received if e.get("ref") == "r1"]
+        assert resent == [log[2]]  # the original, to its sender alone
+        assert [e["text"] for e in stored(bob) if e["type"] == "message"] == [
+            "before",
+            "while away",
+            "after",
+        ]
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_connection_resumed_elsewhere_is_replaced_without_a_leave(
+    redis_url: str,
+) -> None:
+    room = new_name("room")
+    first, bob = peer("alice"), peer("bob")
+    async with (
+        backplanes(redis_url) as bps,
+        hubs(bps, grace=GRACE) as (a, b),
+        trio.open_nursery() as tasks,
+    ):
+        for p in (first, bob):
+            tasks.start_soon(p.consume, [])
+        secret = welcome_of(await a.join(first, Hello("alice", room)))["resume"]
+        await a.join(bob, Hello("bob", room))
+        second = peer("alice")  # the same person, in another tab, through hub b
+        tasks.start_soon(second.consume, [])
+        await b.join(second, Hello("alice", room, resume=secret))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: bool(first.dropped))
+        assert first.dropped == [(CloseCode.NORMAL, LeaveReason.QUIT)]
+        await a.leave(first, LeaveReason.QUIT)  # its session's own leave: nothing
+        assert a.statistics().members == 1
+        await b.say(second, Say("still here"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(bob) >= 3)
+        log = await room_log(bps[0], room)
+        assert [(e["type"], e["name"]) for e in log] == [
+            ("join", "alice"),
+            ("join", "bob"),
+            ("message", "alice"),
+        ]
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_held_member_leaves_when_its_grace_ends(
+    redis_url: str, clock: trio.testing.MockClock
+) -> None:
+    room = new_name("room")
+    alice, bob = peer("alice"), peer("bob")
+    async with (
+        backplanes(redis_url) as bps,
+        hubs(bps, grace=GRACE) as (a, b),
+        trio.open_nursery() as tasks,
+    ):
+        for p in (alice, bob):
+            tasks.start_soon(p.consume, [])
+        secret = welcome_of(await a.join(alice, Hello("alice", room)))["resume"]
+        await b.join(bob, Hello("bob", room))
+        await a.leave(alice, LeaveReason.TIMEOUT, hold=True)
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: a.statistics().held == 1)
+        clock.jump(GRACE)
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(bob) >= 3)
+        leave = stored(bob)[-1]
+        assert (leave["type"], leave["name"], leave["reason"]) == ("leave", "alice", "timeout")
+        assert a.statistics().held == 0
+        # Gone: the name is free, and the secret takes nothing back.
+        again = peer("alice")
+        tasks.start_soon(again.consume, [])
+        joined = await b.join(again, Hello("alice", room, resume=secret))
+        assert joined.join_id == 4
+        assert welcome_of(joined)["resume"] != secret
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_graceful_exit_holds_its_members_for_the_grace_period(redis_url: str) -> None:
+    """Hub a exits: its members are held, not gone. One comes back through
+    hub b unnoticed; the other is reaped by hub b once a's lease, set to last
+    the grace period, has lapsed, and leaves for the reason it was held for."""
+    room = new_name("room")
+    alice, carol, bob = peer("alice"), peer("carol"), peer("bob")
+    grace = 1.0  # real seconds: the lease lapses on the server's clock
+    async with backplanes(redis_url) as (bp_a, bp_b), trio.open_nursery() as tasks:
+        for p in (alice, carol, bob):
+            tasks.start_soon(p.consume, [])
+        async with hubs([bp_b], grace=grace, reap_period=0.1) as (b,):
+            async with hubs([bp_a], grace=grace) as (a,):
+                secret = welcome_of(await a.join(alice, Hello("alice", room)))["resume"]
+                await a.join(carol, Hello("carol", room))
+                await b.join(bob, Hello("bob", room))
+            back = peer("alice")
+            tasks.start_soon(back.consume, [])
+            joined = await b.join(back, Hello("alice", room, since=3, resume=secret))
+            assert joined.join_id == 3
+            with trio.fail_after(WAIT):
+                await wait_until(lambda: last_seen(bob) >= 4)
+            log = await room_log(bp_b, room)
+            assert [(e["type"], e["name"], e.get("reason")) for e in log] == [
+                ("join", "alice", None),
+                ("join", "carol", None),
+                ("join", "bob", None),
+                ("leave", "carol", "shutdown"),
+            ]
+            assert [e["id"] for e in stored(back)] == [4]
+        tasks.cancel_scope.cancel()
