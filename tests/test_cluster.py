@@ -81,7 +81,11 @@ class Member:
         await self.client.say(text, **({} if ref is None else {"ref": ref}))
 
     async def quit(self) -> None:
-        """End the connection (the server's leave reason: `quit`)."""
+        """Say goodbye: close 1000 (the server's leave reason: `quit`)."""
+        await self.client.goodbye()
+
+    async def drop(self) -> None:
+        """Vanish without a close frame: the server holds the member's place."""
         await self.client.aclose()
 
     def stored(self) -> list[Event]:
@@ -127,12 +131,12 @@ class Cluster:
     servers: list[Server] = field(default_factory=list)
     clients: list[RawClient] = field(default_factory=list)
 
-    async def start(self, count: int, url: str | None = None) -> list[Server]:
+    async def start(self, count: int, url: str | None = None, *args: str) -> list[Server]:
         """Start `count` servers, one after the other (each is ready when returned)."""
         started = []
         for _ in range(count):
             process, port, output = await self.stack.enter_async_context(
-                serving("--backplane", url or self.url, *SERVE_ARGS)
+                serving("--backplane", url or self.url, *SERVE_ARGS, *args)
             )
             started.append(Server(process, port, output))
         self.servers.extend(started)
@@ -412,6 +416,78 @@ async def test_a_client_resumes_on_another_process(redis_url: str) -> None:
         await back.say("I'm back")
         await until("everyone hears it", lambda: all(m.saw("I'm back") for m in (stranger, bob)))
         one_order([watcher, alice, bob, back, stranger])
+
+
+# -- places held across processes ---------------------------------------------------
+
+
+async def test_a_dropped_client_resumes_on_another_process_unnoticed(redis_url: str) -> None:
+    """Alice's connection to a vanishes; her client comes back through b
+    with its secret: nobody sees her leave or join, she misses nothing, and
+    the message she sent twice (before and after) is stored once."""
+    room = "held"
+    async with open_cluster(redis_url) as cluster:
+        a, b = await cluster.start(2, None, "--presence-grace", "60")
+        watcher = await cluster.join(b, "watcher", room)
+        alice = await cluster.join(a, "alice", room)
+        secret = alice.welcome["resume"]
+        await alice.say("sent once", ref="r1")
+        await until("alice's message comes back", lambda: alice.saw("sent once"))
+        since, epoch = alice.last_id(), alice.welcome["epoch"]
+        await alice.drop()
+        await watcher.say("while she was away")
+        taken = await cluster.connect(b)
+        await taken.send_json({"type": "hello", "name": "alice", "room": room})
+        refusal = await taken.next_event()  # held: the name is still hers
+        assert (refusal["type"], refusal["code"]) == ("error", "name_taken")
+
+        back = await cluster.join(b, "alice", room, since=since, epoch=epoch, resume=secret)
+        assert back.welcome["resume"] == secret
+        assert back.welcome["recovered"] is True
+        assert sorted(back.welcome["members"]) == ["alice", "watcher"]
+        await until("her replay", lambda: back.saw("while she was away"))
+        await back.say("sent once", ref="r1")  # her outbox sends it again
+        await back.say("back")
+        await until("everyone hears her", lambda: watcher.saw("back") and back.saw("back"))
+        assert watcher.texts("alice") == ["sent once", "back"]
+        assert [e["id"] for e in back.of_type("message", "alice")] == [3, 5]  # 3: sent again
+        assert not watcher.of_type("leave")
+        assert len(watcher.of_type("join")) == 2
+        assert one_order([watcher])[-1] == back.of_type("message")[-1]
+
+
+async def test_a_restarted_process_members_resume_and_the_others_leave_in_time(
+    redis_url: str,
+) -> None:
+    """Server a stops gracefully (SIGTERM): its members are held for the
+    grace period. One comes back through b, unnoticed; the other never
+    does, and leaves (reason `shutdown`) once the grace period is over."""
+    room = "restart"
+    async with open_cluster(redis_url) as cluster:
+        a, b = await cluster.start(2, None, "--presence-grace", "2")
+        watcher = await cluster.join(b, "watcher", room)
+        alice = await cluster.join(a, "alice", room)
+        carol = await cluster.join(a, "carol", room)
+        await until("the watcher sees them", saw_join(watcher, ["alice", "carol"]))
+        a.process.terminate()
+        await until("a closes its clients", lambda: None not in (alice.closed, carol.closed))
+        assert alice.closed is not None
+        assert alice.closed.code == 1001
+        back = await cluster.join(
+            b,
+            "alice",
+            room,
+            since=alice.last_id(),
+            epoch=alice.welcome["epoch"],
+            resume=alice.welcome["resume"],
+        )
+        assert back.welcome["recovered"] is True
+        await until("carol leaves", lambda: bool(watcher.of_type("leave", "carol")))
+        (leave,) = watcher.of_type("leave")
+        assert (leave["name"], leave["reason"]) == ("carol", "shutdown")
+        await until("alice hears it too", lambda: bool(back.of_type("leave", "carol")))
+        assert len(watcher.of_type("join")) == 3  # watcher, alice, carol: once each
+        assert back.stored() == one_order([watcher])[back.ids()[0] - 1 :]
 
 
 # -- a process that dies -----------------------------------------------------------

@@ -216,8 +216,15 @@ class RawClient:
                     raise Closed(event.code, event.reason or "")
 
     async def aclose(self) -> None:
+        """Drop the connection: no close frame (the server holds the place)."""
         self._closed = True
         await trio.aclose_forcefully(self.stream)
+
+    async def goodbye(self, code: int = 1000) -> None:
+        """Close with a close frame (a member leaving), then drop the socket."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.send_all(self.ws.send(CloseConnection(code)))
+        await self.aclose()
 
 
 async def http_request(

@@ -244,6 +244,8 @@ class SharedHub(HubFront):
             deliveries=self._deliveries,
             slow_drops=self._slow_drops,
             inbox=self.broadcast.statistics().current_buffer_used,
+            # Held here until their grace ends; one that resumed meanwhile
+            # (through another process, unheard here) still counts till then.
             held=len(self._held),
         )
 
