@@ -104,6 +104,7 @@ from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane
 from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of
 from ..core import protocol
 from ..core.feed import FeedStep, RoomFeed, catch_up, recipients_of
+from ..core.histogram import LATENCY_BUCKETS, Histogram
 from ..core.history import StoredEvent
 from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
 from ..core.rooms import Delivery, Joined, name_taken
@@ -197,6 +198,10 @@ class SharedHub(HubFront):
         self._resubscriptions = 0
         self._restarted_rooms = 0  # rooms whose numbering restarted under local members
         self._lost_members = 0  # closed with 1012: the backplane no longer held them
+        self._joins = 0  # local members admitted
+        self._leaves = dict.fromkeys(map(str, LeaveReason), 0)  # local members' leaves
+        self._latency = Histogram(LATENCY_BUCKETS)
+        self._burst_started = 0.0  # perf_counter() when the current burst began
 
     # -- statistics ------------------------------------------------------------
 
@@ -208,7 +213,12 @@ class SharedHub(HubFront):
             deliveries=self._deliveries,
             slow_drops=self._slow_drops,
             inbox=self.broadcast.statistics().current_buffer_used,
+            joins=self._joins,
+            leaves=dict(self._leaves),
         )
+
+    def delivery_latency(self) -> Histogram:
+        return self._latency
 
     def backplane_counters(self) -> BackplaneCounters:
         backplane = self._backplane.statistics()
@@ -271,6 +281,7 @@ class SharedHub(HubFront):
         feeds let through is delivered before the next message is applied, a
         burst at a time."""
         ts = protocol.format_timestamp(time.time())
+        self._burst_started = time.perf_counter()
         message = first
         budget = self._burst
         for applied in range(self._burst):
@@ -288,6 +299,7 @@ class SharedHub(HubFront):
                 if budget <= 0:
                     self._flush()
                     await trio.sleep(0)  # noqa: ASYNC115 (trio.lowlevel: debug module only)
+                    self._burst_started = time.perf_counter()
                     budget = self._burst
                 room, event = self._queue.popleft()
                 self._deliver(room, event)
@@ -298,9 +310,16 @@ class SharedHub(HubFront):
         return False
 
     def _flush(self) -> None:
-        for peer in self._touched:
+        """One flush per recipient of this burst; the delivery latency is
+        measured once per burst, as in hub.py's `Hub._flush` (here from the
+        burst's start, when the backplane's numbered events are applied)."""
+        touched = self._touched
+        if not touched:
+            return
+        for peer in touched:
             peer.flush_nowait()
-        self._touched.clear()
+        touched.clear()
+        self._latency.observe(time.perf_counter() - self._burst_started)
 
     def _apply(self, message: SharedHubMessage, ts: str) -> None:
         if isinstance(message, Heard):
@@ -455,6 +474,7 @@ class SharedHub(HubFront):
         self._touched.add(peer)
         room.members[peer] = member.join_id
         self._active += 1
+        self._joins += 1
         member.answer(
             Joined(
                 room=room.name,
@@ -486,6 +506,7 @@ class SharedHub(HubFront):
         if peer in room.members:
             del room.members[peer]
             self._active -= 1
+            self._leaves[reason] += 1
             self._link.call(leave_call(room.name, member, reason, ts))
         elif member in room.waiting:
             room.waiting.remove(member)
