@@ -68,6 +68,7 @@ from ..core.websocket import (
     upgrade_required,
 )
 from ..stores.sqlite import SqliteHistoryStore
+from .debug import DebugEndpoints
 from .http import BadRequest, HttpConnection, Request
 from .hub import BackplaneCounters, HubFront, HubStatistics, open_hub
 from .reuseport import open_shared_listeners
@@ -346,9 +347,15 @@ class ChatServer:
     """Routes each accepted TCP connection; tracks the open sessions."""
 
     def __init__(
-        self, settings: Settings, hub: HubFront, store: HistoryStore | None = None
+        self,
+        settings: Settings,
+        hub: HubFront,
+        store: HistoryStore | None = None,
+        *,
+        debug: DebugEndpoints | None = None,
     ) -> None:
         self.settings = settings
+        self.debug = debug  # debug mode's /debug/ routes; None: they do not exist
         self.hub = hub
         self.store = store
         self.sessions: set[Session] = set()
@@ -416,8 +423,19 @@ class ChatServer:
                         await self._refuse_over_limit(http, request, label)
                         request = None
                     while request is not None and request.path != "/ws":
-                        with trio.move_on_after(self.settings.write_wait):
-                            await self._respond(http, request)
+                        if self.debug is not None and request.path.startswith("/debug/"):
+                            # Not under the write wait: a profile takes its seconds.
+                            answer = await self.debug.answer(request, http.stream)
+                            with trio.move_on_after(self.settings.write_wait):
+                                await http.respond(
+                                    answer.status,
+                                    answer.body,
+                                    content_type=answer.content_type,
+                                    headers=[("Cache-Control", "no-store"), *answer.headers],
+                                )
+                        else:
+                            with trio.move_on_after(self.settings.write_wait):
+                                await self._respond(http, request)
                         if not http.can_continue():
                             request = None
                             break
@@ -932,8 +950,39 @@ async def _serve(
     store: HistoryStore | None,
 ) -> None:
     port = listeners[0].socket.getsockname()[1]
-    server = ChatServer(settings, hub, store)
+    debug = DebugEndpoints(settings.debug_token) if settings.debug else None
+    server = ChatServer(settings, hub, store, debug=debug)
     raise_open_file_limit(settings.max_connections)
+    if debug is not None:
+        debug.start()
+        log.warning(
+            "debug mode: /debug/tasks, /debug/heap and /debug/profile are served %s; "
+            "allocations are traced, which slows the server",
+            "to clients with the debug token" if settings.debug_token else "to loopback clients",
+        )
+    try:
+        await _serve_connections(
+            settings,
+            shutdown,
+            listeners=listeners,
+            server=server,
+            port=port,
+            task_status=task_status,
+        )
+    finally:
+        if debug is not None:
+            debug.stop()
+
+
+async def _serve_connections(
+    settings: Settings,
+    shutdown: trio.Event,
+    *,
+    listeners: list[trio.SocketListener],
+    server: ChatServer,
+    port: int,
+    task_status: trio.TaskStatus[int],
+) -> None:
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptor:
             await acceptor.start(
