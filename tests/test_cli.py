@@ -78,6 +78,7 @@ def test_serve_loads_no_client_code(command: str, loads: bool) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert ("trio_chat.terminal" in imported) is loads
     assert ("trio_chat.bench" in imported) is False
+    assert "pyinstrument" not in imported  # loaded by debug mode's profile only
 
 
 def test_version_and_help() -> None:
