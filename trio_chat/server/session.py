@@ -389,11 +389,10 @@ class Session:
         return False
 
     async def _on_event(self, event: Event) -> None:
-        # wsproto may hand a frame over in parts (as its bytes arrive): a
-        # data frame counts once, with its last part.
-        if not isinstance(event, TextMessage | BytesMessage) or event.frame_finished:
-            self._frames_in += 1
         if isinstance(event, TextMessage):
+            # wsproto may hand a frame over in parts (as its bytes arrive):
+            # a frame counts once, with its last part.
+            self._frames_in += event.frame_finished
             self._message_size += (
                 len(event.data) if event.data.isascii() else len(event.data.encode("utf-8"))
             )
@@ -409,7 +408,9 @@ class Session:
                 self._message.clear()
                 self._message_size = 0
                 await self._on_message(text)
-        elif isinstance(event, BytesMessage):
+            return
+        self._frames_in += 1  # a control frame, or a binary one (which ends the session)
+        if isinstance(event, BytesMessage):
             log.info("%s: binary frame", self._label)
             self._end(CloseCode.UNSUPPORTED_DATA, LeaveReason.ERROR)
         elif isinstance(event, Ping):
