@@ -46,6 +46,11 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ([], {"TRIO_CHAT_RATE_LIMIT": "fast"}, "TRIO_CHAT_RATE_LIMIT"),
         (["--workers", "2"], {}, "--workers"),  # several workers need --backplane
         ([], {"TRIO_CHAT_WORKERS": "lots"}, "TRIO_CHAT_WORKERS"),
+        (["--log-format", "xml"], {}, "--log-format"),
+        ([], {"TRIO_CHAT_LOG_FORMAT": "logfmt"}, "TRIO_CHAT_LOG_FORMAT"),
+        (["--debug", "--debug-token", ""], {}, "--debug-token"),
+        (["--debug-token", "short"], {}, "--debug-token"),
+        ([], {"TRIO_CHAT_DEBUG_TOKEN": "has spaces in a long token"}, "TRIO_CHAT_DEBUG_TOKEN"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
@@ -73,6 +78,7 @@ def test_serve_loads_no_client_code(command: str, loads: bool) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
     assert ("trio_chat.terminal" in imported) is loads
     assert ("trio_chat.bench" in imported) is False
+    assert "pyinstrument" not in imported  # loaded by debug mode's profile only
 
 
 def test_version_and_help() -> None:

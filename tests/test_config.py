@@ -94,7 +94,9 @@ def test_defaults_match_cli_md() -> None:
         backplane=None,
         workers=1,
         log_level="info",
+        log_format="text",
         debug=False,
+        debug_token=None,
     )
 
 
@@ -184,8 +186,11 @@ VALID = [
     ("presence-grace", "30s", 30.0),
     ("log-level", "WARNING", "warning"),
     ("log-level", "error", "error"),
+    ("log-format", "json", "json"),
+    ("log-format", "TEXT", "text"),
     ("debug", "true", True),
     ("debug", "0", False),
+    ("debug-token", "0123456789abcdef", "0123456789abcdef"),
 ]
 
 
@@ -308,6 +313,8 @@ INVALID = [
     ("workers", "2000", "must be at most 1024"),
     ("log-level", "verbose", "must be one of debug, info, warning, error"),
     ("log-level", "critical", "must be one of"),
+    ("log-format", "logfmt", "must be one of text, json"),
+    ("log-format", "", "must be one of text, json"),
     ("debug", "maybe", "not a boolean"),
     ("debug", "2", "not a boolean"),
 ]
@@ -680,3 +687,41 @@ def test_debug_off_keeps_the_log_level() -> None:
 
 def test_bad_log_level_is_reported_even_with_debug() -> None:
     assert load_error(["--debug", "--log-level", "loud"]).setting == "log-level"
+
+
+# --- logs and the debug token -------------------------------------------------------------
+
+
+def test_log_format_default_and_choices() -> None:
+    assert load().log_format == "text"
+    assert load(["--log-format", "json"]).log_format == "json"
+    assert load([], {"TRIO_CHAT_LOG_FORMAT": "json"}).log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "must not be empty"),
+        ("short", "at least 16 characters"),
+        ("has a space in it, long enough", "visible ASCII"),
+        ("tab\tinside-a-long-token", "visible ASCII"),
+        ("non-ascii-\u00e9-long-enough", "visible ASCII"),
+    ],
+)
+def test_bad_debug_token_is_never_quoted(text: str, reason: str) -> None:
+    with pytest.raises(SettingError) as info:
+        load([f"--debug-token={text}"])
+    message = str(info.value)
+    assert reason in message
+    assert "--debug-token (TRIO_CHAT_DEBUG_TOKEN)" in message
+    assert "\n" not in message
+    if text:
+        assert text not in message
+        assert "(hidden)" in message
+
+
+def test_debug_token_from_the_variable() -> None:
+    token = "s3cr3t-token-0123456789"
+    assert load([], {"TRIO_CHAT_DEBUG_TOKEN": token}).debug_token == token
+    assert load([], {"TRIO_CHAT_DEBUG_TOKEN": ""}).debug_token is None  # empty: unset
+    assert load([], {"DEBUG_TOKEN": token}).debug_token is None  # no bare alias

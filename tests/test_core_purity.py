@@ -231,3 +231,50 @@ def test_every_package_folder_is_in_the_wheel() -> None:
         for init in source.rglob("__init__.py")
     }
     assert folders == listed
+
+
+def uses_trio_lowlevel(source: str) -> bool:
+    """Whether `source` imports `trio.lowlevel` or reaches it as `trio.lowlevel`."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import) and any(
+            alias.name.startswith("trio.lowlevel") for alias in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and (
+            (node.module or "").startswith("trio.lowlevel")
+            or (node.module == "trio" and any(a.name == "lowlevel" for a in node.names))
+        ):
+            return True
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "lowlevel"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "trio"
+        ):
+            return True
+    return False
+
+
+def test_only_the_debug_module_uses_trio_lowlevel() -> None:
+    """House style: `trio.lowlevel` in one place only, the module that walks
+    the live task tree for `/debug/tasks`."""
+    users = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in MODULES
+        if uses_trio_lowlevel(path.read_text(encoding="utf-8"))
+    }
+    assert users == {"server/debug.py"}
+
+
+@pytest.mark.parametrize(
+    ("source", "uses"),
+    [
+        ("import trio.lowlevel", True),
+        ("from trio import lowlevel", True),
+        ("from trio.lowlevel import current_task", True),
+        ("import trio\ntrio.lowlevel.checkpoint()", True),
+        ("import trio\nawait_ = trio.sleep(0)  # trio.lowlevel: no", False),
+    ],
+)
+def test_the_scanner_finds_trio_lowlevel(source: str, uses: bool) -> None:
+    assert uses_trio_lowlevel(source) is uses

@@ -167,12 +167,32 @@ def test_non_members_get_none() -> None:
     assert chat.say(1, Say("hi"), TS) is None
 
 
+NO_LEAVES = dict.fromkeys(map(str, LeaveReason), 0)
+
+
+def test_statistics_count_joins_resumes_and_leaves_by_reason() -> None:
+    chat: Chat[Handle] = Chat(MemoryHistoryStore(100, epoch=EPOCH), 50, grace=10.0)
+    chat.join(1, Hello("alice"), TS, secret="s1")
+    chat.join(2, Hello("bob"), TS, secret="s2")
+    chat.join(3, Hello("carol"), TS, secret="s3")
+    chat.leave_all([2], LeaveReason.SLOW, TS)
+    assert chat.drop(1, LeaveReason.TIMEOUT, TS, now=0.0) is None  # held: no leave yet
+    chat.join(4, Hello("alice", resume="s1"), TS, now=1.0)  # back in time: no join, no leave
+    chat.drop(3, LeaveReason.QUIT, TS, now=2.0)
+    chat.expire(20.0, TS)  # carol's grace is over: she leaves, for the reason she dropped
+    stats = chat.statistics()
+    assert (stats.joins, stats.resumes) == (3, 1)
+    assert stats.leaves == {**NO_LEAVES, "slow": 1, "quit": 1}
+
+
 def test_history_outlives_an_emptied_room() -> None:
     chat = new_chat()
     chat.join(1, Hello("alice"), TS)
     chat.say(1, Say("hello?", ref="r"), TS)
     chat.leave(1, LeaveReason.QUIT, TS)
-    assert chat.statistics() == ChatStatistics(rooms=0, members=0)
+    assert chat.statistics() == ChatStatistics(
+        rooms=0, members=0, joins=1, leaves={**NO_LEAVES, "quit": 1}
+    )
     bob = chat.join(2, Hello("bob"), TS)
     replay = [parse(line) for line in bob.welcome[1:]]
     assert [(e["id"], e["type"]) for e in replay] == [
@@ -183,7 +203,8 @@ def test_history_outlives_an_emptied_room() -> None:
     ]
     assert replay[1]["ref"] == "r"
     assert replay[2]["reason"] == "quit"
-    assert chat.statistics() == ChatStatistics(rooms=1, members=1)
+    stats = chat.statistics()
+    assert (stats.rooms, stats.members, stats.joins) == (1, 1, 2)
 
 
 @pytest.mark.parametrize(
@@ -431,7 +452,8 @@ class ChatMachine(RuleBasedStateMachine):
             assert names == self.names(room)
             assert not any(clash(a, b) for i, a in enumerate(names) for b in names[:i])
         busy = sum(1 for room in ROOMS if self.order[room])
-        assert self.chat.statistics() == ChatStatistics(rooms=busy, members=len(self.members))
+        stats = self.chat.statistics()
+        assert (stats.rooms, stats.members) == (busy, len(self.members))
 
     @invariant()
     def each_senders_messages_keep_their_order(self) -> None:

@@ -22,6 +22,7 @@ from . import __version__
 from .backplane.errors import BackplaneError
 from .config import SettingError, Settings, add_serve_arguments, load_settings
 from .server.app import open_listeners, open_store, serve_chat
+from .server.logs import JsonFormatter
 from .server.workers import Supervisor, WorkersFailed
 from .stores.sqlite import HistoryError
 
@@ -160,6 +161,13 @@ def _summary(error: BaseException) -> str:
 
 
 def _configure_logging(settings: Settings, worker: int | None = None) -> None:
+    if settings.log_format == "json":
+        # A worker's objects share the parent's stderr: each says whose it is.
+        static = {} if worker is None else {"worker": worker, "pid": os.getpid()}
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(static))
+        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+        return
     # A worker's lines share the parent's stderr: each says whose it is.
     source = "" if worker is None else f"[worker {worker} pid %(process)d] "
     logging.basicConfig(

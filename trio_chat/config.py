@@ -35,6 +35,8 @@ MAX_COUNT = 2**31 - 1  # sizes and counts: anything larger is a mistake, not a p
 MAX_RATE = 1e6  # messages per second; use 0 to turn the limit off instead
 MAX_WORKERS = 1024  # processes under one parent: more is a typo, not a machine
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+MIN_DEBUG_TOKEN = 16  # characters: a bearer token anyone can guess protects nothing
 
 # Also read without the prefix: the names of the Go chat this project re-imagines.
 _BARE_ALIASES = frozenset(
@@ -44,6 +46,9 @@ _BARE_ALIASES = frozenset(
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
+
+# Settings whose value is a secret: never quoted in an error.
+_SECRETS = frozenset({"debug-token"})
 
 # Repeatable flags, named in the singular because each is given once per item.
 _LIST_FLAGS = {"allowed-origins": "--allowed-origin", "allowed-hosts": "--allowed-host"}
@@ -81,6 +86,8 @@ class SettingError(TrioChatError):
 
     def __init__(self, setting: str, value: str, source: str, reason: str) -> None:
         shown = repr(_masked(value) if len(value) <= 80 else _masked(value)[:77] + "...")
+        if setting in _SECRETS:
+            shown = "(hidden)" if value else "''"
         flag, env = _flag(setting), _env(setting)
         if source == "default":
             where = f"default {shown} for {flag} ({env})"
@@ -125,7 +132,9 @@ class Settings:
     backplane: BackplaneUrl | None = None  # none: one process, history in `db`
     workers: int = 1
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line
     debug: bool = False
+    debug_token: str | None = None  # none: /debug/* only for loopback clients
 
 
 _DEFAULTS = Settings()
@@ -256,6 +265,25 @@ def _log_level(text: str) -> str:
     return text.lower()
 
 
+def _log_format(text: str) -> str:
+    if text.lower() not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+    return text.lower()
+
+
+def _debug_token(text: str) -> str:
+    """A bearer token: visible ASCII (it travels in an HTTP header), long enough."""
+    if not text:
+        raise ValueError("must not be empty (leave it unset for loopback-only debugging)")
+    if not all("!" <= char <= "~" for char in text):
+        raise ValueError("must be visible ASCII characters, without spaces")
+    if len(text) < MIN_DEBUG_TOKEN:
+        raise ValueError(
+            f"must be at least {MIN_DEBUG_TOKEN} characters (e.g. openssl rand -hex 16)"
+        )
+    return text
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in _TRUE:
         return True
@@ -378,7 +406,9 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         backplane=get("backplane", _backplane),
         workers=get("workers", _workers),
         log_level=get("log-level", _log_level),
+        log_format=get("log-format", _log_format),
         debug=get("debug", _boolean),
+        debug_token=get("debug-token", _debug_token),
     )
     if settings.ping_period >= settings.pong_wait:
         # A ping must go out before the peer's pong deadline, or healthy clients get dropped.
@@ -453,7 +483,18 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
         "auto = one per core; above 1 needs --backplane",
     ),
     "log-level": ("LEVEL", "one of debug, info, warning, error"),
-    "debug": ("", "debug logging; implies --log-level debug"),
+    "log-format": ("FORMAT", "text, or json: one object per line"),
+    "debug": (
+        "",
+        "debug mode: debug logging (implies --log-level debug) and the /debug/ endpoints "
+        "(task tree, heap, profile), for loopback clients unless --debug-token is set",
+    ),
+    "debug-token": (
+        "TOKEN",
+        "with --debug: /debug/ endpoints answer any client that sends "
+        "'Authorization: Bearer TOKEN' (at least 16 characters; prefer the variable, "
+        "which other users cannot see in the process list)",
+    ),
 }
 
 

@@ -44,8 +44,8 @@ import heapq
 import hmac
 import itertools
 from collections import deque
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from . import protocol
@@ -104,6 +104,9 @@ class ChatStatistics:
     rooms: int
     members: int  # connected
     held: int = 0  # seats kept for members whose connection dropped
+    joins: int = 0  # new seats taken since start (each announced by a `join`)
+    resumes: int = 0  # seats taken back with their resume secret (no `join`)
+    leaves: Mapping[str, int] = field(default_factory=dict)  # `leave` events by reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,9 @@ class Chat(Generic[H]):
         self._held: list[tuple[float, int, _Room[H], _Seat[H]]] = []
         self._held_count = 0
         self._holds = itertools.count()
+        self._joins = 0
+        self._resumes = 0
+        self._leaves = dict.fromkeys(LeaveReason, 0)
 
     def _room(self, name: str, now: float) -> _Room[H]:
         room = self._rooms.get(name)
@@ -252,6 +258,7 @@ class Chat(Generic[H]):
         room.add(seat)
         room.connected[handle] = seat
         self._seat_of[handle] = (room, seat)
+        self._joins += 1
 
         line = protocol.join_event(join_id, room.name, hello.name, ts)
         room.append(line, now)
@@ -294,6 +301,7 @@ class Chat(Generic[H]):
         seat.handle = handle
         room.connected[handle] = seat
         self._seat_of[handle] = (room, seat)
+        self._resumes += 1
         replay = room.history.replay_for_resume(
             hello.since, self._replay_limit, same_epoch=same_epoch
         )
@@ -378,6 +386,7 @@ class Chat(Generic[H]):
         left: list[tuple[_Room[H], bytes]] = []
         for room, seat, reason in seats:
             room.remove(seat)
+            self._leaves[reason] += 1
             line = protocol.leave_event(room.history.last_id + 1, room.name, seat.name, ts, reason)
             room.append(line, now)
             left.append((room, line))
@@ -496,5 +505,10 @@ class Chat(Generic[H]):
 
     def statistics(self) -> ChatStatistics:
         return ChatStatistics(
-            rooms=len(self._rooms), members=len(self._seat_of), held=self._held_count
+            rooms=len(self._rooms),
+            members=len(self._seat_of),
+            held=self._held_count,
+            joins=self._joins,
+            resumes=self._resumes,
+            leaves={str(reason): count for reason, count in self._leaves.items()},
         )

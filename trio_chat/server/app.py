@@ -15,14 +15,25 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import mimetypes
 import os
+import platform
 import re
 import secrets
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -33,10 +44,18 @@ from typing import Final, TypeVar
 import trio
 import wsproto.connection
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
+from .. import __version__
 from ..config import Settings
+from ..core.histogram import Histogram
 from ..core.history import HistoryStore, MemoryHistoryStore
 from ..core.protocol import CloseCode, LeaveReason
 from ..core.rooms import HeldSeat
@@ -49,10 +68,12 @@ from ..core.websocket import (
     upgrade_required,
 )
 from ..stores.sqlite import SqliteHistoryStore
+from .debug import DebugEndpoints
 from .http import BadRequest, HttpConnection, Request
-from .hub import BackplaneCounters, HubFront, open_hub
+from .hub import BackplaneCounters, HubFront, HubStatistics, open_hub
 from .reuseport import open_shared_listeners
 from .session import Session
+from .traffic import Flow, Traffic
 
 if sys.platform != "win32":
     import resource
@@ -69,6 +90,8 @@ LINGER = 2.0  # seconds to wait for the client's close after answering and closi
 LINGER_BYTES = 1 << 20  # bytes read and dropped meanwhile, at most
 ROOMS_LISTED = 100  # rooms `/api/rooms` lists at most
 LIMIT_WARNING_INTERVAL = 60.0  # seconds between warnings while --max-connections is reached
+# Why a WebSocket upgrade was refused (the `reason` label of /metrics).
+REFUSAL_REASONS = ("host", "origin", "connection_limit", "handshake")
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 
@@ -120,9 +143,7 @@ class _ChatCollector(Collector):
     def __init__(self, server: ChatServer) -> None:
         self._server = server
 
-    def collect(
-        self,
-    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         stats = self._server.hub.statistics()
         yield GaugeMetricFamily(
             "trio_chat_connections", "Open WebSocket connections.", len(self._server.sessions)
@@ -149,19 +170,125 @@ class _ChatCollector(Collector):
             "Members dropped as too slow (a full send queue, or a write over WRITE_WAIT).",
             stats.slow_drops,
         )
-        yield CounterMetricFamily(
-            "trio_chat_refused_upgrades",
-            "WebSocket upgrades refused (403 host or origin, 503 connection limit).",
-            self._server.refused_upgrades,
-        )
+        yield from _traffic_metrics(self._server, stats)
         backplane = self._server.hub.backplane_counters()
         if backplane is not None:
             yield from _backplane_metrics(backplane)
 
 
-def _backplane_metrics(
-    counters: BackplaneCounters,
-) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
+def _labelled(
+    name: str, help_text: str, label: str, values: Mapping[str, int], every: Iterable[str] = ()
+) -> CounterMetricFamily:
+    """A counter family with one series per label value; those in `every`
+    are shown even at zero, so that a dashboard finds them from the start."""
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value in sorted({*every, *values}):
+        family.add_metric([value], values.get(value, 0))
+    return family
+
+
+def _histogram(name: str, help_text: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name,
+        help_text,
+        buckets=[
+            ("+Inf" if math.isinf(bound) else repr(float(bound)), count)
+            for bound, count in histogram.cumulative()
+        ],
+        sum_value=histogram.sum,
+    )
+
+
+def _traffic_metrics(server: ChatServer, stats: HubStatistics) -> Iterator[Metric]:
+    """The series of issue 13: who came and went and why, what was refused,
+    what went over the wire, how long deliveries and commits take."""
+    build = GaugeMetricFamily(
+        "trio_chat_build_info",
+        "The running trio-chat: its version and Python's, as labels; always 1.",
+        labels=["version", "python"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1)
+    yield build
+    yield CounterMetricFamily("trio_chat_joins", "Members that joined a room.", stats.joins)
+    yield CounterMetricFamily(
+        "trio_chat_resumes",
+        "Members that took their held place back with its resume secret (no join).",
+        stats.resumes,
+    )
+    yield _labelled(
+        "trio_chat_leaves",
+        "Members that left a room (a leave event), by reason.",
+        "reason",
+        stats.leaves,
+        map(str, LeaveReason),
+    )
+    traffic = server.traffic
+    yield _labelled(
+        "trio_chat_client_errors",
+        "Error events sent to clients, by code.",
+        "code",
+        traffic.errors,
+    )
+    yield _labelled(
+        "trio_chat_refused_upgrades",
+        "WebSocket upgrades refused, by reason: host or origin not allowed (403), "
+        "connection_limit (503), handshake (a malformed or non-GET upgrade).",
+        "reason",
+        server.refused_upgrades,
+        REFUSAL_REASONS,
+    )
+    yield CounterMetricFamily(
+        "trio_chat_ping_timeouts",
+        "WebSocket connections dropped for want of a pong within the pong wait.",
+        traffic.ping_timeouts,
+    )
+    flow = Flow()
+    flow.add(traffic.ended)
+    deepest = 0
+    for session in server.sessions:
+        flow.add(session.flow())
+        deepest = max(deepest, session.queued)
+    for direction, frames, nbytes in (
+        ("received", flow.frames_in, flow.bytes_in),
+        ("sent", flow.frames_out, flow.bytes_out),
+    ):
+        yield CounterMetricFamily(
+            f"trio_chat_websocket_frames_{direction}",
+            f"WebSocket frames {direction} (data frames and control frames).",
+            frames,
+        )
+        yield CounterMetricFamily(
+            f"trio_chat_websocket_{direction}_bytes",
+            f"Bytes {direction} on WebSocket connections (the 101 response included).",
+            nbytes,
+        )
+    yield GaugeMetricFamily(
+        "trio_chat_send_queue_max_events",
+        "Live events queued for the client with the longest send queue, now.",
+        deepest,
+    )
+    latency = server.hub.delivery_latency()
+    if latency is not None:
+        yield _histogram(
+            "trio_chat_delivery_latency_seconds",
+            "From numbering a burst's events to their bytes reaching every idle recipient's "
+            "socket (or a busy one's writer task): one value per burst, its slowest.",
+            latency,
+        )
+    if isinstance(server.store, SqliteHistoryStore):
+        yield _histogram(
+            "trio_chat_history_commit_seconds",
+            "Time to commit a batch of events to the SQLite history.",
+            server.store.commit_seconds,
+        )
+        yield _histogram(
+            "trio_chat_history_commit_events",
+            "Events per commit to the SQLite history.",
+            server.store.commit_sizes,
+        )
+
+
+def _backplane_metrics(counters: BackplaneCounters) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "trio_chat_backplane_up",
         "1 while the backplane answers (its last call succeeded), else 0.",
@@ -220,13 +347,20 @@ class ChatServer:
     """Routes each accepted TCP connection; tracks the open sessions."""
 
     def __init__(
-        self, settings: Settings, hub: HubFront, store: HistoryStore | None = None
+        self,
+        settings: Settings,
+        hub: HubFront,
+        store: HistoryStore | None = None,
+        *,
+        debug: DebugEndpoints | None = None,
     ) -> None:
         self.settings = settings
+        self.debug = debug  # debug mode's /debug/ routes; None: they do not exist
         self.hub = hub
         self.store = store
         self.sessions: set[Session] = set()
-        self.refused_upgrades = 0
+        self.refused_upgrades: Counter[str] = Counter()  # by REFUSAL_REASONS
+        self.traffic = Traffic()
         self._limit_warned_at: float | None = None  # last warning that the limit was reached
         self._limit_refused = 0  # connections refused since that warning
         self.open_connections = 0  # served, HTTP or WebSocket: what the limit counts
@@ -289,8 +423,19 @@ class ChatServer:
                         await self._refuse_over_limit(http, request, label)
                         request = None
                     while request is not None and request.path != "/ws":
-                        with trio.move_on_after(self.settings.write_wait):
-                            await self._respond(http, request)
+                        if self.debug is not None and request.path.startswith("/debug/"):
+                            # Not under the write wait: a profile takes its seconds.
+                            answer = await self.debug.answer(request, http.stream)
+                            with trio.move_on_after(self.settings.write_wait):
+                                await http.respond(
+                                    answer.status,
+                                    answer.body,
+                                    content_type=answer.content_type,
+                                    headers=[("Cache-Control", "no-store"), *answer.headers],
+                                )
+                        else:
+                            with trio.move_on_after(self.settings.write_wait):
+                                await self._respond(http, request)
                         if not http.can_continue():
                             request = None
                             break
@@ -342,7 +487,7 @@ class ChatServer:
             self._limit_refused += 1
             log.debug("%s: connection limit reached; refused", label)
         if request.path == "/ws":
-            self.refused_upgrades += 1
+            self.refused_upgrades["connection_limit"] += 1
         with trio.move_on_after(self.settings.write_wait):
             await http.refuse(503, "too many connections")
 
@@ -442,6 +587,7 @@ class ChatServer:
             hello_deadline=http.deadline,
             label=label,
             preface=response,
+            traffic=self.traffic,
         )
         self.sessions.add(session)
         return session
@@ -453,23 +599,26 @@ class ChatServer:
         with the same headers would get, but it never switches protocols.
         """
         if request.method not in ("GET", "HEAD"):
+            self.refused_upgrades["handshake"] += 1
             return UpgradeRefused(405, "WebSocket upgrades use GET", [("Allow", "GET, HEAD")])
         try:
             response_headers = accept_upgrade(request.headers)
         except UpgradeRefused as refused:
+            self.refused_upgrades["handshake"] += 1
             return refused
         host = request.headers.get("host")
         if not self._host_policy.allows(host):
             # A page whose name was rebound to our address (DNS rebinding).
             log.info("%s: host %r not allowed", label, host)
-            self.refused_upgrades += 1
+            self.refused_upgrades["host"] += 1
             return UpgradeRefused(403, "host not allowed")
         origin = request.headers.get("origin")
         if not origin_allowed(origin, host, self._allowed_origins):
             log.info("%s: origin %r not allowed", label, origin)
-            self.refused_upgrades += 1
+            self.refused_upgrades["origin"] += 1
             return UpgradeRefused(403, "origin not allowed")
         if request.method == "HEAD":
+            self.refused_upgrades["handshake"] += 1
             return upgrade_required("WebSocket upgrades use GET")
         return response_headers
 
@@ -802,8 +951,39 @@ async def _serve(
     store: HistoryStore | None,
 ) -> None:
     port = listeners[0].socket.getsockname()[1]
-    server = ChatServer(settings, hub, store)
+    debug = DebugEndpoints(settings.debug_token) if settings.debug else None
+    server = ChatServer(settings, hub, store, debug=debug)
     raise_open_file_limit(settings.max_connections)
+    if debug is not None:
+        debug.start()
+        log.warning(
+            "debug mode: /debug/tasks, /debug/heap and /debug/profile are served %s; "
+            "allocations are traced, which slows the server",
+            "to clients with the debug token" if settings.debug_token else "to loopback clients",
+        )
+    try:
+        await _serve_connections(
+            settings,
+            shutdown,
+            listeners=listeners,
+            server=server,
+            port=port,
+            task_status=task_status,
+        )
+    finally:
+        if debug is not None:
+            debug.stop()
+
+
+async def _serve_connections(
+    settings: Settings,
+    shutdown: trio.Event,
+    *,
+    listeners: list[trio.SocketListener],
+    server: ChatServer,
+    port: int,
+    task_status: trio.TaskStatus[int],
+) -> None:
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptor:
             await acceptor.start(

@@ -119,6 +119,7 @@ class BackplaneLink:
         self.say_seconds = 0.0
         self.gap_fills = 0
         self.lost_posts = 0  # refused by the backplane, their senders no longer members
+        self.leaves = dict.fromkeys(map(str, LeaveReason), 0)  # this process's members' leaves
         # The backplane's health, kept by every task that calls it: since when
         # its calls have failed (None while the last one succeeded), and why.
         self._failing_since: float | None = None
@@ -311,7 +312,9 @@ class BackplaneLink:
             log.warning("a leave from room %r failed: %s", call.room, error)
             return
         self._backplane_ok()
-        self.events += event_id is not None
+        if event_id is not None:  # else it had left already, or resumed elsewhere
+            self.events += 1
+            self.leaves[call.reason] += 1
 
     async def serve_subscriptions(self) -> None:
         """Subscribe and unsubscribe rooms in the order the hub asked."""

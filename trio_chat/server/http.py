@@ -36,6 +36,7 @@ class Request:
     method: str
     path: str  # the target without its query string, not percent-decoded
     headers: dict[str, str]  # lower-case names; repeated headers joined by ", "
+    query: str = ""  # what follows the first "?" of the target, not decoded
 
     @property
     def head_only(self) -> bool:
@@ -204,9 +205,10 @@ def _to_request(event: h11.Request) -> Request:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    target = event.target.decode("latin-1")
+    path, _, query = event.target.decode("latin-1").partition("?")
     return Request(
         method=event.method.decode("latin-1"),
-        path=target.split("?", 1)[0],
+        path=path,
         headers=headers,
+        query=query,
     )

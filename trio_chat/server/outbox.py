@@ -29,6 +29,7 @@ class Outbox:
         "_raw",
         "_waiting",
         "_wakeup",
+        "frames",
     )
 
     def __init__(self, limit: int) -> None:
@@ -41,6 +42,7 @@ class Outbox:
         self._kicked = False
         self._waiting = False  # the writer is parked in `wait`
         self._wakeup = trio.Event()
+        self.frames = 0  # frames taken for writing (close frames are counted by the caller)
 
     def put_nowait(self, line: bytes) -> bool:
         """Queue one live event; False if `limit` are already waiting."""
@@ -99,6 +101,7 @@ class Outbox:
     def take(self) -> tuple[bytes, list[bytes]]:
         """Remove and return the pending raw bytes and control frames, and every line."""
         data = self._raw + (self._ping or b"") + (self._pong or b"")
+        self.frames += (self._ping is not None) + (self._pong is not None)
         self._raw = b""
         self._ping = self._pong = None
         lines = self._front
@@ -112,6 +115,7 @@ class Outbox:
         data, lines = self.take()
         if lines:
             data += encode_text_frame(b"\n".join(lines))
+            self.frames += 1
         return data
 
     def _ready(self) -> bool:

@@ -45,6 +45,7 @@ from ..core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolEr
 from .hub import HubFront, Unavailable
 from .outbox import Outbox
 from .socket_writer import SocketWriter
+from .traffic import Flow, Traffic
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,11 @@ class Session:
 
     # Thousands of these live at once: slots keep each one small.
     __slots__ = (
+        "_bytes_in",
         "_close_text",
         "_ending",
         "_errors",
+        "_frames_in",
         "_hello_deadline",
         "_hub",
         "_in_hub",
@@ -114,14 +117,17 @@ class Session:
         "_message_size",
         "_next_ping",
         "_outbox",
+        "_peer",
         "_pong_deadline",
         "_rate",
         "_reader_done",
         "_reader_finished",
         "_reader_scope",
         "_settings",
+        "_started",
         "_stream",
         "_tasks",
+        "_traffic",
         "_typing",
         "_writes",
         "_ws",
@@ -137,8 +143,13 @@ class Session:
         hello_deadline: float,
         label: str,
         preface: bytes = b"",
+        traffic: Traffic | None = None,
     ) -> None:
         self._stream = stream
+        self._peer = label  # the client's address; `_label` gains its name and room
+        self._traffic = Traffic() if traffic is None else traffic
+        self._frames_in = 0
+        self._bytes_in = 0
         # Raw writes are only for plain TCP (never, say, a TLS stream).
         self._writes = SocketWriter(stream)
         self._ws = ws
@@ -147,6 +158,7 @@ class Session:
         self._label = label
         self._outbox = Outbox(settings.send_queue_size)
         now = trio.current_time()
+        self._started = now
         self._hello_deadline = hello_deadline
         self._pong_deadline = now + settings.pong_wait
         self._next_ping = now + settings.ping_period
@@ -165,6 +177,24 @@ class Session:
         self._reader_done: trio.Event | None = None  # made only if the writer waits
         if preface:  # the upgrade's 101: before any frame
             self._outbox.put_raw(preface)
+
+    # -- what the server reads (metrics, logs, /debug/tasks) ------------------
+
+    def flow(self) -> Flow:
+        """Frames and bytes each way so far (upgrade response included in bytes)."""
+        return Flow(self._frames_in, self._bytes_in, self._outbox.frames, self._writes.written)
+
+    @property
+    def queued(self) -> int:
+        """Live events waiting in the send queue."""
+        return len(self._outbox)
+
+    def describe(self) -> str:
+        """Who this session serves, for people: address, then name and room once joined."""
+        joined = self._joined
+        where = f" {joined.name!r} in {joined.room!r}" if joined is not None else " (no hello yet)"
+        ending = f", ending ({self._ending[1]})" if self._ending is not None else ""
+        return f"client {self._peer}{where}, {len(self._outbox)} queued{ending}"
 
     # -- Peer: what the hub calls -------------------------------------------
 
@@ -225,7 +255,7 @@ class Session:
                 return
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery.cancel_scope
-                nursery.start_soon(self._writer)
+                nursery.start_soon(self._writer, name=f"session writer {self._peer}")
                 # The reader runs as the nursery's body, in the task that
                 # accepted the connection: one task fewer per client, and
                 # still cancelled together with the writer.
@@ -245,7 +275,41 @@ class Session:
                         contextlib.suppress(trio.ClosedResourceError),
                     ):
                         await self._hub.leave(self, reason, hold=_dropped(code, reason))
-                log.debug("%s closed (%s)", self._label, reason)
+                self._log_end(code, reason)
+
+    def _log_end(self, code: int | None, reason: LeaveReason) -> None:
+        """One INFO line per connection as it ends (never any message text),
+        and its counts added to the server's."""
+        flow = self.flow()
+        self._traffic.ended.add(flow)
+        self._traffic.sessions_ended += 1
+        duration = trio.current_time() - self._started
+        joined = self._joined
+        log.info(
+            "%s: connection ended (%s, close %s) after %.3fs; "
+            "in %d frames, %d bytes; out %d frames, %d bytes",
+            self._label,
+            reason,
+            "none" if code is None else code,
+            duration,
+            flow.frames_in,
+            flow.bytes_in,
+            flow.frames_out,
+            flow.bytes_out,
+            extra={
+                "event": "connection_end",
+                "client": self._peer,
+                "member": None if joined is None else joined.name,
+                "room": None if joined is None else joined.room,
+                "duration_s": round(duration, 3),
+                "frames_in": flow.frames_in,
+                "bytes_in": flow.bytes_in,
+                "frames_out": flow.frames_out,
+                "bytes_out": flow.bytes_out,
+                "reason": str(reason),
+                "close_code": code,
+            },
+        )
 
     def _end(self, code: int | None, reason: LeaveReason, text: str = "") -> None:
         """Decide how the session ends; only the first decision counts."""
@@ -304,6 +368,7 @@ class Session:
             if not data:
                 self._end(None, LeaveReason.QUIT)
                 return
+            self._bytes_in += len(data)
             self._ws.receive_data(bytes(data))  # a no-op for bytes; trio types bytearray too
 
     def _on_timer(self) -> bool:
@@ -311,6 +376,7 @@ class Session:
         now = trio.current_time()
         if now >= self._pong_deadline:
             log.info("%s: no pong within the pong wait, dropping", self._label)
+            self._traffic.ping_timeouts += 1
             self._end(None, LeaveReason.TIMEOUT)
             return True
         if not self._joined and now >= self._hello_deadline:
@@ -324,6 +390,9 @@ class Session:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, TextMessage):
+            # wsproto may hand a frame over in parts (as its bytes arrive):
+            # a frame counts once, with its last part.
+            self._frames_in += event.frame_finished
             self._message_size += (
                 len(event.data) if event.data.isascii() else len(event.data.encode("utf-8"))
             )
@@ -339,7 +408,9 @@ class Session:
                 self._message.clear()
                 self._message_size = 0
                 await self._on_message(text)
-        elif isinstance(event, BytesMessage):
+            return
+        self._frames_in += 1  # a control frame, or a binary one (which ends the session)
+        if isinstance(event, BytesMessage):
             log.info("%s: binary frame", self._label)
             self._end(CloseCode.UNSUPPORTED_DATA, LeaveReason.ERROR)
         elif isinstance(event, Ping):
@@ -399,6 +470,7 @@ class Session:
             self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "too many errors")
             return
         log.debug("%s: error %s: %s", self._label, error.code, error.message)
+        self._traffic.errors[error.code] += 1
         if self._outbox.put_nowait(protocol.error_event(error.code, error.message, error.ref)):
             self._outbox.wake()
         else:
@@ -459,6 +531,7 @@ class Session:
                 frame = self._outbox.take()[0] + frame
             else:
                 frame = self._outbox.take_wire() + frame
+            self._outbox.frames += 1  # the close frame
             await self._writes.send_all(frame)
             if not self._reader_finished:
                 self._reader_done = trio.Event()
@@ -487,6 +560,7 @@ class Session:
                 data = await self._stream.receive_some(read_size)
                 if not data:
                     return
+                self._bytes_in += len(data)
                 self._ws.receive_data(bytes(data))
                 for _ in self._ws.events():
                     pass  # only the close frame matters now; the state tracks it

@@ -128,6 +128,7 @@ from ..backplane.redis import LEASE_PERIOD, LEASE_TTL, Backplane
 from ..backplane.scripts import Admitted, NameTaken, Post, event_id_of, moved_token
 from ..core import protocol
 from ..core.feed import FeedStep, RoomFeed, catch_up, recipients_of
+from ..core.histogram import LATENCY_BUCKETS, Histogram
 from ..core.history import StoredEvent
 from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
 from ..core.rooms import Delivery, Joined, name_taken
@@ -233,6 +234,10 @@ class SharedHub(HubFront):
         self._restarted_rooms = 0  # rooms whose numbering restarted under local members
         self._lost_members = 0  # closed with 1012: the backplane no longer held them
         self._resent = 0  # says answered with the event their ref made before
+        self._joins = 0  # local members admitted with a `join` event
+        self._resumes = 0  # local members admitted by taking a held place back
+        self._latency = Histogram(LATENCY_BUCKETS)
+        self._burst_started = 0.0  # perf_counter() when the current burst began
 
     # -- statistics ------------------------------------------------------------
 
@@ -247,7 +252,13 @@ class SharedHub(HubFront):
             # Held here until their grace ends; one that resumed meanwhile
             # (through another process, unheard here) still counts till then.
             held=len(self._held),
+            joins=self._joins,
+            resumes=self._resumes,
+            leaves=dict(self._link.leaves),
         )
+
+    def delivery_latency(self) -> Histogram:
+        return self._latency
 
     def backplane_counters(self) -> BackplaneCounters:
         backplane = self._backplane.statistics()
@@ -310,6 +321,7 @@ class SharedHub(HubFront):
         feeds let through is delivered before the next message is applied, a
         burst at a time."""
         ts = protocol.format_timestamp(time.time())
+        self._burst_started = time.perf_counter()
         message = first
         budget = self._burst
         for applied in range(self._burst):
@@ -327,6 +339,7 @@ class SharedHub(HubFront):
                 if budget <= 0:
                     self._flush()
                     await trio.sleep(0)  # noqa: ASYNC115 (trio.lowlevel: debug module only)
+                    self._burst_started = time.perf_counter()
                     budget = self._burst
                 room, event = self._queue.popleft()
                 self._deliver(room, event)
@@ -337,9 +350,16 @@ class SharedHub(HubFront):
         return False
 
     def _flush(self) -> None:
-        for peer in self._touched:
+        """One flush per recipient of this burst; the delivery latency is
+        measured once per burst, as in hub.py's `Hub._flush` (here from the
+        burst's start, when the backplane's numbered events are applied)."""
+        touched = self._touched
+        if not touched:
+            return
+        for peer in touched:
             peer.flush_nowait()
-        self._touched.clear()
+        touched.clear()
+        self._latency.observe(time.perf_counter() - self._burst_started)
 
     def _apply(self, message: SharedHubMessage, ts: str) -> None:
         if isinstance(message, Heard):
@@ -456,6 +476,7 @@ class SharedHub(HubFront):
             self._refuse(member, Unavailable(str(outcome)))
         else:
             member.join_id = outcome.join_id
+            member.resumed = outcome.resumed
             if outcome.resumed:  # the secret stays the one the client gave
                 member.secret = member.hello.resume
             member.welcome = [
@@ -504,6 +525,10 @@ class SharedHub(HubFront):
         self._touched.add(peer)
         room.members[peer] = member.join_id
         self._active += 1
+        if member.resumed:
+            self._resumes += 1
+        else:
+            self._joins += 1
         member.answer(
             Joined(
                 room=room.name,

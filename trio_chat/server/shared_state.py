@@ -74,6 +74,7 @@ class Member:
     ts: str  # when its hello was applied: its join event's time
     waiter: Registration | None  # the session's hello, until it is answered
     secret: str | None = None  # for a later resume; None when no place is held
+    resumed: bool = False  # admitted by taking a held place back
     left: LeaveReason | None = None  # the session ended before its join was answered
     welcome: list[bytes] = field(default_factory=list)  # built once admitted
     join_id: int = 0
@@ -114,6 +115,7 @@ class LeaveCall:
     token: str
     name: str
     line: bytes
+    reason: LeaveReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,4 +239,4 @@ SharedHubMessage = (
 def leave_call(room: str, member: Member, reason: LeaveReason, ts: str) -> LeaveCall:
     """The `LEAVE` of `member` from `room`, announced with `reason` at `ts`."""
     line = protocol.leave_event(0, room, member.name, ts, reason)
-    return LeaveCall(room, member.token, member.name, line)
+    return LeaveCall(room, member.token, member.name, line, reason)

@@ -29,7 +29,7 @@ import trio
 class SocketWriter:
     """Serialises every write to one stream; see the module docstring."""
 
-    __slots__ = ("_fd", "_sending", "_stream")
+    __slots__ = ("_fd", "_sending", "_stream", "written")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
@@ -38,6 +38,7 @@ class SocketWriter:
             stream.socket.fileno() if isinstance(stream, trio.SocketStream) and direct else -1
         )
         self._sending = False
+        self.written = 0  # bytes the socket has taken
 
     @property
     def direct(self) -> bool:
@@ -59,6 +60,7 @@ class SocketWriter:
         self._sending = True
         try:
             await self._stream.send_all(data)
+            self.written += len(data)
         finally:
             self._sending = False
 
@@ -81,11 +83,13 @@ class SocketWriter:
         if self._fd < 0:
             return 0
         try:
-            return os.write(self._fd, data)
+            written = os.write(self._fd, data)
         except BlockingIOError:
             return 0
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        self.written += written
+        return written
 
     def close_nowait(self) -> None:
         """No direct write from now on; call it before the stream is closed."""

@@ -70,6 +70,7 @@ from typing import TypeVar
 import trio
 
 from ..core.errors import TrioChatError
+from ..core.histogram import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from ..core.history import RoomHistory, StoredEvent
 from ..core.protocol import LeaveReason
 from ..core.rooms import HeldSeat
@@ -309,6 +310,9 @@ class SqliteHistoryStore:
         self._wakeup = trio.Event()
         self._commits = 0
         self._committed = 0
+        # Read by /metrics: seconds per committed transaction, events in it.
+        self.commit_seconds = Histogram(LATENCY_BUCKETS)
+        self.commit_sizes = Histogram(SIZE_BUCKETS)
         self._dropped = 0
         self._dropped_by_last_write = 0  # `_dropped` when a write last succeeded
         self._unreported_drops = 0
@@ -446,6 +450,7 @@ class SqliteHistoryStore:
             last_ids = dict(self._floor_id)
             for room, event_id, _line in batch:
                 last_ids[room] = max(last_ids.get(room, 0), event_id)
+            started = time.perf_counter()
             try:
                 await self._run(_write_batch, batch, last_ids, self._limit)
             except BaseException:
@@ -455,6 +460,10 @@ class SqliteHistoryStore:
             self._pending.done()
             self._commits += 1
             self._committed += len(batch)
+            # From the call to the end of the commit: waiting for the
+            # worker thread is part of what a commit costs.
+            self.commit_seconds.observe(time.perf_counter() - started)
+            self.commit_sizes.observe(len(batch))
             for room, last_id in last_ids.items():
                 if self._floor_id.get(room, 0) <= last_id:
                     self._floor_id.pop(room, None)
