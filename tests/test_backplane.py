@@ -1017,3 +1017,18 @@ async def test_a_held_member_of_a_dead_node_leaves_for_its_own_reason(
             ("bob", "timeout"),
         ]
         assert command(redis_port, "HLEN", keys.held(room)) == b":0"
+
+
+async def test_pages_of_the_log_read_back_from_any_point(redis_url: str) -> None:
+    room = new_room()
+    async with backplanes(redis_url, "a", history_limit=1000) as (a,):
+        await admit(a, room, "a/1", "alice")
+        await a.say_many([Post(room, "a/1", said(room, "alice", f"{i}")) for i in range(29)])
+        log = await stream(a, room)  # ids 1..30
+        assert await a.read_page(room, None, 10) == (log[20:], True)
+        assert await a.read_page(room, 21, 10) == (log[10:20], True)
+        assert await a.read_page(room, 11, 10) == (log[:10], False)
+        assert await a.read_page(room, 5, 100) == (log[:4], False)
+        assert await a.read_page(room, 1, 10) == ([], False)
+        assert await a.read_page(room, 10**12, 3) == (log[27:], True)
+        assert await a.read_page(new_room(), None, 10) == ([], False)

@@ -31,7 +31,15 @@ from trio_chat.backplane.errors import BackplaneError
 from trio_chat.backplane.redis import Backplane, open_backplane
 from trio_chat.backplane.scripts import Admitted, NameTaken
 from trio_chat.config import Settings
-from trio_chat.core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say
+from trio_chat.core.protocol import (
+    CloseCode,
+    ErrorCode,
+    Hello,
+    HistoryRequest,
+    LeaveReason,
+    ProtocolError,
+    Say,
+)
 from trio_chat.core.protocol import Typing as TypingCommand
 from trio_chat.core.rooms import Joined
 from trio_chat.server import shared_state
@@ -1011,4 +1019,44 @@ async def test_a_graceful_exit_holds_its_members_for_the_grace_period(redis_url:
                 ("leave", "carol", "shutdown"),
             ]
             assert [e["id"] for e in stored(back)] == [4]
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_history_page_is_read_from_the_log_for_its_sender_alone(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = new_name("room")
+    alice, bob = peer("alice"), peer("bob")
+    async with backplanes(redis_url) as bps, hubs(bps) as (a, b), trio.open_nursery() as tasks:
+        for p in (alice, bob):
+            tasks.start_soon(p.consume, [])
+        await a.join(alice, Hello("alice", room))
+        await b.join(bob, Hello("bob", room))
+        for n in range(10):
+            await b.say(bob, Say(f"m{n}"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: last_seen(alice) >= 12)
+        await a.say(alice, HistoryRequest(before=12, limit=5, ref="p"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: any(e["type"] == "history" for e in alice.received))
+        (page,) = [e for e in alice.received if e["type"] == "history"]
+        log = await room_log(bps[0], room)
+        assert page == {
+            "type": "history",
+            "room": room,
+            "events": log[6:11],
+            "more": True,
+            "ref": "p",
+        }
+        assert not any(e["type"] == "history" for e in bob.received)
+
+        async def unreadable(*args: Any) -> Any:
+            raise BackplaneError("the server went away")
+
+        monkeypatch.setattr(bps[0], "read_page", unreadable)
+        await a.say(alice, HistoryRequest(ref="q"))
+        with trio.fail_after(WAIT):
+            await wait_until(lambda: any(e.get("ref") == "q" for e in alice.received))
+        (error,) = [e for e in alice.received if e.get("ref") == "q"]
+        assert (error["type"], error["code"]) == ("error", "unavailable")
         tasks.cancel_scope.cancel()

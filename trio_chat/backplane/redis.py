@@ -490,6 +490,22 @@ class Backplane:
         reply = await self._command("XRANGE", keys.log(room), f"{after_id + 1}-0", f"{up_to_id}-0")
         return scripts.parse_range(reply)
 
+    async def read_page(
+        self, room: str, before: int | None, limit: int
+    ) -> tuple[list[StoredEvent], bool]:
+        """The newest `limit` retained events of `room` with ids below `before`
+        (None: below none), oldest first; and whether older ones are retained.
+        One `XREVRANGE` of `limit + 1` entries: the extra one tells `more`."""
+        if before is not None and before <= 1:
+            return [], False
+        newest = "+" if before is None else f"{before - 1}-0"
+        reply = await self._command(
+            "XREVRANGE", keys.log(room), newest, "-", "COUNT", str(limit + 1)
+        )
+        events = scripts.parse_range(reply)  # oldest first
+        more = len(events) > limit
+        return (events[1:] if more else events), more
+
     async def room_states(self, tokens: Mapping[str, Sequence[str]]) -> dict[str, RoomState]:
         """Where each room's numbering stands, and which of the member `tokens`
         given for it the server still holds: one round trip for all rooms.

@@ -93,6 +93,15 @@ class RoomHistory:
         start = max(since + 1 - self.first_id, 0)
         return list(itertools.islice(self._events, start, None))
 
+    def page(self, before: int | None, limit: int) -> tuple[list[StoredEvent], bool]:
+        """The newest `limit` retained events with ids below `before` (None:
+        below none), oldest first; and whether older ones are retained."""
+        end = len(self._events)
+        if before is not None:
+            end = min(max(before - self.first_id, 0), end)
+        start = max(end - limit, 0)
+        return list(itertools.islice(self._events, start, end)), start > 0
+
     def tail(self, count: int) -> list[StoredEvent]:
         """The `count` most recent retained events, oldest first."""
         start = max(len(self._events) - count, 0)

@@ -36,6 +36,8 @@ MAX_TEXT_LENGTH: Final = 4000
 MAX_REF_LENGTH: Final = 64
 MAX_EPOCH_LENGTH: Final = 64  # an epoch is opaque to clients; ours are 16 hex digits
 MAX_RESUME_LENGTH: Final = 64  # a resume secret is opaque to clients too
+MAX_HISTORY_PAGE: Final = 100  # events in one `history` answer
+HISTORY_PAGE: Final = 50  # events in one when the client gives no `limit`
 
 _ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
 # Control characters (Cc), lone surrogates (Cs) and the line/paragraph
@@ -141,7 +143,17 @@ class Typing:
     """ "I am typing", forwarded to the other members (throttled)."""
 
 
-Command = Hello | Say | Typing
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """A page of the room's retained history, for the sender alone: up to
+    `limit` events with ids below `before` (below none: the newest)."""
+
+    before: int | None = None
+    limit: int = HISTORY_PAGE
+    ref: str | None = None
+
+
+Command = Hello | Say | Typing | HistoryRequest
 
 
 # --------------------------------------------------------------------------
@@ -171,6 +183,8 @@ def parse_command(frame: str, *, joined: bool) -> Command:
         return _parse_say(obj, ref)
     if kind == "typing":
         return Typing()
+    if kind == "history":
+        return _parse_history(obj, ref)
     if kind == "hello":
         raise ProtocolError(ErrorCode.ALREADY_JOINED, "this connection already joined", ref)
     raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown type {_preview(kind)}", ref)
@@ -389,6 +403,18 @@ def _parse_say(obj: dict[str, Any], ref: str | None) -> Say:
     return Say(text=text, ref=ref)
 
 
+def _parse_history(obj: dict[str, Any], ref: str | None) -> HistoryRequest:
+    before = obj.get("before")
+    if before is not None and (type(before) is not int or before < 1):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'before' must be an integer >= 1", ref)
+    limit = obj.get("limit", HISTORY_PAGE)
+    if type(limit) is not int or not 1 <= limit <= MAX_HISTORY_PAGE:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"'limit' must be an integer from 1 to {MAX_HISTORY_PAGE}", ref
+        )
+    return HistoryRequest(before, limit, ref)
+
+
 def _is_encodable(text: str) -> bool:
     # JSON lets a client send "\ud800"; such a lone surrogate cannot be
     # encoded as UTF-8, so it must never reach an event.
@@ -480,6 +506,15 @@ def error_event(code: ErrorCode, message: str, ref: str | None = None) -> bytes:
     if ref is not None:
         event["ref"] = ref
     return encode(event)
+
+
+def history_event(room: str, lines: list[bytes], *, more: bool, ref: str | None = None) -> bytes:
+    """The answer to a `history` request: the stored event `lines`, oldest
+    first, embedded as they are (each is already a JSON object), and whether
+    older ones are retained."""
+    head = encode({"type": "history", "room": room})[:-1]
+    tail = {"more": more} if ref is None else {"more": more, "ref": ref}
+    return b'%s,"events":[%s],%s' % (head, b",".join(lines), encode(tail)[1:])
 
 
 def welcome_event(

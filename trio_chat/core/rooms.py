@@ -51,7 +51,7 @@ from typing import Final, Generic, TypeVar
 from . import protocol
 from .errors import TrioChatError
 from .history import HistoryStore, RoomHistory, StoredEvent
-from .protocol import ErrorCode, Hello, LeaveReason, ProtocolError, Say
+from .protocol import ErrorCode, Hello, HistoryRequest, LeaveReason, ProtocolError, Say
 
 H = TypeVar("H", bound=Hashable)
 
@@ -69,6 +69,11 @@ class Delivery(Generic[H]):
 @dataclass(frozen=True, slots=True)
 class Resent(Delivery[H]):
     """An event stored before, sent again to one member: not a new event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Delivery[H]):
+    """A line for one member alone that is no event (a `history` page)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +349,19 @@ class Chat(Generic[H]):
         )
         room.append(line, now)
         return Delivery(line, tuple(room.connected))
+
+    def history(self, handle: H, request: HistoryRequest) -> Reply[H] | None:
+        """A page of the member's room's retained history, for it alone;
+        None if `handle` is not a member."""
+        found = self._seat_of.get(handle)
+        if found is None:
+            return None
+        room = found[0]
+        events, more = room.history.page(request.before, request.limit)
+        line = protocol.history_event(
+            room.name, [event.line for event in events], more=more, ref=request.ref
+        )
+        return Reply(line, (handle,))
 
     def typing(self, handle: H) -> Delivery[H] | None:
         """Address a typing notice to the other members; None if not a member."""

@@ -55,6 +55,7 @@ from .shared_state import (
     LeaveCall,
     Member,
     Overflowed,
+    PageRead,
     Recover,
     Room,
     SayCall,
@@ -479,6 +480,21 @@ class BackplaneLink:
             self._backplane_ok()
             await self._post(Filled(room, events))
             return
+
+    async def read_page(self, member: Member, request: protocol.HistoryRequest) -> None:
+        """Read a page of a member's room's log for its `history` request;
+        tried once (the member may ask again)."""
+        try:
+            events, more = await self._backplane.read_page(
+                member.room.name, request.before, request.limit
+            )
+        except BackplaneError as error:
+            self._backplane_failed(error)
+            log.warning("cannot read room %r's log: %s", member.room.name, error)
+            await self._post(PageRead(member, request, None))
+            return
+        self._backplane_ok()
+        await self._post(PageRead(member, request, events, more))
 
     async def catch_up(self, member: Member, after_id: int, up_to_id: int) -> None:
         """Read what a late-answered join missed, beyond the room's window."""

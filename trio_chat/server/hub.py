@@ -55,7 +55,15 @@ from ..core import protocol
 from ..core.errors import TrioChatError
 from ..core.histogram import LATENCY_BUCKETS, Histogram
 from ..core.history import HistoryStore, RoomHistory
-from ..core.protocol import CloseCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from ..core.protocol import (
+    CloseCode,
+    Hello,
+    HistoryRequest,
+    LeaveReason,
+    ProtocolError,
+    Say,
+    Typing,
+)
 from ..core.rooms import Chat, Delivery, HeldSeat, Joined, Resent, RoomNotLoaded
 
 log = logging.getLogger(__name__)
@@ -115,7 +123,7 @@ class Unregistration:
 @dataclass(frozen=True, slots=True)
 class Broadcast:
     peer: Peer
-    command: Say | Typing
+    command: Say | Typing | HistoryRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +225,9 @@ class HubFront:
         """
         await self.unregister.send(Unregistration(peer, reason, hold))
 
-    async def say(self, peer: Peer, command: Say | Typing) -> None:
-        """Broadcast a message or typing notice from `peer` to its room.
+    async def say(self, peer: Peer, command: Say | Typing | HistoryRequest) -> None:
+        """Broadcast a message or typing notice from `peer` to its room, or
+        ask for a page of its history (answered to `peer` alone).
 
         Unlike a plain channel send this does not yield while the inbox has
         room, so a session hands over every command of one network read
@@ -423,6 +432,10 @@ class Hub(HubFront):
                 now = trio.current_time()
                 delivery = self._chat.say(message.peer, message.command, ts, now=now)
                 self._events += delivery is not None and not isinstance(delivery, Resent)
+            elif isinstance(message.command, HistoryRequest):
+                # Read from the room's window in memory: the same events the
+                # store retains, a slice of at most MAX_HISTORY_PAGE lines.
+                delivery = self._chat.history(message.peer, message.command)
             else:
                 delivery = self._chat.typing(message.peer)
             if delivery is not None:

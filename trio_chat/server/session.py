@@ -41,7 +41,16 @@ from wsproto.utilities import LocalProtocolError
 from ..config import Settings
 from ..core import protocol
 from ..core.limits import ErrorBudget, Throttle, TokenBucket
-from ..core.protocol import CloseCode, ErrorCode, Hello, LeaveReason, ProtocolError, Say, Typing
+from ..core.protocol import (
+    CloseCode,
+    ErrorCode,
+    Hello,
+    HistoryRequest,
+    LeaveReason,
+    ProtocolError,
+    Say,
+    Typing,
+)
 from .hub import HubFront, Unavailable
 from .outbox import Outbox
 from .socket_writer import SocketWriter
@@ -435,7 +444,7 @@ class Session:
         now = trio.current_time()
         if isinstance(command, Hello):
             await self._join(command)
-        elif isinstance(command, Say):
+        elif isinstance(command, Say | HistoryRequest):  # a page costs what a message does
             if self._rate.take(now):
                 await self._hub.say(self, command)
             else:

@@ -130,7 +130,7 @@ from ..core import protocol
 from ..core.feed import FeedStep, RoomFeed, catch_up, recipients_of
 from ..core.histogram import LATENCY_BUCKETS, Histogram
 from ..core.history import StoredEvent
-from ..core.protocol import CloseCode, ErrorCode, LeaveReason, ProtocolError, Say
+from ..core.protocol import CloseCode, ErrorCode, HistoryRequest, LeaveReason, ProtocolError, Say
 from ..core.rooms import Delivery, Joined, name_taken
 from .backplane_link import BackplaneLink
 from .hub import (
@@ -154,6 +154,7 @@ from .shared_state import (
     JoinReplied,
     Member,
     Overflowed,
+    PageRead,
     Recover,
     Room,
     SayCall,
@@ -174,6 +175,7 @@ MAX_QUEUED_CALLS: Final = 10_000  # script calls waiting; over it, posts and hel
 STOP_WAIT: Final = 5.0  # seconds the last leaves may take to reach the backplane at exit
 REAP_PERIOD: Final = LEASE_PERIOD  # seconds between looks for dead processes' members
 UNAVAILABLE_MESSAGE: Final = "not sent: the backplane is unavailable; send it again later"
+UNREADABLE_MESSAGE: Final = "history cannot be read now: the backplane is unavailable"
 
 
 class SharedHub(HubFront):
@@ -391,6 +393,8 @@ class SharedHub(HubFront):
                 self._resend(say.member, event.line, ts)
         elif isinstance(message, GraceOver):
             self._expire(ts)
+        elif isinstance(message, PageRead):
+            self._page_read(message, ts)
         elif isinstance(message, Recover):
             self._recover()
         elif isinstance(message, Checked):
@@ -752,6 +756,9 @@ class SharedHub(HubFront):
             post = Post(room.name, member.token, line, command.ref)
             self._link.call(SayCall(member, command.ref, post))
             return
+        if isinstance(command, HistoryRequest):  # read off the hub task, answered here
+            self._tasks.start_soon(self._link.read_page, member, command)
+            return
         # A typing notice reaches every process, this one included, through
         # the room's channel, with the says queued around it.
         self._link.call(TypingCall(room.name, protocol.typing_event(room.name, member.name)))
@@ -764,6 +771,26 @@ class SharedHub(HubFront):
         if self._members.get(peer) is not member or peer not in member.room.members:
             return
         line = protocol.error_event(ErrorCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, ref)
+        self._touched.add(peer)
+        if not peer.deliver_nowait(line):
+            self._drop_slow(peer, ts)
+
+    def _page_read(self, message: PageRead, ts: str) -> None:
+        """Answer a member's `history` request with the page read (or
+        `unavailable`); nothing if it has left meanwhile."""
+        member, request = message.member, message.request
+        peer = member.peer
+        if self._members.get(peer) is not member or peer not in member.room.members:
+            return
+        if message.events is None:
+            line = protocol.error_event(ErrorCode.UNAVAILABLE, UNREADABLE_MESSAGE, request.ref)
+        else:
+            line = protocol.history_event(
+                member.room.name,
+                [event.line for event in message.events],
+                more=message.more,
+                ref=request.ref,
+            )
         self._touched.add(peer)
         if not peer.deliver_nowait(line):
             self._drop_slow(peer, ts)

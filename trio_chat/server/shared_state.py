@@ -196,6 +196,17 @@ class SaysResent:
 
 
 @dataclass(frozen=True, slots=True)
+class PageRead:
+    """A page of a room's log read for a member's `history` request; `events`
+    is None if the backplane could not be read."""
+
+    member: Member
+    request: protocol.HistoryRequest
+    events: list[StoredEvent] | None
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class GraceOver:
     """A held place's grace period may have ended: make the expired ones leave."""
 
@@ -229,6 +240,7 @@ SharedHubMessage = (
     | SaysFailed
     | SaysRefused
     | SaysResent
+    | PageRead
     | GraceOver
     | Recover
     | Checked
