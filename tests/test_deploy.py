@@ -146,6 +146,10 @@ http {{
 """
 
 
+class PortTaken(Exception):
+    """Another process took a port between `free_port` and nginx binding it."""
+
+
 @dataclass
 class Nginx:
     """Debian's nginx in the foreground, in a prefix of its own."""
@@ -192,7 +196,11 @@ class Nginx:
             return True
 
         wait_for(listening, "nginx listens")
-        assert self.process.poll() is None, self.errors()
+        if self.process.poll() is not None:
+            self.stop()
+            if "Address already in use" in self.errors():
+                raise PortTaken(self.errors())
+            raise AssertionError(f"nginx stopped at start:\n{self.errors()}")
 
     def errors(self) -> str:
         path = self.prefix / "error.log"
@@ -276,16 +284,23 @@ def chat(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def proxy(tmp_path: Path, tls: Tls, chat: ServerProcess) -> Iterator[Nginx]:
-    nginx = Nginx(tmp_path / "nginx", "", free_port(), free_port())
-    nginx.site = render_site(
-        SITE.read_text(),
-        https_port=nginx.https_port,
-        http_port=nginx.http_port,
-        upstream_port=chat.port,
-        cert=tls.cert,
-        key=tls.key,
-    )
-    nginx.start()
+    for attempt in range(3):  # the ports are free when chosen, not reserved
+        nginx = Nginx(tmp_path / f"nginx-{attempt}", "", free_port(), free_port())
+        nginx.site = render_site(
+            SITE.read_text(),
+            https_port=nginx.https_port,
+            http_port=nginx.http_port,
+            upstream_port=chat.port,
+            cert=tls.cert,
+            key=tls.key,
+        )
+        try:
+            nginx.start()
+        except PortTaken:
+            continue
+        break
+    else:
+        raise AssertionError("no free ports for nginx in 3 attempts")
     yield nginx
     nginx.stop()
 
