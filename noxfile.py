@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "stall", "browser", "cluster", "lint", "typecheck"]
+nox.options.sessions = ["tests", "stall", "browser", "deploy", "cluster", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -22,6 +22,7 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         *("--ignore=tests/test_browser.py", "--ignore=tests/test_web_units.py"),
+        "--ignore=tests/test_deploy.py",
         *("--ignore=tests/test_backplane.py", "--ignore=tests/test_shared_hub.py"),
         "--ignore=tests/test_cluster.py",
         "--ignore=tests/test_workers.py",
@@ -43,6 +44,15 @@ def browser(session: nox.Session) -> None:
     its pure modules' unit tests, which run in the same Chromium."""
     session.install(".", *group("browser"))
     session.run("pytest", "tests/test_browser.py", "tests/test_web_units.py", *session.posargs)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """The files of `deploy/` at work: Debian's nginx on the committed site
+    file, with TLS (a certificate made by the test), in front of `trio-chat
+    serve`, driven by Debian's Chromium and raw `wss://` clients."""
+    session.install(".", *group("deploy"))
+    session.run("pytest", "tests/test_deploy.py", *session.posargs)
 
 
 @nox.session

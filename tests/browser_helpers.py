@@ -57,8 +57,9 @@ SCREENSHOTS_VARIABLE = "TRIO_CHAT_SCREENSHOTS"
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, driven by Playwright, for one test module.
+def chromium(*args: str) -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright, for one test module, with
+    `args` added to its command line.
 
     Where it is missing the module's tests are skipped, except under CI,
     where that fails them: there the browser tests must run.
@@ -72,7 +73,9 @@ def chromium() -> Iterator[Browser]:
             )
         pytest.skip(f"{CHROMIUM} not found: apt-get install chromium to run the browser tests")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *args]
+        )
         yield launched
         launched.close()
 
@@ -150,8 +153,17 @@ class ServerProcess:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, then the exit status (None if it had to be killed)."""
+        self.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def send_signal(self, signum: int) -> None:
         assert self._process is not None, "not running"
-        self._process.send_signal(signal.SIGTERM)
+        self._process.send_signal(signum)
+
+    def wait(self, timeout: float = 20.0) -> int | None:
+        """The exit status once the process ends (None if it had to be
+        killed after `timeout` seconds)."""
+        assert self._process is not None, "not running"
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -25,6 +25,8 @@ class RunningServer:
     settings: Settings
     shutdown: trio.Event
     stopped: trio.Event
+    # Set it to cut --drain-delay short (if the starter passed it to serve_chat).
+    drain_ended: trio.Event = field(default_factory=trio.Event)
     clients: list[RawClient] = field(default_factory=list)
 
     async def client(self, **kwargs: Any) -> RawClient:
@@ -75,16 +77,18 @@ async def server_starter() -> AsyncIterator[StartServer]:
             # No presence grace unless a test asks: a closed client leaves at once.
             base = Settings(host="127.0.0.1", port=0, db=":memory:", presence_grace=0.0)
             settings = dataclasses.replace(base, **overrides)
-            shutdown, stopped = trio.Event(), trio.Event()
+            shutdown, stopped, drain_ended = trio.Event(), trio.Event(), trio.Event()
 
             async def run(task_status: trio.TaskStatus[int]) -> None:
                 try:
-                    await serve_chat(settings, shutdown, task_status=task_status)
+                    await serve_chat(
+                        settings, shutdown, drain_ended=drain_ended, task_status=task_status
+                    )
                 finally:
                     stopped.set()
 
             port: int = await nursery.start(partial(run))
-            servers.append(RunningServer(port, settings, shutdown, stopped))
+            servers.append(RunningServer(port, settings, shutdown, stopped, drain_ended))
             return servers[-1]
 
         try:

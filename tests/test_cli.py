@@ -51,6 +51,10 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (["--debug", "--debug-token", ""], {}, "--debug-token"),
         (["--debug-token", "short"], {}, "--debug-token"),
         ([], {"TRIO_CHAT_DEBUG_TOKEN": "has spaces in a long token"}, "TRIO_CHAT_DEBUG_TOKEN"),
+        (["--drain-delay", "a while"], {}, "--drain-delay"),
+        ([], {"TRIO_CHAT_DRAIN_DELAY": "-5s"}, "TRIO_CHAT_DRAIN_DELAY"),
+        (["--trusted-proxy", "10.0.0.1/8"], {}, "--trusted-proxy"),
+        ([], {"TRIO_CHAT_TRUSTED_PROXIES": "10.0.0.0/8,lb"}, "TRIO_CHAT_TRUSTED_PROXIES"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
@@ -181,6 +185,102 @@ async def test_a_second_signal_cancels_the_graceful_shutdown(
         assert cancelled(force)
         nursery.cancel_scope.cancel()  # what the program does once stopped
     assert overruns == []
+
+
+async def test_a_second_signal_ends_the_drain_delay_and_a_third_cancels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive = trio.open_memory_channel[int](3)
+    shutdown, force, drain_ended = trio.Event(), trio.CancelScope(), trio.Event()
+    overruns: list[float] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(
+                watch_signals,
+                receive,
+                shutdown,
+                force,
+                drain_ended=drain_ended,
+                overrun=lambda: overruns.append(0),
+            )
+        )
+        await send.send(signal.SIGTERM)
+        await shutdown.wait()
+        await trio.sleep(1)
+        assert not drain_ended.is_set()
+        await send.send(signal.SIGTERM)
+        await drain_ended.wait()
+        await trio.sleep(0.1)
+        assert not cancelled(force)  # the clients are closed gracefully
+        await send.send(signal.SIGINT)
+        await trio.sleep(0.1)
+        assert cancelled(force)
+        nursery.cancel_scope.cancel()
+    assert overruns == []
+
+
+async def test_a_signal_after_the_drain_delay_cancels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive = trio.open_memory_channel[int](2)
+    shutdown, force, drain_ended = trio.Event(), trio.CancelScope(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(watch_signals, receive, shutdown, force, drain_ended=drain_ended)
+        )
+        await send.send(signal.SIGTERM)
+        await shutdown.wait()
+        drain_ended.set()  # the server: the delay is over, clients are being closed
+        await send.send(signal.SIGTERM)
+        await trio.sleep(0.1)
+        assert cancelled(force)
+        nursery.cancel_scope.cancel()
+
+
+async def ready_status(port: int) -> int:
+    return (await http_request(port, "/readyz")).status
+
+
+async def until_unready(port: int) -> None:
+    """Poll `/readyz` until it answers 503 (the signal is on its way)."""
+    with trio.fail_after(10):
+        while True:
+            if await ready_status(port) == 503:
+                return
+            await trio.sleep(0.01)
+
+
+async def test_sigterm_with_a_drain_delay_fails_readyz_before_closing_anyone() -> None:
+    """Real time, a real process: the order of what happens, never how long."""
+    async with serving("--drain-delay", "1h") as (process, port, output):
+        client = await RawClient.connect(port)
+        late: RawClient | None = None
+        try:
+            await client.hello("alice")
+            assert await ready_status(port) == 200
+            process.send_signal(signal.SIGTERM)
+            await until_unready(port)
+            # Still serving: the client is open and answered, and new ones join.
+            late = await RawClient.connect(port)
+            await late.hello("bob")
+            with trio.fail_after(10):
+                while (await client.next_of("join"))["name"] != "bob":
+                    pass
+            assert process.returncode is None
+            process.send_signal(signal.SIGTERM)  # a second signal ends the delay
+            with trio.fail_after(SHUTDOWN_DEADLINE + 5):
+                assert (await client.closed()).code == 1001
+                assert (await late.closed()).code == 1001
+                assert await process.wait() == 0
+        finally:
+            await client.aclose()
+            if late is not None:
+                await late.aclose()
+    log = b"".join(output).decode()
+    assert "Traceback" not in log
+    assert "draining: /readyz answers 503" in log
+    assert "second SIGTERM: ending the drain delay now" in log
+    assert "shutdown complete" in log
 
 
 async def test_a_shutdown_that_hangs_is_cut_at_the_deadline(

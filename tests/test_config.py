@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import math
 import socket
 
@@ -54,7 +55,11 @@ def load_error(argv: list[str] | None = None, env: dict[str, str] | None = None)
 
 
 def flag(setting: str) -> str:
-    singular = {"allowed-origins": "--allowed-origin", "allowed-hosts": "--allowed-host"}
+    singular = {
+        "allowed-origins": "--allowed-origin",
+        "allowed-hosts": "--allowed-host",
+        "trusted-proxies": "--trusted-proxy",
+    }
     return singular.get(setting, f"--{setting}")
 
 
@@ -93,6 +98,8 @@ def test_defaults_match_cli_md() -> None:
         presence_grace=15.0,
         backplane=None,
         workers=1,
+        trusted_proxies=(),
+        drain_delay=0.0,
         log_level="info",
         log_format="text",
         debug=False,
@@ -184,6 +191,16 @@ VALID = [
     ("workers", "1", 1),
     ("presence-grace", "0", 0.0),
     ("presence-grace", "30s", 30.0),
+    ("trusted-proxies", "10.0.0.0/8", (ipaddress.ip_network("10.0.0.0/8"),)),
+    ("trusted-proxies", "192.0.2.7", (ipaddress.ip_network("192.0.2.7/32"),)),
+    (
+        "trusted-proxies",
+        "fd00::/8, 127.0.0.1,10.0.0.0/8",
+        tuple(map(ipaddress.ip_network, ["fd00::/8", "127.0.0.1/32", "10.0.0.0/8"])),
+    ),
+    ("drain-delay", "0", 0.0),
+    ("drain-delay", "15s", 15.0),
+    ("drain-delay", "1m30s", 90.0),
     ("log-level", "WARNING", "warning"),
     ("log-level", "error", "error"),
     ("log-format", "json", "json"),
@@ -304,6 +321,12 @@ INVALID = [
     ("presence-grace", "-1s", "negative durations are not allowed"),
     ("presence-grace", "25h", "must be at most 24h"),
     ("presence-grace", "soon", "not a duration"),
+    ("trusted-proxies", "10.0.0.1/8", "host bits are set (the network is 10.0.0.0/8)"),
+    ("trusted-proxies", "10.0.0.0/40", "not a network"),
+    ("trusted-proxies", "proxy.internal", "not a network"),
+    ("drain-delay", "-1s", "negative durations are not allowed"),
+    ("drain-delay", "25h", "must be at most 24h"),
+    ("drain-delay", "soon", "not a duration"),
     ("backplane", "http://localhost:6379", "must start with redis:// or rediss://"),
     ("backplane", "redis://", "names no host"),
     ("backplane", "redis://host:0", "port must be a number from 1 to 65535"),

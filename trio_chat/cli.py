@@ -30,10 +30,11 @@ log = logging.getLogger("trio_chat")
 
 EXIT_USAGE = 2
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug stopped the server; a supervisor restarts it
-# Seconds from the first SIGINT/SIGTERM to the end of the process, whatever
-# happens: clients get SHUTDOWN_GRACE to answer their 1001, history is
-# flushed, and if something still holds the exit (a disk that hangs, a bug),
-# the process logs it and exits with status 1 rather than lingering.
+# Seconds from the end of the drain delay (--drain-delay, after the first
+# SIGINT/SIGTERM) to the end of the process, whatever happens: clients get
+# SHUTDOWN_GRACE to answer their 1001, history is flushed, and if something
+# still holds the exit (a disk that hangs, a bug), the process logs it and
+# exits with status 1 rather than lingering.
 SHUTDOWN_DEADLINE = 10.0
 # With --workers, seconds the parent gives its workers to stop before it
 # kills them: their own deadline, and time to exit after it.
@@ -213,11 +214,22 @@ async def _serve(settings: Settings, worker: int | None = None) -> int:
                 await listener.aclose()
             return EXIT_USAGE
     shutdown = trio.Event()
+    # Ended early by a second signal; None: no delay, a second signal forces.
+    drain_ended = trio.Event() if settings.drain_delay > 0 else None
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             # The watcher stays outside what it may cancel, to keep its deadline.
             force = trio.CancelScope()
-            nursery.start_soon(watch_signals, signals, shutdown, force)
+            nursery.start_soon(
+                partial(
+                    watch_signals,
+                    signals,
+                    shutdown,
+                    force,
+                    drain_ended=drain_ended,
+                    deadline=settings.drain_delay + SHUTDOWN_DEADLINE,
+                )
+            )
             if worker is not None:
                 nursery.start_soon(_watch_parent, shutdown)
             unreachable: BaseException | None = None
@@ -228,6 +240,7 @@ async def _serve(settings: Settings, worker: int | None = None) -> int:
                         shutdown,
                         listeners=listeners,
                         store=store,
+                        drain_ended=drain_ended,
                         task_status=trio.TASK_STATUS_IGNORED if worker is None else _TellParent(),
                     )
             except* BackplaneError as group:
@@ -268,7 +281,9 @@ def _worker_command(argv: Sequence[str], number: int, port: int) -> list[str]:
 
 async def _serve_workers(settings: Settings, argv: Sequence[str]) -> int:
     supervisor = Supervisor(
-        settings, partial(_worker_command, argv), stop_deadline=WORKERS_STOP_DEADLINE
+        settings,
+        partial(_worker_command, argv),
+        stop_deadline=settings.drain_delay + WORKERS_STOP_DEADLINE,
     )
     try:
         await supervisor.reserve_port()
@@ -298,7 +313,7 @@ async def relay_signals(
 ) -> None:
     """The parent of workers: the first SIGINT/SIGTERM sets `shutdown` (the
     workers get SIGTERM from there); each later one is passed on at once as
-    SIGTERM, their second signal: stop now."""
+    SIGTERM, the workers' second signal: end the drain delay, or stop now."""
     async for signum in signals:
         name = signal.Signals(signum).name
         if not shutdown.is_set():
@@ -319,15 +334,21 @@ async def watch_signals(
     shutdown: trio.Event,
     force: trio.CancelScope,
     *,
+    drain_ended: trio.Event | None = None,
     deadline: float = SHUTDOWN_DEADLINE,
     overrun: Callable[[], None] = _exit_now,
 ) -> None:
     """First SIGINT/SIGTERM: graceful shutdown. A second one: cancel at once.
 
+    With a drain delay (`drain_ended`, which the server sets when the delay
+    is over), a second signal during the delay ends the delay instead (the
+    clients are closed gracefully at once); a signal after that cancels.
+
     Either way, `deadline` seconds after the first signal `overrun` is
     called (by default: exit with status 1), because the graceful path
     includes shielded steps (the last history write) that no cancellation
-    can cut short. The caller cancels this task once the server has stopped.
+    can cut short; the caller adds the drain delay to it. The caller cancels
+    this task once the server has stopped.
     """
     async for signum in signals:
         log.info("%s received: shutting down", signal.Signals(signum).name)
@@ -335,8 +356,13 @@ async def watch_signals(
         break
     with trio.move_on_after(deadline):
         async for signum in signals:
-            log.warning("second %s: stopping now", signal.Signals(signum).name)
-            force.cancel()
+            name = signal.Signals(signum).name
+            if drain_ended is not None and not drain_ended.is_set():
+                log.warning("second %s: ending the drain delay now", name)
+                drain_ended.set()
+            else:
+                log.warning("%s again: stopping now", name)
+                force.cancel()
         return
     log.error("shutdown took over %gs: exiting now", deadline)
     overrun()

@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from .backplane.url import BackplaneUrl, BackplaneUrlError, parse_backplane_url
 from .core.errors import TrioChatError
+from .core.forwarded import Network, parse_network
 from .core.websocket import DEFAULT_PORT, normalize_allowed_host, normalize_origin
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Hashable, Mapping
 
 _T = TypeVar("_T")
+_H = TypeVar("_H", bound="Hashable")
 
 ENV_PREFIX = "TRIO_CHAT_"
 MAX_DURATION = 24 * 3600.0  # a day: beyond it, a typo ("10h" for "10s") is likelier than intent
@@ -51,7 +53,11 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 _SECRETS = frozenset({"debug-token"})
 
 # Repeatable flags, named in the singular because each is given once per item.
-_LIST_FLAGS = {"allowed-origins": "--allowed-origin", "allowed-hosts": "--allowed-host"}
+_LIST_FLAGS = {
+    "allowed-origins": "--allowed-origin",
+    "allowed-hosts": "--allowed-host",
+    "trusted-proxies": "--trusted-proxy",
+}
 
 
 def _flag(setting: str) -> str:
@@ -131,6 +137,8 @@ class Settings:
     presence_grace: float = 15.0  # 0: a dropped connection is a leave
     backplane: BackplaneUrl | None = None  # none: one process, history in `db`
     workers: int = 1
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For names the client
+    drain_delay: float = 0.0  # seconds between /readyz failing and clients being closed
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object per line
     debug: bool = False
@@ -179,7 +187,7 @@ def parse_duration(text: str) -> float:
 
 
 def _show_duration(seconds: float) -> str:
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
 
 
 def _duration(text: str) -> float:
@@ -353,14 +361,14 @@ class _Sources:
         except ValueError as exc:
             raise SettingError(setting, text, source, str(exc)) from None
 
-    def items(self, setting: str, parse: Callable[[str], str]) -> tuple[str, ...]:
+    def items(self, setting: str, parse: Callable[[str], _H]) -> tuple[_H, ...]:
         """Return a list setting: comma-separated, blanks skipped, each item
         parsed, duplicates (after parsing) dropped."""
         found = self.raw(setting)
         if found is None:
             return ()
         text, source = found
-        items: dict[str, None] = {}  # a dict keeps the first-given order
+        items: dict[_H, None] = {}  # a dict keeps the first-given order
         for item in filter(None, (part.strip() for part in text.split(","))):
             try:
                 items[parse(item)] = None
@@ -405,6 +413,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         presence_grace=get("presence-grace", _grace),
         backplane=get("backplane", _backplane),
         workers=get("workers", _workers),
+        trusted_proxies=sources.items("trusted-proxies", parse_network),
+        drain_delay=get("drain-delay", _grace),
         log_level=get("log-level", _log_level),
         log_format=get("log-format", _log_format),
         debug=get("debug", _boolean),
@@ -481,6 +491,18 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
         "N",
         "processes serving the port together (SO_REUSEPORT), restarted if they die; "
         "auto = one per core; above 1 needs --backplane",
+    ),
+    "trusted-proxies": (
+        "CIDR",
+        "network of reverse proxies (e.g. 10.0.0.0/8, or one address) whose X-Forwarded-For "
+        "gives the client's address, for logs: the right-most address in it that is not "
+        "itself a trusted proxy; repeatable or comma-separated",
+    ),
+    "drain-delay": (
+        "DURATION",
+        "on SIGTERM/SIGINT, time between /readyz turning 503 and clients being closed "
+        "(1001), for a load balancer to stop sending new ones; meanwhile the server serves "
+        "as before; a second signal ends it; 0 closes at once",
     ),
     "log-level": ("LEVEL", "one of debug, info, warning, error"),
     "log-format": ("FORMAT", "text, or json: one object per line"),

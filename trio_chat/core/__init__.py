@@ -14,6 +14,8 @@ one call at a time: thousands of interleavings a second, no clock.
   order, gaps filled from the room's log;
 * `limits` -- rate limit, typing throttle and error budget arithmetic;
 * `websocket` -- upgrade checks, Host and origin policy, text-frame encoding;
+* `forwarded` -- who the client is behind a trusted reverse proxy
+  (`X-Forwarded-For`);
 * `errors` -- `TrioChatError`, the root of the package's exceptions.
 
 The Trio shell around it (hub, sessions, HTTP front, stores) lives one level

@@ -1,9 +1,12 @@
 """The server: one port for the web client, health, metrics and `/ws`.
 
 `serve_chat` binds the listener, opens the hub and serves connections until
-the `shutdown` event is set. Then, hypercorn-style: stop accepting, close
-every WebSocket client with 1001 (reason `shutdown`), give them `WRITE_WAIT`
-to finish, and return.
+the `shutdown` event is set. Then `/readyz` answers 503 at once, and for
+`--drain-delay` seconds the server goes on serving as before, new
+connections included, so that a load balancer that polls `/readyz` stops
+sending clients before any is closed. Then, hypercorn-style: stop accepting,
+close every WebSocket client with 1001 (reason `shutdown`), give them
+`WRITE_WAIT` to finish, and return.
 
 `serve_connections` accepts them, and rides out running short of file
 descriptors (or kernel memory): it retries, with a warning now and then,
@@ -55,6 +58,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..config import Settings
+from ..core.forwarded import forwarded_client
 from ..core.histogram import Histogram
 from ..core.history import HistoryStore, MemoryHistoryStore
 from ..core.protocol import CloseCode, LeaveReason
@@ -361,6 +365,7 @@ class ChatServer:
         self.sessions: set[Session] = set()
         self.refused_upgrades: Counter[str] = Counter()  # by REFUSAL_REASONS
         self.traffic = Traffic()
+        self.shutting_down = False  # set at the shutdown signal: /readyz fails from then on
         self._limit_warned_at: float | None = None  # last warning that the limit was reached
         self._limit_refused = 0  # connections refused since that warning
         self.open_connections = 0  # served, HTTP or WebSocket: what the limit counts
@@ -382,12 +387,13 @@ class ChatServer:
         close, plain HTTP as well as WebSocket: one accepted beyond the limit
         gets its first request answered with 503, and is closed.
         """
-        label = _peer_label(stream)
+        peer = _peer(stream)
+        label = _peer_label(peer)
         admitted = self.open_connections < self.settings.max_connections
         if admitted:
             self.open_connections += 1
         try:
-            session = await self._serve_http(stream, label, admitted=admitted)
+            session = await self._serve_http(stream, peer, admitted=admitted)
             if session is not None:
                 try:
                     await session.run()
@@ -403,15 +409,18 @@ class ChatServer:
             await trio.aclose_forcefully(stream)
 
     async def _serve_http(
-        self, stream: trio.SocketStream, label: str, *, admitted: bool
+        self, stream: trio.SocketStream, peer: tuple[str, int] | None, *, admitted: bool
     ) -> Session | None:
         """Plain HTTP until the client upgrades; then its session.
 
         Until it upgrades, a connection holds no chat state, so shutdown may
         simply cut it. Its HTTP parser is dropped on return, before the
         session runs. A connection not `admitted` (beyond the connection
-        limit) gets 503 for its first request.
+        limit) gets 503 for its first request. Each request is logged under
+        its client's address (`client_label`), which a trusted proxy may
+        give for each request.
         """
+        label = _peer_label(peer)
         http = HttpConnection(stream)
         plain_http = trio.CancelScope()
         self._plain_http.add(plain_http)
@@ -420,6 +429,7 @@ class ChatServer:
                 try:
                     request = await self._next_request(http, label)
                     if request is not None and not admitted:
+                        label = self.client_label(peer, request)
                         await self._refuse_over_limit(http, request, label)
                         request = None
                     while request is not None and request.path != "/ws":
@@ -441,6 +451,7 @@ class ChatServer:
                             break
                         request = await self._next_request(http, label)
                     if request is not None:
+                        label = self.client_label(peer, request)
                         session = await self._upgrade(http, request, label)
                         if session is not None:
                             return session
@@ -552,14 +563,30 @@ class ChatServer:
         listed = [{"name": name, "members": count} for name, count in rooms[:ROOMS_LISTED]]
         return json.dumps({"rooms": listed, "more": len(rooms) > ROOMS_LISTED}).encode()
 
+    def client_label(self, peer: tuple[str, int] | None, request: Request) -> str:
+        """How logs name the client of `request`: its address as the
+        `--trusted-proxy` that sent it says in `X-Forwarded-For` (no port:
+        proxies do not pass it on), else the TCP peer's `address:port`."""
+        if peer is None:
+            return _peer_label(peer)
+        forwarded = forwarded_client(
+            peer[0], request.headers.get("x-forwarded-for"), self.settings.trusted_proxies
+        )
+        return _peer_label(peer) if forwarded is None else str(forwarded)
+
     def readiness(self) -> str | None:
         """Why this server should not be sent new clients now, or None.
 
-        `/healthz` says the process is alive; this says it is well: that its
-        hub can serve new clients (a shared hub reaches its backplane), then
-        that history reaches its file (a server whose disk is full keeps its
-        clients, but a restart would lose what it holds).
+        `/healthz` says the process is alive; this says it is well: that it
+        is not shutting down (from the signal on, through `--drain-delay`,
+        so that a load balancer stops sending clients before any is
+        closed), that its hub can serve new clients (a shared hub reaches
+        its backplane), then that history reaches its file (a server whose
+        disk is full keeps its clients, but a restart would lose what it
+        holds).
         """
+        if self.shutting_down:
+            return "shutting down"
         trouble = self.hub.trouble()
         if trouble is not None:
             return trouble
@@ -776,12 +803,17 @@ async def _close_gently(stream: trio.SocketStream) -> None:
             pass
 
 
-def _peer_label(stream: trio.SocketStream) -> str:
+def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
+    """The TCP peer's address and port (None if the socket cannot say)."""
     try:
         host, port, *_ = stream.socket.getpeername()
     except (OSError, ValueError):
-        return "client"
-    return f"{host}:{port}"
+        return None
+    return str(host), int(port)
+
+
+def _peer_label(peer: tuple[str, int] | None) -> str:
+    return "client" if peer is None else f"{peer[0]}:{peer[1]}"
 
 
 async def open_listeners(
@@ -840,9 +872,16 @@ async def serve_chat(
     *,
     listeners: list[trio.SocketListener] | None = None,
     store: HistoryStore | None = None,
+    drain_ended: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the chat on `settings.host:settings.port` until `shutdown` is set.
+
+    From `shutdown` on, `/readyz` answers 503 and the server keeps serving
+    for `settings.drain_delay` seconds before it closes its clients. Setting
+    `drain_ended` ends that delay early (the CLI does on a second signal);
+    the server sets it itself when the delay is over, so whoever holds it
+    can tell whether a drain is still under way.
 
     `listeners` and `store` may be opened beforehand with `open_listeners`
     and `open_store` (the CLI does, to report a busy port or a bad database
@@ -878,7 +917,15 @@ async def serve_chat(
                 ) as hub,
             ):
                 log.info("rooms shared through %s as node %s", backplane.url, node)
-                await _serve(settings, shutdown, listeners, hub, task_status, store=None)
+                await _serve(
+                    settings,
+                    shutdown,
+                    listeners,
+                    hub,
+                    task_status,
+                    store=None,
+                    drain_ended=drain_ended,
+                )
         else:
             if store is None:
                 store = await open_store(settings)
@@ -896,7 +943,13 @@ async def serve_chat(
                     held=held,
                 ) as local_hub:
                     await _serve(
-                        settings, shutdown, listeners, local_hub, task_status, store=store
+                        settings,
+                        shutdown,
+                        listeners,
+                        local_hub,
+                        task_status,
+                        store=store,
+                        drain_ended=drain_ended,
                     )
                 if durable is not None and settings.presence_grace:
                     await _keep_seats(durable, local_hub.hold_all())
@@ -949,6 +1002,7 @@ async def _serve(
     task_status: trio.TaskStatus[int],
     *,
     store: HistoryStore | None,
+    drain_ended: trio.Event | None,
 ) -> None:
     port = listeners[0].socket.getsockname()[1]
     debug = DebugEndpoints(settings.debug_token) if settings.debug else None
@@ -969,6 +1023,7 @@ async def _serve(
             server=server,
             port=port,
             task_status=task_status,
+            drain_ended=drain_ended,
         )
     finally:
         if debug is not None:
@@ -983,6 +1038,7 @@ async def _serve_connections(
     server: ChatServer,
     port: int,
     task_status: trio.TaskStatus[int],
+    drain_ended: trio.Event | None,
 ) -> None:
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptor:
@@ -998,6 +1054,10 @@ async def _serve_connections(
             )
             task_status.started(port)
             await shutdown.wait()
+            server.shutting_down = True
+            await _drain(
+                settings.drain_delay, trio.Event() if drain_ended is None else drain_ended
+            )
             log.info("shutting down: closing %d connections", len(server.sessions))
             acceptor.cancel_scope.cancel()
         server.close_all()
@@ -1005,6 +1065,22 @@ async def _serve_connections(
         # client that does not answer must not hold the exit for long.
         grace = min(settings.write_wait, SHUTDOWN_GRACE)
         connections.cancel_scope.deadline = trio.current_time() + grace
+
+
+async def _drain(delay: float, ended: trio.Event) -> None:
+    """Serve on for `delay` seconds, or until `ended` is set; then set it.
+
+    `/readyz` already fails: a load balancer that polls it stops sending new
+    clients meanwhile. New connections are still accepted and served, since
+    requests the balancer sent before it noticed are on their way, and
+    refusing them would turn a deploy into errors for their clients.
+    """
+    if delay > 0 and not ended.is_set():
+        log.info("draining: /readyz answers 503; clients are closed in %gs", delay)
+        with trio.move_on_after(delay):
+            await ended.wait()
+            log.info("drain delay cut short")
+    ended.set()
 
 
 def _display_host(host: str) -> str:
