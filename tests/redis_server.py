@@ -8,8 +8,6 @@ off, for the whole test session; each test starts from an empty server
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -18,19 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from system_programs import system_program
 
 START_WAIT = 10.0  # seconds for the server to answer PING
 
 
 def redis_server_binary() -> str:
     """The path of `redis-server`, or skip (fail under CI) when it is missing."""
-    found = shutil.which("redis-server")
-    if found is None:
-        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    return system_program("redis-server", "redis-server")
 
 
 def free_port() -> int:

@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from system_programs import system_program
 
 try:
     import trustme
@@ -76,14 +76,7 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or next(
-        (path for path in ("/usr/sbin/nginx",) if Path(path).exists()), None
-    )
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but nginx is missing (.ci/run installs Debian's nginx)")
-        pytest.skip("nginx not found: apt-get install nginx to run the deployment tests")
-    return found
+    return system_program("nginx", "nginx", also_at=("/usr/sbin/nginx",))
 
 
 def free_port() -> int:

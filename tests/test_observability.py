@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import signal
 import sys
 
@@ -15,6 +13,7 @@ import pytest
 import trio
 from conftest import RunningServer, StartServer, wait_until
 from processes import serving
+from system_programs import system_program
 from wsclient import RawClient, http_request
 from wsproto.events import CloseConnection
 
@@ -241,13 +240,7 @@ async def test_a_ping_timeout_is_counted(
 
 def promtool() -> str:
     """The path of `promtool`, or skip (fail under CI) when it is missing."""
-    found = shutil.which("promtool")
-    if found is None:
-        reason = "promtool is not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    return system_program("promtool", "prometheus")
 
 
 async def test_promtool_accepts_the_scrape(start_server: StartServer, tmp_path: object) -> None:

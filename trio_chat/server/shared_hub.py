@@ -642,9 +642,9 @@ class SharedHub(HubFront):
         this process was cut off, or lost with the server's data) with 1012:
         its client joins again, with `since` and `epoch`, and so is announced
         to everyone again and learns whether the room's numbering restarted."""
-        peer = member.peer
-        if self._members.get(peer) is not member or peer not in member.room.members:
+        if not self._is_admitted(member):
             return
+        peer = member.peer
         self._lost_members += 1
         self._unregister(peer, LeaveReason.SHUTDOWN, ts)
         peer.drop(CloseCode.SERVICE_RESTART, LeaveReason.SHUTDOWN)
@@ -765,46 +765,44 @@ class SharedHub(HubFront):
 
     def _refuse_say(self, member: Member, ref: str | None, ts: str) -> None:
         """Tell a member its `say` was neither stored nor delivered (it may
-        send it again); nothing if it has left meanwhile."""
+        send it again)."""
         self._refused_posts += 1
-        peer = member.peer
-        if self._members.get(peer) is not member or peer not in member.room.members:
-            return
         line = protocol.error_event(ErrorCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, ref)
-        self._touched.add(peer)
-        if not peer.deliver_nowait(line):
-            self._drop_slow(peer, ts)
+        self._answer(member, line, ts)
 
     def _page_read(self, message: PageRead, ts: str) -> None:
         """Answer a member's `history` request with the page read (or
-        `unavailable`); nothing if it has left meanwhile."""
+        `unavailable`)."""
         member, request = message.member, message.request
-        peer = member.peer
-        if self._members.get(peer) is not member or peer not in member.room.members:
-            return
         if message.events is None:
             line = protocol.error_event(ErrorCode.UNAVAILABLE, UNREADABLE_MESSAGE, request.ref)
         else:
+            lines = [event.line for event in message.events]
             line = protocol.history_event(
-                member.room.name,
-                [event.line for event in message.events],
-                more=message.more,
-                ref=request.ref,
+                member.room.name, lines, more=message.more, ref=request.ref
             )
+        self._answer(member, line, ts)
+
+    def _resend(self, member: Member, line: bytes, ts: str) -> None:
+        """A say its member sent before (the same ref): the original event,
+        to the sender alone."""
+        self._resent += 1
+        self._answer(member, line, ts)
+
+    def _answer(self, member: Member, line: bytes, ts: str) -> None:
+        """`line` to `member` alone, unless it has left meanwhile; drop it if
+        its outbox is full."""
+        if not self._is_admitted(member):
+            return
+        peer = member.peer
         self._touched.add(peer)
         if not peer.deliver_nowait(line):
             self._drop_slow(peer, ts)
 
-    def _resend(self, member: Member, line: bytes, ts: str) -> None:
-        """A say its member sent before (the same ref): the original event,
-        to the sender alone; nothing if it has left meanwhile."""
-        self._resent += 1
+    def _is_admitted(self, member: Member) -> bool:
+        """Whether `member` is still here and live in its room."""
         peer = member.peer
-        if self._members.get(peer) is not member or peer not in member.room.members:
-            return
-        self._touched.add(peer)
-        if not peer.deliver_nowait(line):
-            self._drop_slow(peer, ts)
+        return self._members.get(peer) is member and peer in member.room.members
 
     # -- hearing -------------------------------------------------------------
 
