@@ -10,6 +10,7 @@ anyone else.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -251,3 +252,27 @@ async def test_a_member_paging_without_reading_is_dropped_not_waited_for(
             heard.append(await listener.next_event())
     leaves = [(e["name"], e["reason"]) for e in heard if e["type"] == "leave"]
     assert leaves == [("pager", "slow")]
+
+
+async def test_pages_after_a_restart_are_what_the_file_retained(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "history.db")
+    first = await start_server(rate_limit=0, history_limit=30, db=db)
+    talker = await first.joined("talker", "kept")
+    for n in range(40):
+        await talker.say(f"m{n}")
+    while (await talker.next_event()).get("text") != "m39":
+        pass
+    await talker.send_json({"type": "history", "limit": 100})
+    before_restart = await talker.next_of("history")
+    await first.stop()
+    second = await start_server(rate_limit=0, history_limit=30, db=db)
+    reader = await second.joined("reader", "kept")  # id 43, after talker's leave (42)
+    await reader.send_json({"type": "history", "before": 42, "limit": 100})
+    after_restart = await reader.next_of("history")
+    assert [e["id"] for e in before_restart["events"]] == list(range(12, 42))
+    # 30 retained: 14..43 now (the talker's leave at shutdown is 42, the
+    # reader's join 43), so below 42 the file gives back 14..41, unchanged.
+    assert after_restart["events"] == before_restart["events"][2:]
+    assert after_restart["more"] is False
