@@ -10,9 +10,11 @@ names are refused in open mode as `name_taken`, and bind open mode only.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import hmac
+import io
 import json
 import time
 from typing import Any
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from wsclient import Closed, RawClient, http_request
 
 from trio_chat.core.auth import LEEWAY, ReservedNames, public_key_verifier, secret_verifier
+from trio_chat.terminal import add_connect_arguments, run_connect
 
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
 GRACE = 10.0
@@ -352,3 +355,35 @@ async def test_reserved_names_are_refused_in_open_mode(start_server: StartServer
 async def test_reserved_names_do_not_bind_tokens(start_server: StartServer) -> None:
     server = await token_server(start_server, reserved_names=ReservedNames.of(["admin"]))
     assert (await welcomed(await hello(server, sign(claims_for("admin")))))["name"] == "admin"
+
+
+# -- the terminal client -----------------------------------------------------------
+
+
+async def run_terminal(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="trio-chat connect")
+    add_connect_arguments(parser)
+    keyboard, receive = trio.testing.memory_stream_one_way_pair()
+    await keyboard.send_all(stdin)
+    await keyboard.aclose()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = await run_connect(parser.parse_args(argv), receive, stdout, stderr)
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+async def test_the_terminal_client_joins_with_a_token(start_server: StartServer) -> None:
+    server = await token_server(start_server)
+    alice = await hello(server, sign(claims_for("alice")))
+    await welcomed(alice)
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    with trio.fail_after(10):
+        status, _, err = await run_terminal(
+            url, "--token", sign(claims_for("bot")), stdin=b"hello from a bot\n"
+        )
+        assert (status, err) == (0, "")
+        echo = await alice.next_of("message")
+    assert (echo["name"], echo["text"]) == ("bot", "hello from a bot")
+    with trio.fail_after(10):
+        status, _, err = await run_terminal(url, "--token", "forged", stdin=b"hi\n")
+    assert status == 1
+    assert "unauthorized" in err

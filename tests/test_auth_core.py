@@ -351,3 +351,14 @@ def test_token_command_refusals(tmp_path: Path) -> None:
 def test_issue_token_refuses_a_bad_name() -> None:
     with pytest.raises(protocol.ProtocolError):
         issue_token(SECRET, "\u202e", now=NOW, ttl=60)
+
+
+def test_connect_needs_a_name_or_a_token() -> None:
+    done = run("connect", "ws://127.0.0.1:9/ws")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "--name is required" in done.stderr
+    # TRIO_CHAT_TOKEN names us: the client goes on (to a port where nobody listens).
+    tried = run("connect", "ws://127.0.0.1:9/ws", TRIO_CHAT_TOKEN="a.b.c")
+    assert tried.returncode == 1
+    assert "cannot connect" in tried.stderr

@@ -206,6 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "connect":
         from .terminal import run_connect  # noqa: PLC0415 (see the module docstring)
 
+        if args.token is None:
+            args.token = os.environ.get("TRIO_CHAT_TOKEN") or None
+        if args.name is None and args.token is None:
+            print(
+                "trio-chat connect: --name is required (unless --token or TRIO_CHAT_TOKEN "
+                "names you)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+
         try:
             return trio.run(run_connect, args, sys.stdin.buffer, sys.stdout, sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C before run_connect took SIGINT over
