@@ -644,7 +644,10 @@ async def test_short_run_counts_every_delivery(start_server: StartServer, rooms:
     with trio.fail_after(HANG_GUARD):
         report = await bench.measure(small(server.port, rooms=rooms, senders=4))
     assert report.ok, report.warnings
-    assert report.warnings == []
+    # Only what the machine does (other processes taking the CPUs) may be
+    # warned about here; nothing about this run's messages.
+    about_the_run = [w for w in report.warnings if "the machine is contended" not in w]
+    assert about_the_run == []
     assert report.connected == 10
     assert report.connect_failures == {}
     assert report.connect_seconds > 0

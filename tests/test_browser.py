@@ -1392,3 +1392,65 @@ def test_a_duplicated_tab_takes_the_place_and_the_first_one_lets_go(
     expect(second.locator("#members .member-name")).to_have_text(["alice"])
     say(second, "from the second tab")
     expect(message_texts(second)).to_have_text(["from the second tab"])
+
+
+# -- token mode ----------------------------------------------------------------
+
+
+AUTH_SECRET = b"browser-test-secret-0123456789abcdef"
+
+
+def browser_token(name: str, ttl: float = 3600, **claims: object) -> str:
+    import jwt  # noqa: PLC0415 (only the token tests need it)
+
+    now = int(time.time())
+    return jwt.encode({"sub": name, "iat": now, "exp": now + ttl, **claims}, AUTH_SECRET)
+
+
+@pytest.fixture
+def token_server(start_server: StartServer, tmp_path: Path) -> ServerProcess:
+    secret = tmp_path / "secret"
+    secret.write_bytes(AUTH_SECRET)
+    return start_server("--rate-limit", "0", "--auth-secret-file", str(secret))
+
+
+def test_token_from_the_address_hides_the_name_and_leaves_the_address(
+    pages: Pages, token_server: ServerProcess
+) -> None:
+    token = browser_token("alice", rooms=["ops"])
+    alice = pages.open(f"{token_server.url}#ops&token={token}", who="alice")
+    sent = frames_sent(alice)
+    # The token is out of the address bar at once; the room stays.
+    expect(alice.get_by_text("Signed in as alice")).to_be_visible()
+    assert alice.evaluate("location.href") == f"{token_server.url}#ops"
+    assert token not in alice.evaluate("JSON.stringify(history.state) + location.href")
+    expect(alice.get_by_label("Name")).to_be_hidden()
+    expect(alice.get_by_label("Room", exact=True)).to_have_value("ops")
+    alice.get_by_role("button", name="Join").click()
+    expect(message_box(alice)).to_be_visible()
+    expect(connection(alice)).to_have_text("Connected")
+    say(alice, "signed and sealed")
+    # The hello carried the token and no name: the server named us.
+    hellos = [frame for frame in sent if frame["type"] == "hello"]
+    assert hellos == [{"type": "hello", "room": "ops", "token": token}]
+    expect(log(alice).get_by_text("signed and sealed")).to_be_visible()
+
+
+def test_the_page_hook_gives_the_token_and_a_refused_one_says_so(
+    pages: Pages, token_server: ServerProcess
+) -> None:
+    token = browser_token("bob", rooms=["ops"])
+    bob = pages.open(
+        token_server.url,
+        who="bob",
+        init_script=f"window.trioChatToken = async () => {json.dumps(token)};",
+    )
+    expect(bob.get_by_label("Name")).to_be_hidden()
+    expect(bob.get_by_text("Signed in as bob")).to_be_visible()
+    # A room the token does not grant: refused, said under the button.
+    bob.get_by_label("Room", exact=True).fill("lobby")
+    bob.get_by_role("button", name="Join").click()
+    expect(bob.locator("#join-status")).to_contain_text("did not accept your sign-in")
+    bob.get_by_label("Room", exact=True).fill("ops")
+    bob.get_by_role("button", name="Join").click()
+    expect(connection(bob)).to_have_text("Connected")

@@ -43,6 +43,15 @@ async def goodbye(client: RawClient, code: int) -> None:
     await client.aclose()
 
 
+@pytest.fixture
+def patient_clock() -> trio.testing.MockClock:
+    """MockClock time for a server on a history file: it jumps only after a
+    real half second with every task waiting. The file is read and written
+    in worker threads, and an autojump clock would run on while they work
+    (time enough for pings to go unanswered and the pong wait to end)."""
+    return trio.testing.MockClock(autojump_threshold=0.5)
+
+
 async def quiet_for(client: RawClient, seconds: float) -> list[Event]:
     """Whatever `client` receives in the next `seconds` (MockClock time)."""
     got: list[Event] = []
@@ -188,7 +197,7 @@ async def test_a_say_sent_twice_with_one_ref_is_stored_once(
 
 
 async def test_seats_are_kept_across_a_graceful_restart(
-    start_server: StartServer, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    start_server: StartServer, tmp_path: Path, patient_clock: trio.testing.MockClock
 ) -> None:
     db = str(tmp_path / "chat.db")
     server = await start_server(presence_grace=GRACE, db=db, rate_limit=0)
@@ -219,7 +228,7 @@ async def test_seats_are_kept_across_a_graceful_restart(
 
 
 async def test_a_restart_without_grace_lets_the_kept_members_leave_at_once(
-    start_server: StartServer, tmp_path: Path, autojump_clock: trio.testing.MockClock
+    start_server: StartServer, tmp_path: Path, patient_clock: trio.testing.MockClock
 ) -> None:
     db = str(tmp_path / "chat.db")
     server = await start_server(presence_grace=GRACE, db=db)

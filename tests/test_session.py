@@ -383,10 +383,10 @@ async def test_unexpected_error_closes_only_that_client_with_1011(
 ) -> None:
     real_parse = protocol.parse_command
 
-    def faulty_parse(frame: str, *, joined: bool) -> protocol.Command:
+    def faulty_parse(frame: str, *, joined: bool, token_mode: bool = False) -> protocol.Command:
         if "boom" in frame:
             raise RuntimeError("injected fault")
-        return real_parse(frame, joined=joined)
+        return real_parse(frame, joined=joined, token_mode=token_mode)
 
     monkeypatch.setattr(protocol, "parse_command", faulty_parse)
     witness = await server.joined("witness")

@@ -360,7 +360,8 @@ def test_url_forms_become_websocket_urls(given: str, expected: str) -> None:
         ["127.0.0.1:99999", "--name", "bot"],
         ["127.0.0.1:http", "--name", "bot"],
         ["", "--name", "bot"],
-        ["127.0.0.1:8080"],
+        # No --name: a usage error too, but from `main`, which also looks for a
+        # token (test_auth_core.py::test_connect_needs_a_name_or_a_token).
         ["127.0.0.1:8080", "--name", "bot", "--since", "-1"],
         ["127.0.0.1:8080", "--name", "bot", "--since", "ten"],
     ],

@@ -66,6 +66,7 @@ class RawClient:
     pings: int = 0
     frames: int = 0  # text frames received
     close_code: int | None = None
+    close_reason: str = ""
     _pending: deque[Event] = field(default_factory=deque)
     _parts: list[str] = field(default_factory=list)
     _closed: bool = False
@@ -181,14 +182,14 @@ class RawClient:
 
     async def _receive(self) -> None:
         if self._closed or self.stream.socket.fileno() == -1:  # ended, or closed by us
-            raise Closed(self.close_code)
+            raise Closed(self.close_code, self.close_reason)
         try:
             data = await self.stream.receive_some(65536)
         except trio.BrokenResourceError:
             data = b""
         if not data:
             self._closed = True
-            raise Closed(self.close_code)
+            raise Closed(self.close_code, self.close_reason)
         self.ws.receive_data(data)
         for event in self.ws.events():
             if isinstance(event, TextMessage):
@@ -207,6 +208,7 @@ class RawClient:
                     await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.close_code = event.code
+                self.close_reason = event.reason or ""
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
                     # Answer the close handshake like a polite client.
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

@@ -1,4 +1,4 @@
-"""The `trio-chat` command line: `serve`, `connect` and `bench`.
+"""The `trio-chat` command line: `serve`, `connect`, `bench` and `token`.
 
 The clients (`connect`, the terminal client; `bench`, the load generator)
 are imported only when their command runs, so that `serve` loads no client
@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import NoReturn, cast
@@ -20,7 +21,16 @@ import trio
 
 from . import __version__
 from .backplane.errors import BackplaneError
-from .config import SettingError, Settings, add_serve_arguments, load_settings
+from .config import (
+    SettingError,
+    Settings,
+    add_serve_arguments,
+    load_auth,
+    load_settings,
+    parse_duration,
+)
+from .core.auth import check_room_pattern, issue_token
+from .core.protocol import ProtocolError
 from .server.app import open_listeners, open_store, serve_chat
 from .server.logs import JsonFormatter
 from .server.workers import Supervisor, WorkersFailed
@@ -100,7 +110,88 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from .bench import add_bench_arguments  # noqa: PLC0415 (see the module docstring)
 
         add_bench_arguments(bench)
+    token = commands.add_parser(
+        "token",
+        help="print a token for token mode, signed with the configured secret",
+        description=(
+            "Print a signed token (HS256) naming NAME, for a hello to a server in token "
+            "mode: for operators and tests. The secret comes from --auth-secret-file or "
+            "TRIO_CHAT_AUTH_SECRET_FILE, as for serve; a server holding only a public key "
+            "cannot sign (its tokens come from the holder of the private key)."
+        ),
+    )
+    token.add_argument("name", metavar="NAME", help="the member's display name (the token's sub)")
+    token.add_argument(
+        "--rooms",
+        metavar="ROOMS",
+        type=_room_patterns,
+        help="comma-separated rooms the token grants, * matching any run of characters "
+        "(default: every room)",
+    )
+    token.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        type=_ttl,
+        default=3600.0,
+        help="how long the token is valid, e.g. 10m, 1h, 720h (default: 1h)",
+    )
+    token.add_argument("--auth-secret-file", metavar="PATH", help="the HS256 secret's file")
+    # Read only to say that a public key cannot sign.
+    token.add_argument("--auth-public-key", metavar="PATH", help=argparse.SUPPRESS)
     return parser
+
+
+MAX_TTL = 366 * 24 * 3600.0  # a year: a longer-lived token is a mistake, not a plan
+
+
+def _ttl(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not 0 < seconds <= MAX_TTL:
+        raise argparse.ArgumentTypeError("must be above 0 and at most 8784h (a year)")
+    return seconds
+
+
+def _room_patterns(text: str) -> list[str]:
+    patterns = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return [check_room_pattern(pattern) for pattern in patterns]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _print_token(args: argparse.Namespace) -> int:
+    """`trio-chat token`: one token on stdout, or one line on stderr and status 2."""
+    try:
+        verifier = load_auth(args, os.environ)
+    except SettingError as error:
+        print(f"trio-chat: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if verifier is None:
+        print(
+            "trio-chat: no secret to sign with: set --auth-secret-file or "
+            "TRIO_CHAT_AUTH_SECRET_FILE",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not verifier.can_sign:
+        print(
+            f"trio-chat: only a public key is configured ({verifier.algorithm}): tokens come "
+            "from whoever holds its private key",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    secret = verifier.key
+    assert isinstance(secret, bytes)  # a secret verifier holds the file's bytes
+    try:
+        token = issue_token(secret, args.name, now=time.time(), ttl=args.ttl, rooms=args.rooms)
+    except ProtocolError as error:
+        print(f"trio-chat: invalid NAME {args.name!r}: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+    print(token)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,8 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import run_bench  # noqa: PLC0415 (see the module docstring)
 
         return run_bench(args)
+    if args.command == "token":
+        return _print_token(args)
     if args.command == "connect":
         from .terminal import run_connect  # noqa: PLC0415 (see the module docstring)
+
+        if args.token is None:
+            args.token = os.environ.get("TRIO_CHAT_TOKEN") or None
+        if args.name is None and args.token is None:
+            print(
+                "trio-chat connect: --name is required (unless --token or TRIO_CHAT_TOKEN "
+                "names you)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
 
         try:
             return trio.run(run_connect, args, sys.stdin.buffer, sys.stdout, sys.stderr)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from .backplane.url import BackplaneUrl, BackplaneUrlError, parse_backplane_url
+from .core.auth import BadKey, ReservedNames, TokenVerifier, public_key_verifier, secret_verifier
 from .core.errors import TrioChatError
 from .core.forwarded import Network, parse_network
+from .core.protocol import ProtocolError
 from .core.websocket import DEFAULT_PORT, normalize_allowed_host, normalize_origin
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ MAX_WORKERS = 1024  # processes under one parent: more is a typo, not a machine
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MIN_DEBUG_TOKEN = 16  # characters: a bearer token anyone can guess protects nothing
+MAX_KEY_FILE = 64 * 1024  # bytes: a secret or a PEM public key is far smaller
 
 # Also read without the prefix: the names of the Go chat this project re-imagines.
 _BARE_ALIASES = frozenset(
@@ -143,6 +146,10 @@ class Settings:
     log_format: str = "text"  # or "json": one object per line
     debug: bool = False
     debug_token: str | None = None  # none: /debug/* only for loopback clients
+    # Token mode: from --auth-secret-file or --auth-public-key (the key
+    # itself, never shown by repr); none: open mode, anyone picks a name.
+    auth: TokenVerifier | None = None
+    reserved_names: ReservedNames = ReservedNames()  # noqa: RUF009 (frozen: shared safely)
 
 
 _DEFAULTS = Settings()
@@ -292,6 +299,59 @@ def _debug_token(text: str) -> str:
     return text
 
 
+def read_key_file(path: str) -> bytes:
+    """The content of a key file (a secret, or a PEM public key).
+
+    Raises:
+        ValueError: with a short reason (missing, unreadable, empty, too large).
+    """
+    if not path.strip() or "\x00" in path:
+        raise ValueError("not a path")
+    try:
+        with open(path, "rb") as file:  # noqa: PTH123 (a plain read, like the others here)
+            data = file.read(MAX_KEY_FILE + 1)
+    except OSError as error:
+        raise ValueError(f"cannot read it: {error.strerror or error}") from None
+    if not data.strip():
+        raise ValueError("the file is empty")
+    if len(data) > MAX_KEY_FILE:
+        raise ValueError(f"the file is over {MAX_KEY_FILE // 1024} KiB: no key is that large")
+    return data
+
+
+def _secret_file(path: str) -> TokenVerifier:
+    try:
+        return secret_verifier(read_key_file(path))
+    except BadKey as error:
+        raise ValueError(str(error)) from None
+
+
+def _public_key_file(path: str) -> TokenVerifier:
+    try:
+        return public_key_verifier(read_key_file(path))
+    except BadKey as error:
+        raise ValueError(str(error)) from None
+
+
+def _reserved_names(text: str) -> ReservedNames:
+    """A comma-separated list, or `@PATH`: a file of one name a line (blank
+    lines and lines starting with `#` skipped)."""
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as file:  # noqa: PTH123 (as read_key_file)
+                lines = file.read(MAX_KEY_FILE * 16).splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
+            raise ValueError(f"cannot read {text[1:]!r}: {reason or error}") from None
+        names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    else:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return ReservedNames.of(names)
+    except ProtocolError as error:
+        raise ValueError(f"a reserved name is no valid name: {error.message}") from None
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in _TRUE:
         return True
@@ -377,6 +437,38 @@ class _Sources:
         return tuple(items)
 
 
+def _optional(sources: _Sources, setting: str, parse: Callable[[str], _T], default: _T) -> _T:
+    """A setting whose Settings field has another name or type than its flag."""
+    found = sources.raw(setting)
+    if found is None:
+        return default
+    text, source = found
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise SettingError(setting, text, source, str(exc)) from None
+
+
+def _auth(sources: _Sources) -> TokenVerifier | None:
+    """Token mode's verifier, from the secret file or the public key file (one of them)."""
+    secret = _optional(sources, "auth-secret-file", _secret_file, None)
+    public = _optional(sources, "auth-public-key", _public_key_file, None)
+    if secret is not None and public is not None:
+        text, source = sources.raw("auth-public-key") or ("", "default")
+        reason = "set either --auth-secret-file (HS256) or --auth-public-key, not both"
+        raise SettingError("auth-public-key", text, source, reason)
+    return secret or public
+
+
+def load_auth(args: argparse.Namespace, environ: Mapping[str, str]) -> TokenVerifier | None:
+    """Only the token-mode settings (for `trio-chat token`).
+
+    Raises:
+        SettingError: a bad key file, or both set.
+    """
+    return _auth(_Sources(args, environ))
+
+
 def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """Resolve every setting from flags, environment and defaults, and check it.
 
@@ -419,6 +511,8 @@ def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         log_format=get("log-format", _log_format),
         debug=get("debug", _boolean),
         debug_token=get("debug-token", _debug_token),
+        auth=_auth(sources),
+        reserved_names=_optional(sources, "reserved-names", _reserved_names, ReservedNames()),
     )
     if settings.ping_period >= settings.pong_wait:
         # A ping must go out before the peer's pong deadline, or healthy clients get dropped.
@@ -517,10 +611,30 @@ _HELP = {  # setting -> (metavar, meaning); the default and variables are added 
         "'Authorization: Bearer TOKEN' (at least 16 characters; prefer the variable, "
         "which other users cannot see in the process list)",
     ),
+    "auth-secret-file": (
+        "PATH",
+        "token mode with HS256: a file holding the shared secret (at least 32 bytes); every "
+        "hello must then carry a token signed with it, which names the member",
+    ),
+    "auth-public-key": (
+        "PATH",
+        "token mode with RS256 or ES256: a PEM file holding the signer's public key (RSA of "
+        "2048 bits or more, or EC P-256); the server never holds the signing key",
+    ),
+    "reserved-names": (
+        "NAMES",
+        "names (and their look-alikes) that open-mode clients cannot take: comma-separated, "
+        "or @PATH for a file of one name a line",
+    ),
 }
+
+# Settings shown as "none" by default whose Settings field is not named for the flag.
+_NO_DEFAULT = frozenset({"auth-secret-file", "auth-public-key", "reserved-names"})
 
 
 def _show_default(setting: str) -> str:
+    if setting in _NO_DEFAULT:
+        return "none"
     value = getattr(_DEFAULTS, setting.replace("-", "_"))
     if _HELP[setting][0] == "DURATION":
         return _show_duration(value)

@@ -59,7 +59,7 @@ import { Conversation, membersSheet, nameOf, translatePage } from "./conversatio
 import { language, t } from "./i18n.js";
 import * as joinScreen from "./join.js";
 import { mentions } from "./mentions.js";
-import { checkRoom, errorText, roomFromHash } from "./protocol.js";
+import { checkRoom, errorText, roomFromHash, tokenFromHash, tokenName } from "./protocol.js";
 import {
   addRecent,
   decodeSaved,
@@ -110,6 +110,49 @@ function writeStorage(storage, key, value) {
 const composer = new Composer(() => current);
 
 // ---------------------------------------------------------------------------
+// Token mode (see the README): a server that requires a signed token gets
+// one from the page's address (`#token=…`, taken out of the address bar at
+// once, so that it is not bookmarked or shared) or, before every hello,
+// from the embedding page's hook `window.trioChatToken` (a function that
+// returns a token, or a promise of one), which can hand out fresh ones.
+
+const TOKEN_KEY = "trio-chat.token"; // sessionStorage: this tab's link token, for a reload
+const fromHash = tokenFromHash(location.hash);
+const linkToken = fromHash.token ?? readStorage(sessionStorage, TOKEN_KEY);
+if (fromHash.token !== null) {
+  const rest = fromHash.rest === "" ? "" : `#${fromHash.rest}`;
+  history.replaceState(null, "", `${location.pathname}${location.search}${rest}`);
+  writeStorage(sessionStorage, TOKEN_KEY, fromHash.token);
+}
+
+function pageHook() {
+  return typeof window.trioChatToken === "function" ? window.trioChatToken : null;
+}
+
+/** The token for the next hello (the hook's first), or null in open mode. */
+async function currentToken() {
+  const hook = pageHook();
+  if (hook !== null) {
+    const token = await hook();
+    if (typeof token === "string" && token !== "") return token;
+  }
+  return linkToken;
+}
+
+async function setUpTokenMode() {
+  if (linkToken !== null) joinScreen.useToken(tokenName(linkToken));
+  else if (pageHook() !== null) {
+    let name = null;
+    try {
+      name = tokenName(await pageHook()());
+    } catch {
+      // the hook is asked again at the hello; the welcome names us anyway
+    }
+    joinScreen.useToken(name);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // One joined room
 
 class Room {
@@ -128,6 +171,8 @@ class Room {
       since: () => this.transcript.since(),
       epoch: () => this.transcript.epoch(),
       resume: () => this.transcript.resume(),
+      token: () => currentToken(),
+      canRefresh: () => pageHook() !== null,
       receive: (data) => this.receive(data),
       lost: () => this.lost(),
       joinFailed: (text) => failJoin(this, null, text),
@@ -353,6 +398,9 @@ class Room {
         if (!connection.retryAfterGhost()) leaveRoom(this, { field: "name", text });
       } else if (code === "bad_name" || code === "bad_room") {
         leaveRoom(this, { field: joinScreen.fieldForError(code), text });
+      } else if (code === "unauthorized" && pageHook() === null) {
+        // Our token no longer admits us, and no new one can be had.
+        leaveRoom(this, { field: null, text });
       } else {
         if (code === "bad_request") this.transcript.forgetResume(); // it may not take ours
         connection.drop();
@@ -641,6 +689,7 @@ setInterval(refreshRooms, ROOMS_REFRESH);
 
 sidebar.setUp({ onJoin: joinFromSidebar, onNotify: toggleNotify });
 joinScreen.setUp(joinFromForm);
+setUpTokenMode();
 composer.hideError();
 composer.update();
 renderNotify();

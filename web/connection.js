@@ -6,7 +6,7 @@
 // what the frames hold is app.js's business.
 
 import { t } from "./i18n.js";
-import { describeClose, reconnectDelay } from "./protocol.js";
+import { describeClose, reconnectDelay, tokenExpired } from "./protocol.js";
 
 const GHOST_WAIT = 90_000; // ms to retry a name_taken after a reconnect (> PONG_WAIT)
 
@@ -17,6 +17,10 @@ const GHOST_WAIT = 90_000; // ms to retry a name_taken after a reconnect (> PONG
  * - `since()`: the `since` for the next hello, or null;
  * - `epoch()`: the `epoch` that `since` belongs to, or null;
  * - `resume()`: the last welcome's `resume` secret, or null;
+ * - `token()`: (async) the token for this hello in token mode, or null
+ *   (then the hello carries our name instead: the token names us);
+ * - `canRefresh()`: whether a new token can be had (the page's hook),
+ *   so that an expired one means reconnecting, not stopping;
  * - `receive(data)`: a frame from the server;
  * - `lost()`: the socket closed (whatever happens next);
  * - `joinFailed(text)`: the first connection of the session closed before
@@ -70,9 +74,18 @@ export class Connection {
     if (this.#session.phase === "reconnecting") {
       this.#show(null, { text: `${this.#reason} ${t("reconnecting")}`.trim(), action: null });
     }
-    socket.addEventListener("open", () => {
+    socket.addEventListener("open", async () => {
       if (socket !== this.socket) return;
-      const hello = { type: "hello", name: this.#session.name, room: this.#session.room };
+      let token = null;
+      try {
+        token = await this.#hooks.token();
+      } catch {
+        token = null; // the page's hook failed: the server will say what is missing
+      }
+      if (socket !== this.socket || socket.readyState !== WebSocket.OPEN) return;
+      const hello = { type: "hello", room: this.#session.room };
+      if (typeof token === "string" && token !== "") hello.token = token;
+      else hello.name = this.#session.name;
       const since = this.#hooks.since();
       if (since !== null) {
         hello.since = since;
@@ -91,7 +104,7 @@ export class Connection {
     socket.addEventListener("close", (event) => {
       if (socket !== this.socket) return;
       this.socket = null;
-      this.#closed(event.code);
+      this.#closed(event.code, event.reason);
     });
   }
 
@@ -125,12 +138,19 @@ export class Connection {
     this.#show("online", null);
   }
 
-  #closed(code) {
+  #closed(code, reason) {
     const welcomed = this.welcomed;
     this.welcomed = false;
     this.#hooks.lost();
     const phase = this.#session.phase;
     if (phase === "idle" || phase === "stopped") return;
+    if (welcomed && tokenExpired(code, reason)) {
+      // The page can give us a new token: come back with it (and our resume
+      // secret, which takes our place back). Otherwise only a new link can.
+      if (this.#hooks.canRefresh()) this.scheduleReconnect(t("tokenRefreshing"));
+      else this.stop(t("tokenExpired"));
+      return;
+    }
     const { retry, text } = describeClose(code, { welcomed });
     if (phase === "joining") {
       this.#hooks.joinFailed(

@@ -12,6 +12,8 @@ const ui = {
   joinScreen: document.getElementById("join-screen"),
   joinForm: document.getElementById("join-form"),
   name: document.getElementById("name"),
+  nameField: document.getElementById("name-field"),
+  signedIn: document.getElementById("signed-in"),
   room: document.getElementById("room"),
   nameError: document.getElementById("name-error"),
   roomError: document.getElementById("room-error"),
@@ -78,6 +80,23 @@ export function setUp(onJoin) {
   }
 }
 
+let tokenMode = false; // a token names us: no Name field
+
+/**
+ * Token mode: the token names us, so the Name field goes, and the name the
+ * token carries (null: unknown until the welcome) is shown instead.
+ */
+export function useToken(name) {
+  tokenMode = true;
+  ui.nameField.hidden = true;
+  ui.name.required = false;
+  ui.signedIn.hidden = name === null;
+  if (name !== null) {
+    ui.signedIn.textContent = t("signedInAs", { name });
+    ui.name.value = name;
+  }
+}
+
 /**
  * Check the form: `{name, room}` as the server will see them, or null
  * after showing what is wrong next to the field and focusing it.
@@ -87,7 +106,8 @@ export function readForm() {
   setFieldError("room", "");
   ui.joinStatus.textContent = "";
   ui.joinStatus.classList.remove("error");
-  const name = checkName(ui.name.value);
+  // In token mode the name is the token's; a stored one stands in until the welcome.
+  const name = tokenMode ? { value: ui.name.value } : checkName(ui.name.value);
   const room = checkRoom(ui.room.value);
   if (name.error) setFieldError("name", name.error);
   if (room.error) setFieldError("room", room.error);
@@ -106,6 +126,7 @@ export function showConnecting() {
 
 /** Joining failed: say why next to `field`, or under the button when it is null. */
 export function showJoinFailed(field, text) {
+  if (tokenMode && field === "name") field = null; // no Name field to point at
   ui.joinButton.disabled = false;
   ui.joinStatus.textContent = "";
   if (field) {
@@ -154,5 +175,5 @@ export function showJoin() {
 }
 
 export function focusName() {
-  ui.name.focus();
+  (tokenMode ? ui.room : ui.name).focus();
 }

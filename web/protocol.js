@@ -92,6 +92,47 @@ export function roomFromHash(hash) {
   return room;
 }
 
+/**
+ * A token in the page's fragment, `#token=…` (or `#room&token=…`): the
+ * token, or null, and the fragment without it (what the address bar keeps).
+ */
+export function tokenFromHash(hash) {
+  const parts = hash.replace(/^#/, "").split("&");
+  const index = parts.findIndex((part) => part.startsWith("token="));
+  if (index < 0) return { token: null, rest: hash.replace(/^#/, "") };
+  let token = parts[index].slice("token=".length);
+  try {
+    token = decodeURIComponent(token);
+  } catch {
+    // keep it as written; the server will say what is wrong with it
+  }
+  parts.splice(index, 1);
+  return { token: token === "" ? null : token, rest: parts.join("&") };
+}
+
+/**
+ * The name a token (a JWT) carries in its `sub`, read without checking the
+ * signature (the server checks it; this is only what to show), or null.
+ */
+export function tokenName(token) {
+  if (typeof token !== "string") return null;
+  const payload = token.split(".")[1];
+  if (!payload) return null;
+  try {
+    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims?.sub === "string" ? checkName(claims.sub).value ?? null : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a close ended a connection because its token expired (its reason says). */
+export function tokenExpired(code, reason) {
+  return code === 1008 && typeof reason === "string" && reason.startsWith("token expired");
+}
+
 /** Friendly text for the `error` events a person can cause. */
 export function errorText(code, fallback) {
   switch (code) {
@@ -109,6 +150,10 @@ export function errorText(code, fallback) {
       return t("errorEmpty");
     case "unavailable":
       return t("errorUnavailable");
+    case "unauthorized":
+      return typeof fallback === "string" && fallback !== ""
+        ? t("errorUnauthorizedBecause", { reason: fallback })
+        : t("errorUnauthorized");
     default:
       return typeof fallback === "string" && fallback !== ""
         ? t("errorRefusedBecause", { reason: fallback })

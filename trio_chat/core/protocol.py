@@ -38,6 +38,9 @@ MAX_EPOCH_LENGTH: Final = 64  # an epoch is opaque to clients; ours are 16 hex d
 MAX_RESUME_LENGTH: Final = 64  # a resume secret is opaque to clients too
 MAX_HISTORY_PAGE: Final = 100  # events in one `history` answer
 HISTORY_PAGE: Final = 50  # events in one when the client gives no `limit`
+# A signed token (JWT) of a few claims is a few hundred characters; an RSA
+# signature adds about 350. More is no token we issue or expect.
+MAX_TOKEN_LENGTH: Final = 4096
 
 _ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
 # Control characters (Cc), lone surrogates (Cs) and the line/paragraph
@@ -76,6 +79,7 @@ class ErrorCode(enum.StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"  # only from a server sharing rooms through a backplane
+    UNAUTHORIZED = "unauthorized"  # token mode: the hello's token does not admit it (then 1008)
 
 
 class CloseCode(enum.IntEnum):
@@ -118,9 +122,37 @@ class ProtocolError(TrioChatError):
         self.ref = ref
 
 
+class RefusalReason(enum.StrEnum):
+    """Why a hello was refused before it reached the rooms: the label of
+    `/metrics`' refused hellos. All but the last are `unauthorized`."""
+
+    MISSING_TOKEN = "missing_token"  # noqa: S105 (a label, no password)
+    BAD_TOKEN = "bad_token"  # noqa: S105 (a label, no password); malformed, badly signed, or claims of the wrong shape
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"  # `nbf` or `iat` in the future
+    ROOM_NOT_GRANTED = "room_not_granted"
+    NAME_MISMATCH = "name_mismatch"  # the hello's `name` is not the token's
+    RESERVED_NAME = "reserved_name"  # open mode: refused as `name_taken`
+
+
+class Unauthorized(ProtocolError):
+    """A hello refused in token mode: `unauthorized`, and the session closes
+    with 1008 (no second try on the same connection: a client with a bad
+    token has nothing better to send). `reason` says why, for metrics; the
+    message never quotes the token."""
+
+    def __init__(self, reason: RefusalReason, message: str, ref: str | None = None) -> None:
+        super().__init__(ErrorCode.UNAUTHORIZED, message, ref)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The first frame of a session: who joins which room, resuming where."""
+    """The first frame of a session: who joins which room, resuming where.
+
+    In token mode `name` is what the client asked for ("" when it left it
+    out, as it may); the session replaces it with the token's name.
+    """
 
     name: str
     room: str = DEFAULT_ROOM
@@ -128,6 +160,7 @@ class Hello:
     epoch: str | None = None  # the numbering `since` belongs to (the welcome's `epoch`)
     ref: str | None = None  # echoed in an error refusing the hello (e.g. `name_taken`)
     resume: str | None = None  # the welcome's `resume` secret: take one's place back
+    token: str | None = None  # token mode only: the signed token, verified by the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +193,7 @@ Command = Hello | Say | Typing | HistoryRequest
 # Parsing client frames
 
 
-def parse_command(frame: str, *, joined: bool) -> Command:
+def parse_command(frame: str, *, joined: bool, token_mode: bool = False) -> Command:
     """Parse one client message (a complete text frame) into a command.
 
     Args:
@@ -168,9 +201,14 @@ def parse_command(frame: str, *, joined: bool) -> Command:
         joined: whether the session has completed its hello; it decides
             between `not_joined` and `already_joined` and the other errors,
             in the precedence the protocol states.
+        token_mode: whether the server requires a token: then a hello must
+            carry one (a string), and its `name` is optional; otherwise any
+            `token` is ignored, as a v1 server would.
 
     Raises:
-        ProtocolError: with the code the client should receive.
+        ProtocolError: with the code the client should receive;
+            `Unauthorized` (a subclass) for a hello in token mode without a
+            usable token: the session then closes with 1008.
     """
     obj = _decode_object(frame)
     ref = _usable_ref(obj.get("ref"))
@@ -178,7 +216,7 @@ def parse_command(frame: str, *, joined: bool) -> Command:
     if not joined:
         if kind != "hello":
             raise ProtocolError(ErrorCode.NOT_JOINED, "send hello first", ref)
-        return _parse_hello(obj, ref)
+        return _parse_hello(obj, ref, token_mode=token_mode)
     if kind == "say":
         return _parse_say(obj, ref)
     if kind == "typing":
@@ -215,9 +253,21 @@ def _usable_ref(ref: object) -> str | None:
     return None
 
 
-def _parse_hello(obj: dict[str, Any], ref: str | None) -> Hello:
+def _parse_hello(obj: dict[str, Any], ref: str | None, *, token_mode: bool) -> Hello:
+    token: str | None = None
+    if token_mode:
+        raw_token = obj.get("token")
+        if raw_token is None:
+            raise Unauthorized(
+                RefusalReason.MISSING_TOKEN, "this server requires a 'token' in hello", ref
+            )
+        if not (isinstance(raw_token, str) and 0 < len(raw_token) <= MAX_TOKEN_LENGTH):
+            raise Unauthorized(RefusalReason.BAD_TOKEN, "the token is malformed", ref)
+        token = raw_token
     name = obj.get("name")
-    if not isinstance(name, str):
+    if token is not None and name is None:
+        name = ""  # the token names its holder
+    elif not isinstance(name, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "hello needs a string 'name'", ref)
     room = obj.get("room", DEFAULT_ROOM)
     if room is None:
@@ -238,12 +288,13 @@ def _parse_hello(obj: dict[str, Any], ref: str | None) -> Hello:
         message = f"'resume' must be a string of 1 to {MAX_RESUME_LENGTH} characters"
         raise ProtocolError(ErrorCode.BAD_REQUEST, message, ref)
     return Hello(
-        name=normalize_name(name, ref),
+        name=normalize_name(name, ref) if name or token is None else "",
         room=validate_room(room, ref),
         since=since,
         epoch=epoch,
         ref=ref,
         resume=resume,
+        token=token,
     )
 
 

@@ -61,7 +61,7 @@ from ..config import Settings
 from ..core.forwarded import forwarded_client
 from ..core.histogram import Histogram
 from ..core.history import HistoryStore, MemoryHistoryStore
-from ..core.protocol import CloseCode, LeaveReason
+from ..core.protocol import CloseCode, LeaveReason, RefusalReason
 from ..core.rooms import HeldSeat
 from ..core.websocket import (
     HostPolicy,
@@ -240,6 +240,20 @@ def _traffic_metrics(server: ChatServer, stats: HubStatistics) -> Iterator[Metri
         "reason",
         server.refused_upgrades,
         REFUSAL_REASONS,
+    )
+    yield _labelled(
+        "trio_chat_refused_hellos",
+        "Hellos refused before reaching a room, by reason: token mode's unauthorized "
+        "(missing_token, bad_token, expired, not_yet_valid, room_not_granted, name_mismatch) "
+        "and open mode's reserved_name.",
+        "reason",
+        traffic.refused_hellos,
+        map(str, RefusalReason),
+    )
+    yield CounterMetricFamily(
+        "trio_chat_token_expiries",
+        "Connections closed (1008) because their token expired.",
+        traffic.token_expiries,
     )
     yield CounterMetricFamily(
         "trio_chat_ping_timeouts",

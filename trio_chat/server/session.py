@@ -31,7 +31,10 @@ socket is closed and the hub is told, shielded and bounded, so the member's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
+import time
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -39,7 +42,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.utilities import LocalProtocolError
 
 from ..config import Settings
-from ..core import protocol
+from ..core import auth, protocol
 from ..core.limits import ErrorBudget, Throttle, TokenBucket
 from ..core.protocol import (
     CloseCode,
@@ -48,8 +51,10 @@ from ..core.protocol import (
     HistoryRequest,
     LeaveReason,
     ProtocolError,
+    RefusalReason,
     Say,
     Typing,
+    Unauthorized,
 )
 from .hub import HubFront, Unavailable
 from .outbox import Outbox
@@ -107,6 +112,10 @@ def _dropped(code: int | None, reason: LeaveReason) -> bool:
     return reason is LeaveReason.QUIT and code in _AWAY
 
 
+# The close reason of a connection whose token expired (and the `error` before it).
+TOKEN_EXPIRED = "token expired: reconnect with a new token"  # noqa: S105 (no password)
+
+
 class Session:
     """A connected WebSocket client, from upgrade to close."""
 
@@ -136,6 +145,8 @@ class Session:
         "_started",
         "_stream",
         "_tasks",
+        "_token_deadline",
+        "_token_expired",
         "_traffic",
         "_typing",
         "_writes",
@@ -171,6 +182,10 @@ class Session:
         self._hello_deadline = hello_deadline
         self._pong_deadline = now + settings.pong_wait
         self._next_ping = now + settings.ping_period
+        # Token mode: when the token stops admitting this member (Trio time,
+        # set at the hello from the token's `exp` and the wall clock then).
+        self._token_deadline = math.inf
+        self._token_expired = False  # its seat is then held, for a resume
         self._rate = TokenBucket(settings.rate_limit, settings.rate_burst, now)
         self._typing = Throttle(_TYPING_INTERVAL)
         self._errors: ErrorBudget | None = None  # most clients never need one
@@ -283,7 +298,10 @@ class Session:
                         trio.move_on_after(self._settings.write_wait),
                         contextlib.suppress(trio.ClosedResourceError),
                     ):
-                        await self._hub.leave(self, reason, hold=_dropped(code, reason))
+                        # A member whose token expired is held like a dropped
+                        # one: a new token and its resume secret take it back.
+                        hold = self._token_expired or _dropped(code, reason)
+                        await self._hub.leave(self, reason, hold=hold)
                 self._log_end(code, reason)
 
     def _log_end(self, code: int | None, reason: LeaveReason) -> None:
@@ -353,7 +371,7 @@ class Session:
     def _next_timer(self) -> float:
         """The reader also keeps the session's time: pings and deadlines."""
         due = min(self._next_ping, self._pong_deadline)
-        return due if self._joined else min(due, self._hello_deadline)
+        return min(due, self._token_deadline) if self._joined else min(due, self._hello_deadline)
 
     async def _read_frames(self) -> None:
         read_size = max(self._settings.read_buffer_size, _MIN_READ)
@@ -391,6 +409,14 @@ class Session:
         if not self._joined and now >= self._hello_deadline:
             log.info("%s: no hello within the handshake timeout", self._label)
             self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "no hello in time")
+            return True
+        if self._joined and now >= self._token_deadline:
+            log.info("%s: token expired, closing", self._label)
+            self._traffic.token_expiries += 1
+            self._token_expired = True
+            # Said as an event too, for clients that read events, not close reasons.
+            self._outbox.put_nowait(protocol.error_event(ErrorCode.UNAUTHORIZED, TOKEN_EXPIRED))
+            self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, TOKEN_EXPIRED)
             return True
         if now >= self._next_ping:
             self._outbox.put_ping(self._ws.send(Ping(b"")))
@@ -437,7 +463,12 @@ class Session:
 
     async def _on_message(self, text: str) -> None:
         try:
-            command = protocol.parse_command(text, joined=self._joined is not None)
+            command = protocol.parse_command(
+                text, joined=self._joined is not None, token_mode=self._settings.auth is not None
+            )
+        except Unauthorized as refusal:
+            self._unauthorized(refusal)
+            return
         except ProtocolError as error:
             self._refuse(error)
             return
@@ -452,7 +483,58 @@ class Session:
         elif isinstance(command, Typing) and self._typing.allow(now):
             await self._hub.say(self, command)
 
+    def _admit(self, hello: Hello) -> tuple[Hello, float]:
+        """The hello as the rooms should see it, and until when (Trio time)
+        it may stay: token mode's checks, or open mode's reserved names.
+
+        Raises:
+            Unauthorized: token mode refuses the hello.
+            ProtocolError: `name_taken`, for a reserved name in open mode.
+        """
+        verifier = self._settings.auth
+        if verifier is None:
+            if self._settings.reserved_names.holds(hello.name):
+                self._traffic.refused_hellos[RefusalReason.RESERVED_NAME] += 1
+                raise ProtocolError(
+                    ErrorCode.NAME_TAKEN, f"the name {hello.name!r} is reserved", hello.ref
+                )
+            return hello, math.inf
+        assert hello.token is not None  # the parser makes sure in token mode
+        wall = time.time()  # once: the token's times are wall-clock times
+        grant = verifier.verify(hello.token, wall, hello.ref)
+        if hello.name and hello.name != grant.name:
+            raise Unauthorized(
+                RefusalReason.NAME_MISMATCH,
+                f"the token is for {grant.name!r}: leave 'name' out, or send that",
+                hello.ref,
+            )
+        if not auth.room_granted(grant.rooms, hello.room):
+            raise Unauthorized(
+                RefusalReason.ROOM_NOT_GRANTED,
+                f"the token does not grant the room {hello.room!r}",
+                hello.ref,
+            )
+        # The token itself stays here: nothing after this needs or keeps it.
+        admitted = dataclasses.replace(hello, name=grant.name, token=None)
+        return admitted, trio.current_time() + grant.closes_in(wall)
+
+    def _unauthorized(self, refusal: Unauthorized) -> None:
+        """Token mode's refusal: `unauthorized`, then close with 1008."""
+        log.info("%s: hello refused (%s): %s", self._label, refusal.reason, refusal.message)
+        self._traffic.refused_hellos[refusal.reason] += 1
+        self._traffic.errors[refusal.code] += 1
+        self._outbox.put_nowait(protocol.error_event(refusal.code, refusal.message, refusal.ref))
+        self._end(CloseCode.POLICY_VIOLATION, LeaveReason.ERROR, "unauthorized")
+
     async def _join(self, hello: Hello) -> None:
+        try:
+            hello, token_deadline = self._admit(hello)
+        except Unauthorized as refusal:
+            self._unauthorized(refusal)
+            return
+        except ProtocolError as refusal:
+            self._refuse(refusal)
+            return
         self._in_hub = True
         try:
             joined = await self._hub.join(self, hello)
@@ -468,6 +550,7 @@ class Session:
             self._end(refusal.close_code, LeaveReason.ERROR, "try again later")
             return
         self._joined = hello
+        self._token_deadline = token_deadline
         self._label = f"{self._label} {joined.name!r}@{joined.room}"
         log.debug("%s joined (id %d)", self._label, joined.join_id)
 

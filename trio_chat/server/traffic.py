@@ -37,3 +37,5 @@ class Traffic:
     sessions_ended: int = 0
     ping_timeouts: int = 0  # sessions dropped for want of a pong
     errors: Counter[str] = field(default_factory=Counter)  # `error` events sent, by code
+    refused_hellos: Counter[str] = field(default_factory=Counter)  # by protocol.RefusalReason
+    token_expiries: int = 0  # sessions closed because their token expired

@@ -90,7 +90,19 @@ def add_connect_arguments(parser: argparse.ArgumentParser) -> None:
             "http://HOST:PORT (the page's address), HOST:PORT or HOST (port 8080)"
         ),
     )
-    parser.add_argument("--name", required=True, help="your display name in the room")
+    parser.add_argument(
+        "--name",
+        help="your display name in the room (required unless a token names you)",
+    )
+    parser.add_argument(
+        "--token",
+        help=(
+            "a signed token, for a server in token mode: it names you, so --name may be left "
+            "out (default: the TRIO_CHAT_TOKEN variable, which other users cannot see in the "
+            "process list); when it expires the server closes the connection and the client "
+            "exits, to be started again with a new one"
+        ),
+    )
     parser.add_argument(
         "--room", default=DEFAULT_ROOM, help=f"the room to join (default: {DEFAULT_ROOM})"
     )
@@ -206,7 +218,8 @@ class _Client:
         terminal_output: bool = False,
     ) -> None:
         self._url: str = args.url
-        self._name: str = args.name
+        self._token: str | None = getattr(args, "token", None)
+        self._name: str = args.name or ""  # "" only with a token, which names us
         self._room: str = args.room
         self._stdout = stdout
         self._stderr = stderr
@@ -427,7 +440,11 @@ class _Client:
         return outcome
 
     def _hello(self) -> dict[str, Any]:
-        hello: dict[str, Any] = {"type": "hello", "name": self._name, "room": self._room}
+        hello: dict[str, Any] = {"type": "hello", "room": self._room}
+        if self._name:
+            hello["name"] = self._name
+        if self._token is not None:
+            hello["token"] = self._token
         if self._transcript.since is not None:
             hello["since"] = self._transcript.since
             if self._transcript.epoch is not None:
@@ -498,7 +515,8 @@ class _Client:
 
     def _explain(self, outcome: _Outcome) -> str:
         if isinstance(outcome, _Refused):
-            return f"cannot join room {self._room!r} as {self._name!r}: {self._describe(outcome)}"
+            who = f" as {self._name!r}" if self._name else ""
+            return f"cannot join room {self._room!r}{who}: {self._describe(outcome)}"
         if isinstance(outcome, _Unreachable):
             return f"cannot connect to {self._url}: {outcome.detail}"
         return f"connection to {self._url} closed: {self._describe(outcome)}"
