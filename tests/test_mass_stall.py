@@ -133,8 +133,14 @@ async def test_a_room_of_1500_that_stalls_at_once(capsys: pytest.CaptureFixture[
             rss = peak_rss_mib(process.pid)
             leaves = count("leave")
             process.send_signal(signal.SIGTERM)
-            with trio.fail_after(SHUTDOWN_DEADLINE):
-                assert await process.wait() == 0
+            signalled = time.monotonic()
+            # The server exits by itself within SHUTDOWN_DEADLINE, with status 1
+            # if its graceful path overran it: wait a little longer than that,
+            # to see which, rather than race its own deadline.
+            with trio.fail_after(SHUTDOWN_DEADLINE + 5):
+                status = await process.wait()
+            stopped_in = time.monotonic() - signalled
+            assert status == 0, (status, stopped_in)
             for client in [talker, carol, dave, *stalled]:
                 await client.aclose()
     log = b"".join(output).decode()
@@ -147,7 +153,8 @@ async def test_a_room_of_1500_that_stalls_at_once(capsys: pytest.CaptureFixture[
             f"\nmass stall: {MEMBERS} members stalled, {said_until_dropped} messages said in "
             f"{dropped_after:.1f}s ({said_until_dropped / dropped_after:.0f}/s) until all "
             f"were dropped; "
-            f"peak RSS {rss:.0f} MiB; other room: {len(latencies)} round trips, "
+            f"peak RSS {rss:.0f} MiB; stopped {stopped_in:.1f}s after SIGTERM; "
+            f"other room: {len(latencies)} round trips, "
             f"max {max(latencies) * 1000:.0f} ms, "
             f"median {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms"
         )
