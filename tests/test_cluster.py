@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from wsclient import Closed, RawClient, http_request, metric
 
 from trio_chat.backplane.redis import LEASE_TTL
 from trio_chat.bench.metrics import HttpResponse
+from trio_chat.core.auth import issue_token
 
 Event = dict[str, Any]
 
@@ -488,6 +490,45 @@ async def test_a_restarted_process_members_resume_and_the_others_leave_in_time(
         await until("alice hears it too", lambda: bool(back.of_type("leave", "carol")))
         assert len(watcher.of_type("join")) == 3  # watcher, alice, carol: once each
         assert back.stored() == one_order([watcher])[back.ids()[0] - 1 :]
+
+
+# -- token mode -----------------------------------------------------------------
+
+
+async def test_token_mode_holds_on_every_process(redis_url: str, tmp_path: Path) -> None:
+    """The token's checks run before a hello reaches the shared hub: with a
+    backplane as without, only token holders join, under the token's name
+    and into the rooms it grants, whichever process they reach."""
+    secret = b"a shared secret of at least thirty-two bytes"
+    key = tmp_path / "secret"
+    key.write_bytes(secret)
+    async with open_cluster(redis_url) as cluster:
+        a, b = await cluster.start(2, None, "--auth-secret-file", str(key))
+        now = time.time()
+        alice = issue_token(secret, "alice", now=now, ttl=3600, rooms=["ops-*"])
+        on_a = await cluster.join(a, "alice", "ops-1", token=alice)
+        assert on_a.welcome["name"] == "alice"
+        refusals = [
+            ({"room": "ops-1"}, "no token"),
+            ({"room": "ops-1", "token": alice + "x"}, "bad signature"),
+            ({"room": "lobby", "token": alice}, "room not granted"),
+            ({"room": "ops-1", "token": alice, "name": "mallory"}, "another name"),
+        ]
+        for hello, why in refusals:
+            client = await cluster.connect(b)
+            await client.send_json({"type": "hello", **hello})
+            error = await client.next_event()
+            assert (error["type"], error["code"]) == ("error", "unauthorized"), why
+            assert (await client.closed()).code == 1008, why
+        # The same token on the other process: the name is taken there too.
+        taken = await cluster.connect(b)
+        await taken.send_json({"type": "hello", "room": "ops-1", "token": alice})
+        assert (await taken.next_event())["code"] == "name_taken"
+        bob = issue_token(secret, "bob", now=now, ttl=3600)
+        on_b = await cluster.join(b, "bob", "ops-1", token=bob)
+        assert sorted(on_b.welcome["members"]) == ["alice", "bob"]
+        await on_b.say("hello from b")
+        await until("alice hears bob", lambda: on_a.saw("hello from b"))
 
 
 # -- a process that dies -----------------------------------------------------------
