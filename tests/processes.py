@@ -28,6 +28,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_trio_chat(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`trio-chat ARGS` to its end (30 s at most), in the clean environment."""
+    return subprocess.run(
+        [*TRIO_CHAT, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        timeout=30,
+        check=False,
+    )
+
+
 def serving(*args: str, **env: str) -> AbstractAsyncContextManager[Served]:
     """`trio-chat serve --port 0` as a child process; yields it, its port and its stderr."""
     return serving_until(SERVING, 20, *args, **env)

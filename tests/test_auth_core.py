@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from processes import TRIO_CHAT, clean_env
+from processes import run_trio_chat as run
 
 from trio_chat.config import SettingError, add_serve_arguments, load_settings
 from trio_chat.core import protocol
@@ -298,17 +297,6 @@ def test_reserved_names_from_a_list_or_a_file(tmp_path: Path) -> None:
 
 
 # -- trio-chat token -----------------------------------------------------------------
-
-
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TRIO_CHAT, *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(**env),
-        timeout=30,
-        check=False,
-    )
 
 
 def test_token_command_round_trip(tmp_path: Path) -> None:

@@ -11,22 +11,12 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-from processes import TRIO_CHAT, clean_env, serving
+from processes import clean_env, serving
+from processes import run_trio_chat as run
 from wsclient import RawClient, http_request
 
 from trio_chat import __version__
 from trio_chat.cli import SHUTDOWN_DEADLINE, relay_signals, watch_signals
-
-
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TRIO_CHAT, *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(**env),
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
