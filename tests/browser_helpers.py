@@ -248,9 +248,12 @@ class Pages:
         route_ws: Callable[[WebSocketRoute], Any] | None = None,
         locale: str | None = None,
         init_script: str | None = None,
+        fake_clock: bool = False,
     ) -> Page:
         """A new person's page at `url`; `locale` sets the browser's language,
-        `init_script` runs in the page before its own scripts."""
+        `init_script` runs in the page before its own scripts, and
+        `fake_clock` gives the page Playwright's clock (running as usual
+        until a test pauses it) so that a test can stop its timers."""
         options: dict[str, Any] = {"color_scheme": "light"}
         if locale is not None:
             options["locale"] = locale
@@ -262,6 +265,8 @@ class Pages:
             context = self.browser.new_context(viewport=DESKTOP, **options)
         if init_script is not None:
             context.add_init_script(init_script)
+        if fake_clock:
+            context.clock.install()
         context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
         page = context.new_page()

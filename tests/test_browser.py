@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -655,20 +656,22 @@ def test_server_restart_is_survived_without_loss(
 def test_reconnects_fast_once_the_server_is_back(
     pages: Pages, server: ServerProcess, errors: ErrorLog
 ) -> None:
-    alice = pages.open(server.url, who="alice")
+    alice = pages.open(server.url, who="alice", fake_clock=True)
     join(alice, "alice")
     errors.allow_refused_connections(server)
 
-    # A restart: back within about 2 s of the server listening again.
+    # A restart: back on the retry schedule, whose bounds (within about 2 s
+    # of a server back after a short outage) test_web_units checks without
+    # a wall clock.
     assert server.stop() == 0
     expect(connection(alice)).to_have_text("Reconnecting…")
     server.start()
-    back = time.monotonic()
     expect(connection(alice)).to_have_text("Connected")
-    assert time.monotonic() - back < 2.5
 
     # A longer outage: the retries space out, but the network coming back
-    # (`online`) or the tab becoming visible again retries at once.
+    # (`online`) or the tab becoming visible again retries at once. The
+    # page's timers are stopped while it waits, so only the event can
+    # bring it back.
     banner = alice.get_by_role("alert")
     for retry_now in (
         "() => window.dispatchEvent(new Event('online'))",
@@ -676,11 +679,14 @@ def test_reconnects_fast_once_the_server_is_back(
     ):
         assert server.stop() == 0
         expect(banner).to_contain_text(re.compile(r"Retrying in ([4-9]|\d\d) s"), timeout=20_000)
+        # A step shorter than any wait the banner can show from here on.
+        page_now = datetime.fromtimestamp(alice.evaluate("Date.now()") / 1000, UTC)
+        alice.clock.pause_at(page_now + timedelta(milliseconds=100))
         server.start()
         alice.evaluate(retry_now)
-        back = time.monotonic()
         expect(connection(alice)).to_have_text("Connected")
-        assert time.monotonic() - back < 1.5
+        expect(banner).to_have_count(0)
+        alice.clock.resume()
     say(alice, "still here")
     assert_complete_log(alice)
 
@@ -1326,11 +1332,11 @@ def test_three_people_keep_their_places_through_a_restart(
     for page in people.values():
         expect(connection(page)).to_have_text("Reconnecting…")
     server.start()  # returns once the new server says it is serving
-    back = time.monotonic()
+    # How soon they are back is the retry schedule's business, checked
+    # without a wall clock in test_web_units (a timed assertion here failed
+    # on a loaded CI machine at 2.11 s, inside the schedule's own bounds).
     for page in people.values():
         expect(connection(page)).to_have_text("Connected")
-    took = time.monotonic() - back
-    assert took < 2.0, f"all three back {took:.2f} s after the server"
 
     say(people["carol"], "after the restart")
     for name, page in people.items():
