@@ -1182,7 +1182,7 @@ async def test_history_command_reads_back_page_by_page_to_the_beginning(
             bob = await start_terminal(nursery, url(server.port), "--name", "bob")
             await bob.stdout.wait_for("-- here: alice, bob")
             # The replay: m26..m29 and bob's join (ids 28..32).
-            assert [line for line in bob.stdout.lines if ": m" in line][0].endswith("alice: m26")
+            assert next(line for line in bob.stdout.lines if ": m" in line).endswith("alice: m26")
             await bob.type("/history 10")
             await bob.stdout.wait_for("alice: m16")
             page = [line for line in bob.stdout.lines if line.startswith("[history] ")]

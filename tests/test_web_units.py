@@ -1313,11 +1313,11 @@ SCROLLBACK_SIMULATION = """async ({ ops, limit, page, retained }) => {
     };
     const answer = (frame) => {
         const ids = [];
-        for (let id = Math.max(1, frame.before - frame.limit); id < frame.before && id <= newest; id++) {
-            ids.push(id);
-        }
+        const from = Math.max(1, frame.before - frame.limit);
+        for (let id = from; id < frame.before && id <= newest; id++) ids.push(id);
         const more = ids.length > 0 && ids[0] > 1;
-        return model.page({ type: "history", events: ids.map(stored), more, ref: frame.ref }, "me");
+        const page = { type: "history", events: ids.map(stored), more, ref: frame.ref };
+        return model.page(page, "me");
     };
     newest = retained;
     for (let id = Math.max(1, retained - 9); id <= retained; id++) {
@@ -1408,7 +1408,8 @@ def test_scrollback_window_is_bounded_gap_free_and_reaches_both_ends(
         assert ids == list(range(ids[0], ids[0] + len(ids))), ids  # no gap, no repeat
         assert len(ids) <= limit + size
         assert step["held"] <= 2 * limit + size
-        assert 1 <= ids[0] and ids[-1] <= step["newest"]
+        assert ids[0] >= 1
+        assert ids[-1] <= step["newest"]
         if step["following"]:
             assert ids[-1] == step["newest"]
     at_top = steps[-2]
