@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,7 +63,8 @@ STEP_KEYS = {
     "server_cpu_seconds", "server_cpu_percent", "server_cpu_us_per_delivery",
     "server_wait_percent", "server_saturated", "server_deliveries", "server_slow_drops",
     "generator_cpu_seconds", "generator_cpu_percent", "generator_wait_percent",
-    "generator_saturated", "held",
+    "generator_saturated", "held", "paging", "page_requests", "pages", "page_refused",
+    "pages_per_second", "page_latency_ms",
 }  # fmt: skip
 IDLE_KEYS = {
     "memory_before_bytes", "memory_after_bytes", "memory_per_connection_kb",
@@ -892,3 +894,40 @@ def test_the_program_refuses_a_bad_duration() -> None:
     assert done.returncode == 2
     assert "--duration" in done.stderr
     assert done.stdout == ""
+
+
+async def test_pagers_page_back_through_history_while_the_load_runs(
+    start_server: StartServer,
+) -> None:
+    """Two of ten connections page back (the room holds more than a page, so
+    they walk back with `before` and start over), first a step without paging
+    to compare; both steps deliver everything."""
+    server = await start_server(rate_limit=0, history_limit=250)
+    with trio.fail_after(HANG_GUARD):
+        # Fill the room's history first, so that pages walk back and wrap.
+        await bench.measure(small(server.port, rate=200.0, duration=1.0, room_prefix="paged-"))
+        report = await bench.measure(
+            small(server.port, pagers=2, page_rate=20.0, room_prefix="paged-")
+        )
+    assert report.ok, report.warnings
+    baseline, paged = report.steps
+    assert report.result == paged
+    for step in (baseline, paged):
+        check_exact(step, members=10)
+    assert not baseline.paging
+    assert baseline.pages == baseline.page_requests == 0
+    assert paged.paging
+    assert paged.page_refused == 0
+    assert paged.page_requests >= 10  # 2 pagers, 20/s for 1 s, one on its way at a time
+    assert paged.pages == paged.page_requests
+    p50, p99 = paged.page_latency_ms["p50"], paged.page_latency_ms["p99"]
+    assert p50 is not None
+    assert p99 is not None
+    assert 0 < p50 <= p99
+    text = bench.format_report(report)
+    assert "without paging:" in text
+    assert "with paging:" in text
+    assert re.search(r"history pages +\d+ of \d+ requests answered", text), text
+    assert "page latency  p50" in text
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["result"]["pages"] == paged.pages

@@ -1460,3 +1460,204 @@ def test_the_page_hook_gives_the_token_and_a_refused_one_says_so(
     bob.get_by_label("Room", exact=True).fill("ops")
     bob.get_by_role("button", name="Join").click()
     expect(connection(bob)).to_have_text("Connected")
+
+
+# ---------------------------------------------------------------------------
+# Scrollback: a bounded window of the log, older pages on demand
+
+WINDOW_LINES = 300 + 100  # scrollback.js: WINDOW_LIMIT, and the page it may hold more
+LINES_BOUND = WINDOW_LINES + 10  # with day dividers and notices
+
+
+def fill_room(server: ServerProcess, room: str, count: int, name: str = "bot") -> None:
+    """Say `count` messages (`m0`, `m1`...) in `room` through a raw client, as
+    fast as the server takes them, and wait for the last one's echo."""
+    from websockets.sync.client import connect  # noqa: PLC0415 (the browser tests' own need)
+
+    with connect(f"ws://127.0.0.1:{server.port}/ws", max_size=None) as ws:
+        ws.send(json.dumps({"type": "hello", "name": name, "room": room}))
+        for i in range(count):
+            ws.send(json.dumps({"type": "say", "text": f"m{i}", "ref": f"r{i}"}))
+        deadline = time.monotonic() + 30
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "the room was not filled in time"
+            frame = ws.recv(timeout=remaining)
+            assert isinstance(frame, str)
+            for line in frame.split("\n"):
+                event = json.loads(line)
+                assert event.get("type") != "error", event
+                if event.get("ref") == f"r{count - 1}":
+                    return
+
+
+def log_lines(page: Page) -> int:
+    count: int = page.evaluate("document.querySelectorAll('#log li').length")
+    return count
+
+
+def scroll_to_top(page: Page) -> dict[str, float]:
+    """Scroll the log to its top; the first line's id and where it was on screen."""
+    first: dict[str, float] = page.evaluate(
+        """() => {
+            const log = document.getElementById("log");
+            log.scrollTop = 0;
+            const item = log.querySelector("[data-id]");
+            return { id: Number(item.dataset.id), top: item.getBoundingClientRect().top };
+        }"""
+    )
+    return first
+
+
+def line_top(page: Page, event_id: int) -> float:
+    top: float = page.evaluate(
+        "(id) => document.querySelector(`#log [data-id='${id}']`).getBoundingClientRect().top",
+        event_id,
+    )
+    return top
+
+
+def history_status(page: Page) -> Locator:
+    return log(page).get_by_role("status")
+
+
+def test_scrolling_up_pages_back_to_the_beginning_in_a_bounded_log(
+    pages: Pages, start_server: StartServer
+) -> None:
+    server = start_server("--rate-limit", "0", "--history-limit", "2000")
+    fill_room(server, "busy", 1500)
+    alice = pages.open(server.url + "#busy", who="alice")
+    join(alice, "alice")
+    newest = shown_ids(alice)[-1]  # alice's own join
+    expect(log(alice).locator(".msg .text").last).to_have_text("m1499")
+    seen: set[int] = set(shown_ids(alice))
+    pages_loaded = 0
+    while True:
+        first = scroll_to_top(alice)
+        # The page before the first line arrives, or the status says there is none.
+        alice.wait_for_function(
+            """(first) => {
+                const line = document.querySelector("#log [data-id]");
+                const status = document.querySelector("#log [role=status]").textContent;
+                return Number(line.dataset.id) < first || status.includes("beginning");
+            }""",
+            arg=first["id"],
+        )
+        ids = shown_ids(alice)
+        if ids[0] == first["id"]:
+            break
+        pages_loaded += 1
+        # The line that was first did not move on screen.
+        assert abs(line_top(alice, int(first["id"])) - first["top"]) <= 3, pages_loaded
+        assert_complete_log(alice)  # no gap, no repeat in what is shown
+        assert log_lines(alice) <= LINES_BOUND, log_lines(alice)
+        seen.update(ids)
+        if pages_loaded == 1:
+            screenshots(alice, "desktop-history-loaded")
+    expect(history_status(alice)).to_have_text("The beginning of the room's history")
+    screenshots(alice, "desktop-history-beginning")
+    assert pages_loaded >= 14, pages_loaded  # 1,500 messages, 100 a page
+    assert shown_ids(alice)[0] == 1
+    assert seen == set(range(1, newest + 1)), sorted(set(range(1, newest + 1)) - seen)[:10]
+    assert log_lines(alice) <= LINES_BOUND
+
+    # The newest lines were dropped on the way up: one click draws them again.
+    jump = alice.get_by_role("button", name="Jump to newest")
+    expect(jump).to_be_visible()
+    assert accessibility_violations(alice) == []
+    jump.click()
+    expect(log(alice).locator(".msg .text").last).to_have_text("m1499")
+    expect(log(alice).locator(".msg .text").last).to_be_in_viewport()
+    expect(jump).to_be_hidden()
+    assert shown_ids(alice)[-1] == newest
+    assert_complete_log(alice)
+    assert log_lines(alice) <= LINES_BOUND
+
+
+def test_the_loading_state_is_shown_and_announced(pages: Pages, start_server: StartServer) -> None:
+    server = start_server("--rate-limit", "0", "--history-limit", "2000")
+    fill_room(server, "busy", 300)
+    held: list[WebSocketRoute] = []
+    requests: list[str | bytes] = []
+
+    def hold_history(route: WebSocketRoute) -> None:
+        upstream = route.connect_to_server()
+        held.append(upstream)
+
+        def from_page(message: str | bytes) -> None:
+            if json.loads(message).get("type") == "history":
+                requests.append(message)  # answered when the test says
+            else:
+                upstream.send(message)
+
+        route.on_message(from_page)
+
+    alice = pages.open(server.url + "#busy", who="alice", route_ws=hold_history)
+    join(alice, "alice")
+    scroll_to_top(alice)
+    status = history_status(alice)
+    expect(status).to_have_text("Loading older messages…")
+    screenshots(alice, "desktop-history-loading")
+    assert accessibility_violations(alice) == []
+    wait_until(alice, lambda: len(requests) == 1, "the history request")
+    held[-1].send(requests.pop())
+    expect(status).to_have_text("")
+    assert log_lines(alice) > 100
+
+
+def test_reading_far_back_is_not_yanked_by_live_messages_and_ours_still_show(
+    pages: Pages, start_server: StartServer
+) -> None:
+    server = start_server("--rate-limit", "0", "--history-limit", "2000")
+    fill_room(server, "busy", 1500)
+    alice = pages.open(server.url + "#busy", who="alice")
+    join(alice, "alice")
+    for _ in range(4):  # far enough back that the newest were dropped
+        first = scroll_to_top(alice)
+        alice.wait_for_function(
+            "(first) => Number(document.querySelector('#log [data-id]').dataset.id) < first",
+            arg=first["id"],
+        )
+    expect(alice.get_by_role("button", name="Jump to newest")).to_be_visible()
+    alice.evaluate("document.getElementById('log').scrollTop = 2000")
+    anchor = alice.evaluate("""() => {
+        const log = document.getElementById("log");
+        const top = log.getBoundingClientRect().top;
+        const item = [...log.querySelectorAll("[data-id]")].find(
+            (line) => line.getBoundingClientRect().top >= top);
+        return { id: Number(item.dataset.id), top: item.getBoundingClientRect().top,
+                 scrollTop: log.scrollTop };
+    }""")
+    # Live messages arrive (counted in the title while the tab is hidden).
+    set_tab_hidden(alice, hidden=True)
+    fill_room(server, "busy", 500, name="bob")
+    expect(alice).to_have_title("(500) #busy · trio-chat")
+    set_tab_hidden(alice, hidden=False)
+    assert abs(line_top(alice, anchor["id"]) - anchor["top"]) <= 1
+    assert alice.evaluate("document.getElementById('log').scrollTop") == anchor["scrollTop"]
+    assert log_lines(alice) <= LINES_BOUND
+
+    # Our own message brings the newest back, with it at the bottom.
+    box = message_box(alice)
+    box.fill("back to now")
+    box.press("Enter")
+    mine = log(alice).locator(".msg.own .text").last
+    expect(mine).to_have_text("back to now")
+    expect(mine).to_be_in_viewport()
+    assert_complete_log(alice)
+    assert log_lines(alice) <= LINES_BOUND
+
+
+def test_a_flood_at_the_bottom_keeps_the_log_bounded(
+    pages: Pages, start_server: StartServer
+) -> None:
+    server = start_server("--rate-limit", "0", "--history-limit", "2000")
+    alice = pages.open(server.url + "#busy", who="alice")
+    join(alice, "alice")
+    fill_room(server, "busy", 1500)
+    expect(log(alice).locator(".msg .text").last).to_have_text("m1499")
+    expect(log(alice).locator(".msg .text").last).to_be_in_viewport()
+    assert log_lines(alice) <= LINES_BOUND
+    assert_complete_log(alice)
+    say(alice, "still here")
+    expect(log(alice).locator(".msg.own .text").last).to_be_in_viewport()

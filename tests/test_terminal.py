@@ -1163,3 +1163,67 @@ async def test_reconnects_within_half_a_second_then_backs_off_to_a_cap(
     for gap, most in zip(gaps[1:], [1.0, 2.0, 4.0, 5.0, 5.0, 5.0], strict=True):
         assert most / 2 <= gap <= most + 0.01
     assert max(gaps) <= RECONNECT_CAP + 0.01
+
+
+# --------------------------------------------------------------------------
+# /history: reading further back than the replay
+
+
+async def test_history_command_reads_back_page_by_page_to_the_beginning(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(rate_limit=0, history_replay=5)
+    alice = await server.joined("alice")  # id 1
+    with trio.fail_after(20):
+        for i in range(30):
+            await alice.say(f"m{i}")  # ids 2..31
+        for _ in range(30):
+            await alice.next_of("message")
+        async with trio.open_nursery() as nursery:
+            bob = await start_terminal(nursery, url(server.port), "--name", "bob")
+            await bob.stdout.wait_for("-- here: alice, bob")
+            # The replay: m26..m29 and bob's join (ids 28..32).
+            assert next(line for line in bob.stdout.lines if ": m" in line).endswith("alice: m26")
+            await bob.type("/history 10")
+            await bob.stdout.wait_for("alice: m16")
+            page = [line for line in bob.stdout.lines if line.startswith("[history] ")]
+            assert [re.sub(rf"^\[history\] {CLOCK} ", "", line) for line in page] == [
+                f"alice: m{i}" for i in range(16, 26)
+            ]
+            await bob.type("/history")  # 20 more: m0..m15 and alice's join
+            await bob.stdout.wait_for("-- beginning of the room's history")
+            page = [line for line in bob.stdout.lines if line.startswith("[history] ")]
+            assert [re.sub(rf"^\[history\] {CLOCK} ", "", line) for line in page] == [
+                *[f"alice: m{i}" for i in range(16, 26)],
+                "-- alice joined",
+                *[f"alice: m{i}" for i in range(16)],
+            ]
+            await bob.type("/history")  # nothing is left
+            await bob.stdout.wait_for(
+                "-- beginning of the room's history\n-- beginning of the room's history"
+            )
+            await bob.type("/history 0", "/history lots")
+            await bob.stderr.wait_for("usage: /history [N]")
+            await bob.end_input()
+            assert await bob.exit_status() == 0
+    assert "usage: /history [N], N from 1 to 100 (default 20)" in bob.stderr.getvalue()
+    assert bob.stderr.getvalue().count("usage:") == 2
+
+
+async def test_piped_history_is_printed_before_exit(start_server: StartServer) -> None:
+    server = await start_server(rate_limit=0, history_replay=1)  # the replay: our join
+    alice = await server.joined("alice")  # id 1
+    await alice.say("first\nsecond line")  # id 2
+    with trio.fail_after(10):
+        await alice.next_of("message")
+        status, out, err = await run_piped(
+            url(server.port), "--name", "bot", "--print", "none", stdin=b"/history 5\n"
+        )
+    assert (status, err) == (0, "")
+    assert re.fullmatch(
+        rf"\[history\] {CLOCK} -- alice joined\n"
+        rf"\[history\] {CLOCK} alice: first\n"
+        r" {26}second line\n"  # under the text, past the mark
+        r"-- beginning of the room's history\n",
+        out,
+    ), out

@@ -1292,3 +1292,127 @@ def test_what_a_reload_keeps_is_read_back_safely(page: Page) -> None:
     }
     for text in (None, "", "[]", '{"name": "", "rooms": [{"room": "ops"}]}', '{"rooms": []}'):
         assert rooms_call(page, "decodeSaved", text) is None, text
+
+
+# ---------------------------------------------------------------------------
+# scrollback.js: the window of the log kept in the page
+
+SCROLLBACK_SIMULATION = """async ({ ops, limit, page, retained }) => {
+    // A room whose server retains ids 1..newest (the first `retained` said
+    // before the page joined) and one Scrollback; `ops` drive them. Returns
+    // what each op left: the window's ids, whether it follows, what memory
+    // holds, and whether it is at the beginning.
+    const { Scrollback } = await import("/scrollback.js");
+    const model = new Scrollback("t", { limit, page });
+    let newest = 0;
+    const stored = (id) => ({ type: "message", id, room: "r", name: "bob", text: `m${id}` });
+    const live = (stick) => {
+        newest += 1;
+        model.add({ id: newest, event: stored(newest), own: false, you: null, notice: null },
+                  { stick });
+    };
+    const answer = (frame) => {
+        const ids = [];
+        const from = Math.max(1, frame.before - frame.limit);
+        for (let id = from; id < frame.before && id <= newest; id++) ids.push(id);
+        const more = ids.length > 0 && ids[0] > 1;
+        const page = { type: "history", events: ids.map(stored), more, ref: frame.ref };
+        return model.page(page, "me");
+    };
+    newest = retained;
+    for (let id = Math.max(1, retained - 9); id <= retained; id++) {
+        model.add({ id, event: stored(id), own: false, you: null, notice: null }, { stick: true });
+    }
+    return ops.map((op) => {
+        if (op === "live") {
+            live(true);
+            model.trimOldest(); // the page scrolls to the bottom after each frame
+        }
+        else if (op === "live-up") live(false);
+        else if (op === "bottom") model.trimOldest();
+        else if (op === "top") {
+            const frame = model.older();
+            if (frame !== null) answer(frame);
+        } else if (op === "down") {
+            const next = model.newer();
+            if (next?.request) answer(next.request);
+            else if (next?.jump) model.jump();
+        } else if (op === "jump") model.jump();
+        return { ids: model.ids, following: model.following, held: model.held,
+                 beginning: model.atBeginning, newest };
+    });
+}"""
+
+
+def run_scrollback(
+    page: Page, ops: list[str], *, limit: int = 10, size: int = 4, retained: int = 40
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = page.evaluate(
+        SCROLLBACK_SIMULATION,
+        {"ops": ops, "limit": limit, "page": size, "retained": retained},
+    )
+    return results
+
+
+def test_scrollback_pages_back_to_the_first_event_and_drops_the_newest(page: Page) -> None:
+    steps = run_scrollback(page, ["top"] * 10)
+    assert steps[0]["ids"] == list(range(27, 37))  # a page prepended, as many newest dropped
+    assert not steps[0]["following"]
+    assert steps[1]["ids"] == list(range(23, 33))
+    assert not steps[6]["beginning"]
+    assert steps[-1]["ids"] == list(range(1, 11))
+    assert steps[-1]["beginning"]
+
+
+def test_scrollback_follows_at_the_bottom_and_trims_the_oldest(page: Page) -> None:
+    steps = run_scrollback(page, ["live"] * 5)
+    assert steps[-1]["ids"] == list(range(36, 46))
+    assert steps[-1]["following"]
+
+
+def test_scrollback_stops_following_a_reader_scrolled_up(page: Page) -> None:
+    steps = run_scrollback(page, ["live-up"] * 8 + ["down", "jump"])
+    assert steps[3]["ids"] == list(range(31, 45))  # limit + page
+    assert steps[7]["ids"] == list(range(31, 45))  # the newest are not drawn
+    assert not steps[7]["following"]
+    # Scrolled down: drawn from memory, the oldest dropped down to the limit.
+    assert steps[8]["ids"] == list(range(39, 49))
+    assert steps[8]["following"]
+    assert steps[-1]["ids"] == list(range(39, 49))  # the newest window
+
+
+def test_scrollback_asks_for_newer_pages_when_memory_does_not_reach(page: Page) -> None:
+    ops = ["top"] * 4 + ["live-up"] * 12 + ["down"] * 8
+    steps = run_scrollback(page, ops)
+    assert steps[15]["ids"][0] < 30
+    assert steps[-1]["following"]
+    assert steps[-1]["ids"][-1] == steps[-1]["newest"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.sampled_from(["live", "live-up", "bottom", "top", "down", "jump"]), max_size=60
+    ),
+    retained=st.integers(min_value=1, max_value=60),
+)
+def test_scrollback_window_is_bounded_gap_free_and_reaches_both_ends(
+    page: Page, ops: list[str], retained: int
+) -> None:
+    limit, size = 10, 4
+    steps = run_scrollback(
+        page, [*ops, *["top"] * 30, "jump"], limit=limit, size=size, retained=retained
+    )
+    for step in steps:
+        ids = step["ids"]
+        assert ids == list(range(ids[0], ids[0] + len(ids))), ids  # no gap, no repeat
+        assert len(ids) <= limit + size
+        assert step["held"] <= 2 * limit + size
+        assert ids[0] >= 1
+        assert ids[-1] <= step["newest"]
+        if step["following"]:
+            assert ids[-1] == step["newest"]
+    at_top = steps[-2]
+    assert at_top["ids"][0] == 1
+    assert at_top["beginning"]
+    assert steps[-1]["ids"][-1] == steps[-1]["newest"]

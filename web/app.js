@@ -14,6 +14,8 @@
 // - i18n.js: every string, in English and Spanish; the page's language. Pure.
 // - connection.js: one room's socket, its hello, reconnecting with backoff,
 //   and what its status line and banner say.
+// - scrollback.js: which stretch of a room's log is in the page, older
+//   pages and the newest drawn again, and what is kept in memory. Pure.
 // - conversation.js: one room's log, "is typing" line and members.
 // - composer.js: the message box and our `typing` frames.
 // - sidebar.js: the rooms sidebar.
@@ -165,7 +167,10 @@ class Room {
     this.session = { phase: "joining", name: ourName, room };
     this.transcript = new Transcript();
     this.pending = new Pending(prefix);
-    this.conversation = new Conversation(this.session);
+    this.conversation = new Conversation(this.session, {
+      prefix,
+      history: (frame) => this.connection.welcomed && this.connection.send(frame),
+    });
     this.showOnWelcome = show; // bring it into view once welcomed
     this.connection = new Connection(this.session, {
       since: () => this.transcript.since(),
@@ -215,13 +220,14 @@ class Room {
   // Events from the server
 
   receive(data) {
-    const stick = this.conversation.isNearBottom();
+    const stick = this.conversation.startFrame();
     let grew = false;
     for (const event of splitFrame(data)) {
       grew = this.#handle(event) || grew;
       if (this.connection.socket === null) break; // this event ended the connection
     }
     if (grew) this.conversation.grew(stick);
+    this.conversation.endFrame();
   }
 
   /** Handle one event; returns whether the log grew. */
@@ -242,6 +248,9 @@ class Room {
       case "join":
       case "leave":
         return this.#onStored(event);
+      case "history":
+        this.conversation.page(event);
+        return false;
       default:
         return false;
     }
@@ -267,20 +276,20 @@ class Room {
       return false;
     }
     const conversation = this.conversation;
-    if (shown.notice !== null) conversation.notice(shown.notice);
     const name = nameOf(event);
+    const entry = { id: event.id, event, own: false, you: null, notice: shown.notice };
     if (event.type === "message") {
       const own = name === this.session.name;
       if (own && typeof event.ref === "string" && this.pending.echoed(event.ref)) {
         conversation.unpend(event.ref);
         conversation.forceScroll = true;
       }
-      conversation.message(event, { own });
+      entry.own = own;
+      conversation.add(entry);
       if (!own && !shown.initial) this.#arrived(event);
     } else {
-      let you = null;
-      if (shown.ownJoin) you = this.transcript.resumed ? "back" : "joined";
-      conversation.presence(event, { you });
+      if (shown.ownJoin) entry.you = this.transcript.resumed ? "back" : "joined";
+      conversation.add(entry);
       if (shown.live) {
         if (event.type === "leave") conversation.stopTyping(name);
         conversation.renderMembers(this.transcript.members);
@@ -318,7 +327,7 @@ class Room {
     if (this.conversation.unpend(event.ref) && !this.conversation.shows(event.id)) {
       // Stored in a stretch of the log we never got (after a loss notice):
       // show it rather than let it vanish.
-      this.conversation.message(event, { own: true });
+      this.conversation.add({ id: event.id, event, own: true, you: null, notice: null });
     }
   }
 
@@ -342,6 +351,7 @@ class Room {
   /** The socket closed: what was on its way waits, shown as not sent yet. */
   lost() {
     this.conversation.clearTyping();
+    this.conversation.cancelHistory();
     if (this.session.phase === "idle") return;
     const stick = this.conversation.isNearBottom();
     for (const { ref, text } of this.pending.disconnected()) {
@@ -409,6 +419,7 @@ class Room {
       return;
     }
     if (typeof event.ref === "string") {
+      if (this.conversation.historyFailed(event.ref)) return; // scrolling up asks again
       if (code === "unavailable" && this.#onUnavailable(event.ref)) return; // the log says it
       const lost = this.pending.refused(event.ref);
       this.conversation.unpend(event.ref);

@@ -3,7 +3,11 @@
 // typing" line and the member list. There is one Conversation per joined
 // room, each with its own list of lines; the one in view (`show()`) has its
 // lines in the log, and draws the typing line and the members. What to show
-// comes from the transcript (transcript.js); this module only draws it.
+// comes from the transcript (transcript.js); which stretch of the log is in
+// the DOM, from the scrollback window (scrollback.js): a few hundred lines
+// around what is on screen, older pages fetched at the top, the newest drawn
+// again on a jump. This module only draws, keeping the line the person reads
+// where it is on screen while lines come and go above it.
 //
 // Security: every string from the network reaches the page as text
 // (textContent, text nodes) or as the href of a link checked to be http(s)
@@ -14,6 +18,7 @@ import { locale, markup, parts, t } from "./i18n.js";
 import { linkParts } from "./links.js";
 import { mentionParts } from "./mentions.js";
 import { leaveReasonText } from "./protocol.js";
+import { Scrollback } from "./scrollback.js";
 
 const TYPING_SHOWN_FOR = 5000; // ms a "X is typing" stays without a new one
 const GROUP_WINDOW = 5 * 60 * 1000; // messages by one sender within this are grouped
@@ -137,6 +142,21 @@ function timeElement(date, ts) {
   return time;
 }
 
+/** A day divider: "Today", "Yesterday" or the date. */
+function dayItem(date) {
+  const key = date.toDateString();
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  let label = dayFormat.format(date);
+  if (key === today.toDateString()) label = t("today");
+  else if (key === yesterday.toDateString()) label = t("yesterday");
+  const item = document.createElement("li");
+  item.className = "day";
+  item.dataset.day = key;
+  item.textContent = label;
+  return item;
+}
+
 // The parts of the page every room's conversation shares: drawn by the one in view.
 const ui = {
   log: document.getElementById("log"), // the scroller; its list is the room in view's
@@ -200,34 +220,44 @@ export class Sheet {
 
 export const membersSheet = new Sheet(ui.membersPanel, ui.membersToggle, ui.membersClose);
 
-ui.jump.addEventListener("click", () => inView?.scrollToBottom());
-ui.log.addEventListener("scroll", () => {
-  if (inView === null) return;
-  inView.atBottom = inView.isNearBottom();
-  if (inView.atBottom) ui.jump.hidden = true;
-});
+ui.jump.addEventListener("click", () => inView?.toNewest());
+ui.log.addEventListener("scroll", () => inView?.scrolled());
 // The log gets shorter when the message box grows, an error shows under it,
 // or the phone's keyboard opens: keep its last line in view.
 new ResizeObserver(() => {
   if (inView?.atBottom) ui.log.scrollTop = ui.log.scrollHeight;
 }).observe(ui.log);
 
-/** The log, typing line and members of one joined room (`session`: {phase, name, room}). */
+const NEAR_EDGE = 400; // px from the top (or bottom) of the log where the next page is fetched
+
+/**
+ * The log, typing line and members of one joined room (`session`: {phase,
+ * name, room}). The log holds a window of the room's stored events
+ * (scrollback.js decides which); `hooks.history(frame)` sends a `history`
+ * frame and says whether it went out; `hooks.prefix` makes its refs.
+ */
 export class Conversation {
   #session; // read here, changed by app.js
+  #hooks;
+  #model; // the window (scrollback.js)
+  #status = document.createElement("p"); // above the lines: loading, or the beginning
   #items = document.createElement("ol"); // the lines
-  #previous = null; // {name, time} of the last message, for grouping
-  #lastDay = "";
+  #tail = { day: "", previous: null }; // the last line's day and message, for what follows it
   #typing = new Map(); // name -> timer
   #members = [];
   #scrollTop = null; // where the log was when another room came into view
   #jumpShown = false;
+  #frameStick = null; // whether the log was at the bottom when the frame being handled came
   atBottom = true; // the log was scrolled to its end when last scrolled
   forceScroll = false; // our own message arrived: scroll to it
 
-  constructor(session) {
+  constructor(session, hooks) {
     this.#session = session;
+    this.#hooks = hooks;
+    this.#model = new Scrollback(hooks.prefix);
     this.#items.className = "log-items";
+    this.#status.className = "log-status";
+    this.#status.setAttribute("role", "status");
   }
 
   get shown() {
@@ -239,10 +269,10 @@ export class Conversation {
     if (inView === this) return;
     inView?.hide();
     inView = this;
-    ui.log.replaceChildren(this.#items);
+    ui.log.replaceChildren(this.#status, this.#items);
     if (this.#scrollTop === null || this.atBottom) ui.log.scrollTop = ui.log.scrollHeight;
     else ui.log.scrollTop = this.#scrollTop;
-    ui.jump.hidden = !this.#jumpShown;
+    this.#renderJump();
     this.#renderTyping();
     this.renderMembers(this.#members);
   }
@@ -250,7 +280,6 @@ export class Conversation {
   hide() {
     if (inView !== this) return;
     this.#scrollTop = ui.log.scrollTop;
-    this.#jumpShown = !ui.jump.hidden;
     inView = null;
   }
 
@@ -264,11 +293,35 @@ export class Conversation {
   }
 
   scrollToBottom() {
+    if (!this.#model.following) {
+      this.#drawNewest();
+      return;
+    }
     this.atBottom = true;
     this.#jumpShown = false;
+    this.#dropOldest(this.#model.trimOldest()); // a room not in view too
     if (!this.shown) return;
     ui.log.scrollTop = ui.log.scrollHeight;
     ui.jump.hidden = true;
+  }
+
+  /** The jump button: to the newest message, drawn again if it was dropped. */
+  toNewest() {
+    this.scrollToBottom();
+    ui.log.focus({ preventScroll: true });
+  }
+
+  /**
+   * A frame from the server is being handled: its events are appended as
+   * if the log were where it is now. Returns whether it is at the bottom.
+   */
+  startFrame() {
+    this.#frameStick = this.isNearBottom();
+    return this.#frameStick;
+  }
+
+  endFrame() {
+    this.#frameStick = null;
   }
 
   /**
@@ -279,17 +332,272 @@ export class Conversation {
     if (stick || this.forceScroll) this.scrollToBottom();
     else {
       this.#jumpShown = true;
-      if (this.shown) ui.jump.hidden = false;
+      this.#renderJump();
     }
     this.forceScroll = false;
   }
 
+  /** The person scrolled the log (or the page did). */
+  scrolled() {
+    const log = ui.log;
+    this.atBottom = this.isNearBottom();
+    if (this.atBottom && this.#model.following) {
+      this.#jumpShown = false;
+      ui.jump.hidden = true;
+      this.#dropOldest(this.#model.trimOldest());
+      return;
+    }
+    if (log.scrollTop < NEAR_EDGE) this.#loadOlder();
+    else if (log.scrollHeight - log.scrollTop - log.clientHeight < NEAR_EDGE) this.#loadNewer();
+  }
+
+  #loadOlder() {
+    const frame = this.#model.older();
+    if (frame !== null && !this.#hooks.history(frame)) this.#model.cancel();
+    this.#keepInPlace(() => this.#renderStatus());
+  }
+
+  #loadNewer() {
+    const next = this.#model.newer();
+    if (next === null) return;
+    if (next.jump) this.#drawNewest();
+    else if (next.request) {
+      if (!this.#hooks.history(next.request)) this.#model.cancel();
+    } else this.#appendEntries(next.append, next.dropOldest);
+  }
+
+  /** A `history` event: returns whether it answered our request. */
+  page(event) {
+    const answer = this.#model.page(event, this.#session.name);
+    if (answer === null) return false;
+    if (answer.older) {
+      this.#keepInPlace(() => {
+        this.#prepend(answer.entries);
+        this.#dropNewest(answer.dropNewest);
+        this.#renderStatus();
+      });
+      if (answer.dropNewest > 0) {
+        this.#jumpShown = true;
+        this.#renderJump();
+      }
+    } else if (answer.jump) this.#drawNewest();
+    else this.#appendEntries(answer.entries, answer.dropOldest);
+    this.#renderStatus();
+    return true;
+  }
+
+  /** An `error` answered `ref`: returns whether it was our page request (then forgotten). */
+  historyFailed(ref) {
+    const ours = this.#model.failed(ref);
+    if (ours) this.#renderStatus();
+    return ours;
+  }
+
+  /** The connection dropped: a page on its way will not come. */
+  cancelHistory() {
+    this.#model.cancel();
+    this.#renderStatus();
+  }
+
+  /** Entries in memory, for tests and measurements: `{lines, held}`. */
+  get window() {
+    return { ids: this.#model.ids, held: this.#model.held, following: this.#model.following };
+  }
+
+  #renderStatus() {
+    const model = this.#model;
+    let text = "";
+    if (model.loading === "older") text = t("loadingOlder");
+    else if (model.atBeginning) text = t("historyBeginning");
+    if (this.#status.textContent !== text) this.#status.textContent = text;
+    this.#status.classList.toggle("loading", model.loading === "older");
+  }
+
+  #renderJump() {
+    if (!this.shown) return;
+    const label = t(this.#model.following ? "newMessages" : "jumpToNewest");
+    if (ui.jump.textContent !== label) ui.jump.textContent = label;
+    ui.jump.hidden = !this.#jumpShown;
+  }
+
   /**
-   * Add a stored event's line (or a divider, a notice) to the log: after
-   * every stored one, before our messages not sent yet, which stay last.
+   * Change the lines above or below the view without moving what the
+   * person reads: the first line in view stays where it was on screen.
    */
-  #append(item) {
-    this.#items.insertBefore(item, this.#items.querySelector(":scope > .pending"));
+  #keepInPlace(change) {
+    if (!this.shown) {
+      change();
+      return;
+    }
+    const top = ui.log.getBoundingClientRect().top;
+    let anchor = null;
+    // A line of a stored event: dividers may be redrawn.
+    for (const item of this.#items.querySelectorAll(":scope > [data-id]")) {
+      if (item.getBoundingClientRect().bottom > top) {
+        anchor = item;
+        break;
+      }
+    }
+    const before = anchor?.getBoundingClientRect().top ?? 0;
+    change();
+    if (anchor !== null && anchor.isConnected) {
+      ui.log.scrollTop += anchor.getBoundingClientRect().top - before;
+    }
+    this.atBottom = this.isNearBottom();
+  }
+
+  /** Draw the newest entries again (the window did not hold them). */
+  #drawNewest() {
+    const entries = this.#model.jump();
+    for (const item of [...this.#items.children]) if (!item.classList.contains("pending")) item.remove();
+    this.#tail = { day: "", previous: null };
+    this.#insert(entries, this.#tail, this.#items.querySelector(":scope > .pending"));
+    this.#renderStatus();
+    this.atBottom = true;
+    this.#jumpShown = false;
+    if (this.shown) {
+      ui.log.scrollTop = ui.log.scrollHeight;
+      ui.jump.hidden = true;
+    }
+  }
+
+  #appendEntries(entries, dropOldest) {
+    this.#keepInPlace(() => {
+      this.#insert(entries, this.#tail, this.#items.querySelector(":scope > .pending"));
+      this.#dropOldest(dropOldest);
+    });
+    if (this.#model.following && !this.#jumpShown) ui.jump.hidden = true;
+    this.#renderJump();
+    this.#renderStatus();
+  }
+
+  /**
+   * A stored event to show (`entry`: {id, event, own, you, notice}, see
+   * scrollback.js): its line goes at the end of the log, before our
+   * messages not sent yet, unless the log shows older ones far back.
+   */
+  add(entry) {
+    if (entry.event.type === "message") this.stopTyping(nameOf(entry.event));
+    const stick = this.#frameStick ?? this.isNearBottom();
+    if (!this.#model.add(entry, { stick })) return;
+    this.#insert([entry], this.#tail, this.#items.querySelector(":scope > .pending"));
+  }
+
+  /** Draw `entries` in order before `next` (null: at the end), continuing from `context`. */
+  #insert(entries, context, next) {
+    const fragment = document.createDocumentFragment();
+    const folds = [];
+    for (const entry of entries) fragment.append(...this.#lines(entry, context, folds));
+    this.#items.insertBefore(fragment, next);
+    for (const [item, body, text] of folds) foldIfLong(item, body, text);
+  }
+
+  /** Draw `entries` (older than every line) at the top of the log. */
+  #prepend(entries) {
+    if (entries.length === 0) return;
+    const context = { day: "", previous: null };
+    const first = this.#items.firstElementChild;
+    this.#insert(entries, context, first);
+    // The day divider the old first line had may now repeat the last one's.
+    if (first?.classList.contains("day") && first.dataset.day === context.day) first.remove();
+  }
+
+  /** Remove the `count` oldest lines of stored events (and what goes with them). */
+  #dropOldest(count) {
+    if (count <= 0) return;
+    const items = this.#items.querySelectorAll(":scope > [data-id]");
+    const last = items[Math.min(count, items.length) - 1];
+    while (this.#items.firstElementChild !== null) {
+      const item = this.#items.firstElementChild;
+      item.remove();
+      if (item === last) break;
+    }
+    const first = this.#items.querySelector(":scope > [data-id]");
+    const top = this.#items.firstElementChild;
+    if (first !== null && !top.classList.contains("day")) {
+      this.#items.insertBefore(dayItem(new Date(Number(first.dataset.time))), top);
+    }
+  }
+
+  /** Remove the `count` newest lines of stored events (our messages not sent yet stay). */
+  #dropNewest(count) {
+    if (count <= 0) return;
+    const items = this.#items.querySelectorAll(":scope > [data-id]");
+    const keep = items.length - count - 1;
+    const last = keep >= 0 ? items[keep] : null;
+    for (const item of [...this.#items.children].reverse()) {
+      if (item === last) break;
+      if (!item.classList.contains("pending")) item.remove();
+    }
+    // What is drawn next follows on from the last line left.
+    this.#tail = { day: last?.dataset.day ?? "", previous: null };
+    if (last?.classList.contains("msg")) {
+      this.#tail.previous = { name: last.dataset.name, time: Number(last.dataset.time) };
+    }
+  }
+
+  /**
+   * The lines of one entry: its notice, a day divider if its day is not
+   * `context`'s, and its own line. `context` moves on; long texts to fold
+   * once in the page go to `folds`.
+   */
+  #lines(entry, context, folds) {
+    const lines = [];
+    const { event } = entry;
+    if (entry.notice !== null && entry.notice !== undefined) {
+      context.previous = null;
+      const notice = document.createElement("li");
+      notice.className = "notice";
+      notice.textContent = t(NOTICES[entry.notice]);
+      lines.push(notice);
+    }
+    const date = eventDate(event);
+    const day = date.toDateString();
+    if (day !== context.day) {
+      context.day = day;
+      context.previous = null;
+      lines.push(dayItem(date));
+    }
+    const item =
+      event.type === "message"
+        ? this.#messageItem(event, entry.own, date, context, folds)
+        : this.#presenceItem(event, entry.you, date, context);
+    item.dataset.id = String(event.id);
+    item.dataset.day = day;
+    item.dataset.time = String(date.getTime());
+    lines.push(item);
+    return lines;
+  }
+
+  /**
+   * Show our message `text` (sent with `ref`) as not sent yet, saying why
+   * (`why`: "unavailable", the server could not take it; "offline", the
+   * connection is down; "sending", sent again, not confirmed yet). It goes
+   * by itself; it stays at the end of the log until `unpend(ref)`. Showing
+   * it again only updates why.
+   */
+  pendingMessage(ref, text, why) {
+    const shown = this.#pendingItem(ref);
+    if (shown !== null) {
+      shown.querySelector(".status").textContent = t(PENDING_STATUS[why]);
+      return;
+    }
+    if (!this.#model.following) this.#drawNewest(); // ours go at the end of the newest
+    const item = document.createElement("li");
+    item.className = "msg own pending";
+    item.dataset.ref = ref;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const status = document.createElement("span");
+    status.className = "status";
+    status.textContent = t(PENDING_STATUS[why]);
+    meta.append(nameElement(this.#session.name, "sender"), status);
+    const body = document.createElement("p");
+    body.className = "text";
+    appendText(body, text, this.#members, this.#session.name);
+    item.append(meta, body);
+    this.#items.append(item);
+    foldIfLong(item, body, text);
   }
 
   #pendingItem(ref) {
@@ -308,36 +616,6 @@ export class Conversation {
   }
 
   /**
-   * Show our message `text` (sent with `ref`) as not sent yet, saying why
-   * (`why`: "unavailable", the server could not take it; "offline", the
-   * connection is down; "sending", sent again, not confirmed yet). It goes
-   * by itself; it stays at the end of the log until `unpend(ref)`. Showing
-   * it again only updates why.
-   */
-  pendingMessage(ref, text, why) {
-    const shown = this.#pendingItem(ref);
-    if (shown !== null) {
-      shown.querySelector(".status").textContent = t(PENDING_STATUS[why]);
-      return;
-    }
-    const item = document.createElement("li");
-    item.className = "msg own pending";
-    item.dataset.ref = ref;
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const status = document.createElement("span");
-    status.className = "status";
-    status.textContent = t(PENDING_STATUS[why]);
-    meta.append(nameElement(this.#session.name, "sender"), status);
-    const body = document.createElement("p");
-    body.className = "text";
-    appendText(body, text, this.#members, this.#session.name);
-    item.append(meta, body);
-    this.#items.append(item);
-    foldIfLong(item, body, text);
-  }
-
-  /**
    * Our message sent with `ref` is no longer pending (delivered, or given
    * back); returns whether it was shown as pending.
    */
@@ -347,40 +625,19 @@ export class Conversation {
     return item !== null;
   }
 
-  #dayDivider(date) {
-    const key = date.toDateString();
-    if (key === this.#lastDay) return;
-    this.#lastDay = key;
-    this.#previous = null;
-    const today = new Date();
-    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
-    let label = dayFormat.format(date);
-    if (key === today.toDateString()) label = t("today");
-    else if (key === yesterday.toDateString()) label = t("yesterday");
-    const item = document.createElement("li");
-    item.className = "day";
-    item.textContent = label;
-    this.#append(item);
-  }
-
-  /** Show a `message` event (`own`: we sent it). */
-  message(event, { own }) {
+  /** A `message` event's line (`own`: we sent it). */
+  #messageItem(event, own, date, context, folds) {
     const name = nameOf(event);
     const text = typeof event.text === "string" ? event.text : "";
-    this.stopTyping(name);
-    const date = eventDate(event);
-    this.#dayDivider(date);
-
     const item = document.createElement("li");
     item.className = own ? "msg own" : "msg";
-    item.dataset.id = String(event.id);
+    item.dataset.name = name;
     item.style.setProperty("--hue", String(hueOf(name)));
-    const previous = this.#previous;
+    const previous = context.previous;
     if (previous && previous.name === name && date - previous.time < GROUP_WINDOW) {
       item.classList.add("continued");
     }
-    this.#previous = { name, time: date };
-
+    context.previous = { name, time: date.getTime() };
     const meta = document.createElement("div");
     meta.className = "meta";
     meta.append(nameElement(name, "sender"), timeElement(date, event.ts));
@@ -388,22 +645,19 @@ export class Conversation {
     body.className = "text";
     appendText(body, text, this.#members, this.#session.name);
     item.append(meta, body);
-    this.#append(item);
-    foldIfLong(item, body, text);
+    if (text.length >= LONG_TEXT || text.includes("\n")) folds.push([item, body, text]);
+    return item;
   }
 
   /**
-   * Show a `join` or `leave` event. `you`: null, or for our own join
+   * A `join` or `leave` event's line. `you`: null, or for our own join
    * "joined" (first connection) or "back" (a resumed one).
    */
-  presence(event, { you }) {
+  #presenceItem(event, you, date, context) {
     const name = nameOf(event);
-    const date = eventDate(event);
-    this.#dayDivider(date);
-    this.#previous = null;
+    context.previous = null;
     const item = document.createElement("li");
     item.className = `system ${event.type}`;
-    item.dataset.id = String(event.id);
     const text = document.createElement("span");
     if (event.type === "join") {
       if (you === "back") text.textContent = t("youBack");
@@ -414,16 +668,7 @@ export class Conversation {
       text.append(...parts("left", { name: nameElement(name), reason }));
     }
     item.append(text, " ", timeElement(date, event.ts));
-    this.#append(item);
-  }
-
-  /** A line saying events are missing: `kind` is a transcript notice ("gap", "lost", "restarted"). */
-  notice(kind) {
-    this.#previous = null;
-    const item = document.createElement("li");
-    item.className = "notice";
-    item.textContent = t(NOTICES[kind]);
-    this.#append(item);
+    return item;
   }
 
   // -------------------------------------------------------------------------

@@ -33,6 +33,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -160,6 +166,23 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "repeat for a server of several processes (a parent and its workers): their "
         "figures are summed, and the /metrics counters of one of them are left out",
     )
+    parser.add_argument(
+        "--pagers",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="connections (the last N) that page back through their room's history while "
+        "the senders send: `history` requests of 100 events, walking back with `before` "
+        "and starting again from the newest at the beginning; a load run first measures "
+        "the same load without paging, to compare (default 0)",
+    )
+    parser.add_argument(
+        "--page-rate",
+        type=_positive_float,
+        default=1.0,
+        metavar="R",
+        help="history requests per second per pager, one on its way at a time (default 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
@@ -182,6 +205,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise BenchError("--senders must not exceed --connections")
     if args.procs > args.connections:
         raise BenchError("--procs must not exceed --connections")
+    if args.pagers > args.connections:
+        raise BenchError("--pagers must not exceed --connections")
+    if args.pagers and args.idle:
+        raise BenchError("--pagers does not go with --idle")
     if not STAMP_DIGITS <= args.size <= 4000:
         raise BenchError(f"--size must be between {STAMP_DIGITS} and 4000 bytes")
     return BenchConfig(
@@ -199,6 +226,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         sweep_rates=args.sweep_rates,
         bounds=Bounds(max_p99=args.max_p99, min_delivered=args.min_delivered / 100),
         server_pids=tuple(args.server_pid),
+        pagers=args.pagers,
+        page_rate=args.page_rate,
     )
 
 

@@ -70,6 +70,8 @@ class BenchConfig:
     bounds: Bounds = field(default_factory=Bounds)
     server_pids: tuple[int, ...] = ()  # read CPU and memory from /proc, summed over these
     drain_quiet: float = DRAIN_QUIET
+    pagers: int = 0  # connections that page back through history (the last ones)
+    page_rate: float = 1.0  # history requests per second, per pager
     room_prefix: str = field(default_factory=lambda: f"bench-{secrets.token_hex(3)}-")
 
     @property
@@ -149,6 +151,7 @@ async def measure(
         senders=senders,
         procs=config.procs,
         room_prefix=config.room_prefix,
+        pagers=config.pagers,
     )
     memory_before = await sample_server(target, config.server_pids)
     _mark(mark, "start")
@@ -200,7 +203,7 @@ async def measure(
     result = (
         max(held, key=lambda s: s.deliveries_per_second, default=None)
         if config.sweep
-        else (steps[0] if steps else None)
+        else (steps[-1] if steps else None)  # with --pagers: the step that paged
     )
     report = BenchReport(
         mode=config.mode,
@@ -242,8 +245,12 @@ async def _run_steps(
     else:
         rates = [config.rate]
     steps: list[StepReport] = []
+    if config.pagers and not config.sweep:
+        # The same load without paging first: the report compares live latency.
+        steps.append(await _run_step(config, workers, phase, rates[0], mark, paging=False))
+        await trio.sleep(STEP_PAUSE)
     for rate in rates:
-        step = await _run_step(config, workers, phase, rate, mark)
+        step = await _run_step(config, workers, phase, rate, mark, paging=config.pagers > 0)
         steps.append(step)
         if not config.sweep or not step.held:
             break
@@ -257,6 +264,8 @@ async def _run_step(
     phase: _Phase,
     rate: float,
     mark: Callable[[str], object] | None,
+    *,
+    paging: bool,
 ) -> StepReport:
     server_before = await sample_server(config.target, config.server_pids)
     _mark(mark, "step")
@@ -264,7 +273,8 @@ async def _run_step(
     start_ns = time.time_ns() + round(STEP_LEAD * 1e9)
     phase.text, phase.rate, phase.duration = "sending", rate, config.duration
     phase.start = trio.current_time() + STEP_LEAD
-    command = StepCommand(rate, config.duration, start_ns, config.senders)
+    page_rate = config.page_rate if paging else 0.0
+    command = StepCommand(rate, config.duration, start_ns, config.senders, page_rate)
     sends = await _call_all(workers, command, SendReport)
     sent_by_room: Counter[str] = Counter()
     for send in sends:
@@ -284,6 +294,7 @@ async def _run_step(
         server_after=server_after,
         coordinator_cpu=_cpu_seconds() - coordinator_cpu,
         bounds=config.bounds,
+        paging=paging,
     )
     if any(send.late for send in sends):
         raise BenchError("a worker heard of a step after its start: the machine is overloaded")

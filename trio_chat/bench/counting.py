@@ -112,6 +112,9 @@ class StepStats:
         "histogram",
         "last_receive_ns",
         "max_us",
+        "page_histogram",
+        "page_refused",
+        "pages",
         "parsed",
         "received",
         "refused_by_room",
@@ -137,6 +140,9 @@ class StepStats:
         self.sent_by_room: Counter[str] = Counter()
         self.send_lag = 0.0
         self.parsed: dict[bytes, tuple[int, int, list[int]]] = {}  # see scan_live
+        self.pages = 0  # history pages answered (`--pagers`)
+        self.page_refused = 0  # history requests answered with an error
+        self.page_histogram = [0] * HISTOGRAM_SIZE  # request sent to page received
 
 
 # A message line as the server writes it for the generator (compact JSON,
@@ -330,3 +336,43 @@ class Joining:
             elif self.last_id is not None and event.get("id") == self.last_id:
                 return b"\n".join(lines[k + 1 :])
         return None
+
+
+# -- history pages (`--pagers`) ---------------------------------------------------
+
+PAGE_REF: Final = b'"ref":"p'  # a pager's requests carry `p<send time, ns>` as their ref
+
+
+def scan_pages(
+    payload: bytes, stats: StepStats, now_ns: int
+) -> tuple[bytes, list[tuple[bool, int | None]]]:
+    """Take a pager's answers out of one of its text frames: each `history`
+    event (or `error`) that answers one of its requests is counted and
+    timed (its ref holds the request's send time). Returns the rest of the
+    frame, for `scan_live`, and for each answer whether it was a page and
+    the `before` of the next request (None: start again from the newest)."""
+    if PAGE_REF not in payload:
+        return payload, []
+    rest: list[bytes] = []
+    answers: list[tuple[bool, int | None]] = []
+    for line in payload.split(b"\n"):
+        if PAGE_REF not in line or not line.startswith((b'{"type":"history"', b'{"type":"error"')):
+            rest.append(line)
+            continue
+        event = json.loads(line)
+        ref = event.get("ref")
+        if not isinstance(ref, str) or not ref[1:].isdigit():
+            rest.append(line)
+            continue
+        micros = (now_ns - int(ref[1:])) // 1000
+        events = event.get("events")
+        if event.get("type") == "history" and isinstance(events, list):
+            stats.pages += 1
+            stats.page_histogram[latency_bucket(micros)] += 1
+            first = events[0].get("id") if events else None
+            more = event.get("more") is True and isinstance(first, int)
+            answers.append((True, first if more else None))
+        else:
+            stats.page_refused += 1
+            answers.append((False, None))
+    return b"\n".join(rest), answers

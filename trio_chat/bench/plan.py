@@ -49,6 +49,7 @@ class ConnSpec:
     index: int
     room: str
     sender: int | None  # its place among the senders, or None for a pure receiver
+    pager: bool = False  # it pages back through its room's history (`--pagers`)
 
     @property
     def name(self) -> str:
@@ -56,13 +57,21 @@ class ConnSpec:
 
 
 def plan_connections(
-    connections: int, *, rooms: int, senders: int, procs: int, room_prefix: str
+    connections: int,
+    *,
+    rooms: int,
+    senders: int,
+    procs: int,
+    room_prefix: str,
+    pagers: int = 0,
 ) -> list[list[ConnSpec]]:
-    """Connection i joins room `i % rooms`, sends if `i < senders`, and lives in
-    process `i % procs`: senders and rooms spread over the processes evenly."""
+    """Connection i joins room `i % rooms`, sends if `i < senders`, pages back
+    through history if it is one of the last `pagers`, and lives in process
+    `i % procs`: senders, pagers and rooms spread over the processes evenly."""
     plan: list[list[ConnSpec]] = [[] for _ in range(procs)]
     for i in range(connections):
-        spec = ConnSpec(i, f"{room_prefix}{i % rooms}", i if i < senders else None)
+        sender = i if i < senders else None
+        spec = ConnSpec(i, f"{room_prefix}{i % rooms}", sender, i >= connections - pagers)
         plan[i % procs].append(spec)
     return plan
 

@@ -53,7 +53,7 @@ from ..client.websocket import (
     encode_frame,
     handshake_request,
 )
-from .counting import STAMP_DIGITS, Joining, StepStats, scan_live
+from .counting import STAMP_DIGITS, Joining, StepStats, scan_live, scan_pages
 from .metrics import _delta, proc_wait_seconds
 from .plan import (
     BenchError,
@@ -70,6 +70,7 @@ SEND_TICK: Final = 0.001  # a sender sleeps at least this long: what is due is s
 CLOSE_WAIT: Final = 5.0  # seconds for the connections to finish their close handshakes
 RECEIVE_SIZE: Final = 65536  # bytes per read
 PROBE_TIMEOUT: Final = 5.0  # seconds for the probe connection that picks an address
+PAGE_LIMIT: Final = 100  # events a pager asks for at a time (the protocol's most)
 
 
 # -- the reactor: one worker process's sockets -----------------------------------
@@ -113,6 +114,7 @@ class _Conn:
         "joining",
         "key",
         "out",
+        "pager",
         "reader",
         "received",
         "room",
@@ -133,6 +135,20 @@ class _Conn:
         self.check = Transcript(0)
         self.received = 0  # messages counted in the current step
         self.out = bytearray()  # what the socket would not take yet
+        self.pager: _Pager | None = _Pager() if spec.pager else None
+
+
+class _Pager:
+    """One pager's walk back through its room's history (`--pagers`): one
+    request on its way at a time, the next due `1 / page_rate` s after the
+    last, `before` the first id of the last page (None: from the newest)."""
+
+    __slots__ = ("before", "due", "waiting")
+
+    def __init__(self) -> None:
+        self.before: int | None = None
+        self.due = 0.0  # monotonic time of the next request
+        self.waiting = False  # a request is on its way
 
 
 class _Pacer:
@@ -229,6 +245,7 @@ class Reactor:
         self._members: Counter[str] = Counter()
         self._late = False
         self._pacers: list[_Pacer] = []
+        self._page_requests = 0  # history requests sent in the step
         self._targets: list[tuple[_Conn, int]] = []
         self._quiet = 0.0
         self._quiet_since = 0.0
@@ -434,7 +451,10 @@ class Reactor:
             if length == 126:
                 length, start = int.from_bytes(data[2:4], "big"), 4
             if start + length == len(data):
-                conn.received += scan_live(data[start:], conn.check, stats, conn.room, now)
+                if conn.pager is None:
+                    conn.received += scan_live(data[start:], conn.check, stats, conn.room, now)
+                else:
+                    self._scan_pager(conn, data[start:], now)
                 return
         try:
             frames = reader.feed(data)
@@ -443,9 +463,51 @@ class Reactor:
             return
         for opcode, payload in frames:
             if opcode == OP_TEXT:
-                conn.received += scan_live(payload, conn.check, stats, conn.room, now)
+                if conn.pager is None:
+                    conn.received += scan_live(payload, conn.check, stats, conn.room, now)
+                else:
+                    self._scan_pager(conn, payload, now)
             elif not self._on_control(conn, opcode, payload):
                 return
+
+    def _scan_pager(self, conn: _Conn, payload: bytes, now_ns: int) -> None:
+        """A pager's text frame: its answers, then its live events."""
+        pager = conn.pager
+        assert pager is not None
+        rest, answers = scan_pages(payload, self.stats, now_ns)
+        for paged, before in answers:
+            pager.waiting = False
+            if paged:
+                pager.before = before
+            self._wake = 0.0  # the next request may be due already
+        if rest:
+            conn.received += scan_live(rest, conn.check, self.stats, conn.room, now_ns)
+
+    def _page(self, now: float, end: float) -> float:
+        """Send the history requests that are due (until `end`); returns when
+        the next is due."""
+        wake = math.inf
+        period = 1.0 / self._step.page_rate
+        for conn in self._joined:
+            pager = conn.pager
+            if pager is None or conn.state is not _OPEN or pager.waiting:
+                continue
+            if now >= pager.due:
+                frame = b'{"type":"history","limit":%d,"ref":"p%019d"' % (
+                    PAGE_LIMIT,
+                    time.time_ns(),
+                )
+                if pager.before is not None:
+                    frame += b',"before":%d' % pager.before
+                if not self._write(conn, encode_frame(OP_TEXT, frame + b"}")):
+                    continue
+                pager.waiting = True
+                pager.due = max(pager.due + period, now)
+                self._page_requests += 1
+                continue
+            if pager.due < end:
+                wake = min(wake, pager.due)
+        return wake
 
     def _read(self, conn: _Conn) -> None:
         """A connection that is upgrading, joining or closing is readable."""
@@ -610,6 +672,10 @@ class Reactor:
             for c in self._joined
             if c.spec.sender is not None and c.state is _OPEN
         ]
+        self._page_requests = 0
+        for conn in self._joined:
+            if conn.pager is not None:
+                conn.pager.due = self._step_start if command.page_rate > 0 else math.inf
 
     def _pace(self, now: float) -> float:
         """Send what is due, each sender's in one write, stamped with the time
@@ -636,6 +702,10 @@ class Reactor:
                 pacer.sent = due
             if pacer.sent < pacer.mine:
                 wake = min(wake, start + send_offset(pacer.sender, pacer.sent, senders, rate))
+        end = start + step.duration
+        paging = step.page_rate > 0 and now < end
+        if paging:
+            wake = min(wake, self._page(now, end), end)
         if wake == math.inf:
             self._reply(
                 SendReport(
@@ -643,6 +713,7 @@ class Reactor:
                     members_by_room=dict(self._members),
                     send_lag_max=stats.send_lag,
                     late=self._late,
+                    page_requests=self._page_requests,
                 )
             )
             return wake
@@ -677,6 +748,9 @@ class Reactor:
                 order_violations=violations,
                 missing_ids=skipped,
                 histogram={b: n for b, n in enumerate(stats.histogram) if n},
+                pages=stats.pages,
+                page_refused=stats.page_refused,
+                page_histogram={b: n for b, n in enumerate(stats.page_histogram) if n},
                 max_us=stats.max_us,
                 last_receive_ns=stats.last_receive_ns,
                 errors=dict(stats.errors),
@@ -759,6 +833,7 @@ class StepCommand:
     duration: float
     start_ns: int  # wall clock (time.time_ns) of the first message
     senders: int  # all senders, in every process
+    page_rate: float = 0.0  # history requests per second per pager (0: no paging)
 
 
 @dataclass(frozen=True, slots=True)

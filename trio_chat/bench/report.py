@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from .counting import expected_deliveries, merge_histograms, percentile
@@ -35,6 +35,7 @@ class SendReport:
     members_by_room: dict[str, int]  # its joined connections per room at the start
     send_lag_max: float  # seconds a send ran behind its schedule, at most
     late: bool  # the step's start had passed when the worker heard of it
+    page_requests: int = 0  # history requests its pagers sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,9 @@ class StepResult:
     closed: dict[str, int]  # connections the server closed, by close code
     cpu_seconds: float  # the worker process's CPU time over the step
     wait_seconds: float | None  # ... and its time runnable but waiting for a CPU
+    pages: int = 0  # history pages its pagers received
+    page_refused: int = 0  # history requests answered with an error
+    page_histogram: dict[int, int] = field(default_factory=dict)  # request to answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,12 @@ class StepReport:
     generator_wait_percent: float | None
     generator_saturated: bool
     held: bool
+    paging: bool = False  # pagers paged back through history during the step
+    page_requests: int = 0
+    pages: int = 0  # history pages answered
+    page_refused: int = 0
+    pages_per_second: float = 0.0
+    page_latency_ms: dict[str, float | None] = field(default_factory=dict)
 
 
 def summarize_step(
@@ -115,6 +125,7 @@ def summarize_step(
     server_after: ServerSample,
     coordinator_cpu: float,
     bounds: Bounds,
+    paging: bool = False,
 ) -> StepReport:
     """Add up the workers' reports of one step (pure arithmetic)."""
     sent_by_room: Counter[str] = Counter()
@@ -146,6 +157,12 @@ def summarize_step(
         "p90": ms(percentile(histogram, 0.90)),
         "p99": ms(p99),
         "max": ms(max_us) if histogram else None,
+    }
+    page_histogram = merge_histograms(r.page_histogram for r in results)
+    pages = sum(r.pages for r in results)
+    page_latency: dict[str, float | None] = {
+        key: ms(percentile(page_histogram, fraction))
+        for key, fraction in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))
     }
     server_cpu = _delta(server_after.cpu_seconds, server_before.cpu_seconds)
     server_deliveries = _delta(server_after.deliveries, server_before.deliveries)
@@ -206,6 +223,12 @@ def summarize_step(
         generator_wait_percent=None if generator_wait is None else 100 * generator_wait / elapsed,
         generator_saturated=saturated,
         held=held,
+        paging=paging,
+        page_requests=sum(s.page_requests for s in sends),
+        pages=pages,
+        page_refused=sum(r.page_refused for r in results),
+        pages_per_second=pages / duration,
+        page_latency_ms=page_latency if paging else {},
     )
 
 
@@ -378,6 +401,17 @@ def format_step(step: StepReport) -> list[str]:
         + (" (SATURATED)" if step.generator_saturated else "")
         + f", send lag max {step.send_lag_max_ms:.1f} ms",
         f"  closed        {closed}",
+        *(_format_paging(step) if step.paging else []),
+    ]
+
+
+def _format_paging(step: StepReport) -> list[str]:
+    latency = step.page_latency_ms
+    return [
+        f"  history pages {_number(step.pages)} of {_number(step.page_requests)} requests "
+        f"answered ({step.pages_per_second:,.1f}/s), refused {step.page_refused}",
+        f"  page latency  p50 {_ms(latency.get('p50'))}   p90 {_ms(latency.get('p90'))}   "
+        f"p99 {_ms(latency.get('p99'))}   max {_ms(latency.get('max'))}",
     ]
 
 
@@ -403,7 +437,20 @@ def format_report(report: BenchReport) -> str:
             f"  server memory {mb}: "
             + ("not available" if per is None else f"{per:.1f} KB per connection")
         )
-    if report.mode == "load" and report.result is not None:
+    if report.mode == "load" and len(report.steps) == 2 and report.steps[1].paging:
+        # `--pagers`: the same load without paging, then with it.
+        baseline, paged = report.steps
+        lines.append("  without paging:")
+        lines.extend(format_step(baseline))
+        lines.append("  with paging:")
+        lines.extend(format_step(paged))
+        before, after = baseline.latency_ms, paged.latency_ms
+        lines.append(
+            "  live latency  with paging vs without: "
+            f"p50 {_ms(after['p50'])} vs {_ms(before['p50'])}, "
+            f"p99 {_ms(after['p99'])} vs {_ms(before['p99'])}"
+        )
+    elif report.mode == "load" and report.result is not None:
         lines.extend(format_step(report.result))
     elif report.mode == "sweep":
         lines.append(

@@ -25,6 +25,7 @@ from trio_websocket import (
 )
 
 from ..client.display import clean, format_event
+from ..client.history import BEGINNING, BadCommand, Scrollback, ShowHistory, mark, parse_command
 from ..client.lineedit import (
     EndOfInput,
     Redraw,
@@ -228,6 +229,7 @@ class _Client:
         printing = getattr(args, "print_events", None)
         self._print: str = printing or ("all" if screen is not None else "none")
         self._transcript = Transcript(args.since)
+        self._scrollback = Scrollback()  # `/history`: the oldest id shown, the page asked for
         self._me: str | None = None  # our name as the server spells it
         self._resume: str | None = None  # the last welcome's secret, for the next hello
         self._outbox = Outbox(secrets.token_hex(4))
@@ -348,6 +350,14 @@ class _Client:
         text = line.strip()  # as the server trims, Unicode white space included
         if not text:
             return
+        command = parse_command(text)
+        if isinstance(command, BadCommand):
+            self._warn(command.usage)
+            return
+        if isinstance(command, ShowHistory):
+            self._scrollback.wanted = command.count
+            self._notify()
+            return
         if len(text) > MAX_TEXT_LENGTH:
             self._refuse_line(f"{len(text)} characters")
             return
@@ -377,6 +387,7 @@ class _Client:
         while True:
             joins = self._joins
             outcome = await self._connect_once()
+            self._scrollback.lost()
             self._outbox.connection_lost()
             self._outbox_changed()
             if isinstance(outcome, _Finished):
@@ -533,8 +544,14 @@ class _Client:
     async def _send_lines(self, ws: WebSocketConnection) -> _Outcome:
         try:
             while True:
+                page = self._scrollback.request()
+                if page is not None:  # counts toward the rate limit, as a `say` does
+                    self._pacer.spend(trio.current_time())
+                    await ws.send_message(json.dumps(page))
+                    continue
                 line = self._outbox.head
-                if line is None and self._input_ended:
+                waiting = self._scrollback.pending is not None  # for a page we asked for
+                if line is None and self._input_ended and not waiting:
                     return _Finished()
                 if line is None or line.sent:
                     await self._changed.wait()
@@ -558,9 +575,10 @@ class _Client:
         self._me = str(welcome.get("name", self._name))
         resume = welcome.get("resume")
         self._resume = resume if isinstance(resume, str) and resume else None
-        self._transcript.renumbered(
+        if self._transcript.renumbered(
             welcome.get("last_id"), welcome.get("epoch"), resuming=resuming
-        )
+        ):
+            self._scrollback.renumbered()
         if welcome.get("recovered") is False:
             self._status("-- some history could not be recovered")
 
@@ -578,6 +596,9 @@ class _Client:
         if kind == "error":
             self._on_error(event)
             return
+        if kind == "history":
+            self._on_history(event)
+            return
         # Confirm before numbering: the server answers a `say` it already
         # stored with the original event, whose id we may have seen.
         if kind == "message" and event.get("name") == self._me:
@@ -585,8 +606,23 @@ class _Client:
         line = format_event(event)
         if line is None or not self._transcript.observe_event(event):
             return  # typing, unknown types and repeats are not shown
+        self._scrollback.shown(event)  # `/history` reads on from the oldest
         if self._print == "all" or (self._print == "live" and not self._in_replay):
             self._show(line)
+
+    def _on_history(self, event: dict[str, Any]) -> None:
+        """The page `/history` asked for: shown oldest first, marked."""
+        answer = self._scrollback.answered(event)
+        if answer is None:
+            return
+        events, beginning = answer
+        for stored in events:
+            line = format_event(stored)
+            if line is not None:
+                self._show(mark(line))
+        if beginning:
+            self._show(BEGINNING)
+        self._notify()  # the end of input may have waited for it
 
     def _confirm(self, ref: object) -> None:
         if self._outbox.confirm(ref) is None:
@@ -605,6 +641,10 @@ class _Client:
     def _on_error(self, event: dict[str, Any]) -> None:
         code = clean(str(event.get("code", "error")))
         text = clean(str(event.get("message", "")))
+        if self._scrollback.refused(event.get("ref")):
+            self._warn(f"{code}: {text} (history not shown)")
+            self._notify()
+            return
         line = self._outbox.find(event.get("ref"))
         if line is None or not line.sent:
             self._warn(f"{code}: {text}")
