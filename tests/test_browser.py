@@ -1574,6 +1574,26 @@ def test_scrolling_up_pages_back_to_the_beginning_in_a_bounded_log(
     assert log_lines(alice) <= LINES_BOUND
 
 
+def test_a_log_too_short_to_scroll_reads_back_by_itself(
+    pages: Pages, start_server: StartServer
+) -> None:
+    # A replay of 3 events leaves the view mostly empty: there is no top to
+    # scroll to, so the page reads back on its own to the beginning.
+    server = start_server("--rate-limit", "0", "--history-replay", "3")
+    fill_room(server, "quiet", 8)
+    alice = pages.open(server.url + "#quiet", who="alice")
+    sent = frames_sent(alice)
+    join(alice, "alice")
+    expect(message_texts(alice)).to_have_text([f"m{i}" for i in range(8)])
+    expect(history_status(alice)).to_have_text("The beginning of the room's history")
+    assert shown_ids(alice)[0] == 1  # the bot's join
+    assert_complete_log(alice)
+    assert [frame["type"] for frame in sent].count("history") == 1  # 8 fit in one page
+    assert alice.evaluate("document.getElementById('log').scrollHeight") <= alice.evaluate(
+        "document.getElementById('log').clientHeight"
+    )
+
+
 def test_the_loading_state_is_shown_and_announced(pages: Pages, start_server: StartServer) -> None:
     server = start_server("--rate-limit", "0", "--history-limit", "2000")
     fill_room(server, "busy", 300)

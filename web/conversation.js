@@ -275,6 +275,7 @@ export class Conversation {
     this.#renderJump();
     this.#renderTyping();
     this.renderMembers(this.#members);
+    this.#fillView();
   }
 
   hide() {
@@ -335,6 +336,16 @@ export class Conversation {
       this.#renderJump();
     }
     this.forceScroll = false;
+    this.#fillView();
+  }
+
+  /**
+   * A log too short to scroll gives the reader no top to scroll to: page
+   * back at once, and again after each page, until the lines fill the view
+   * or the room's history begins (then the log says so).
+   */
+  #fillView() {
+    if (this.shown && ui.log.scrollHeight <= ui.log.clientHeight) this.#loadOlder();
   }
 
   /** The person scrolled the log (or the page did). */
@@ -383,6 +394,7 @@ export class Conversation {
     } else if (answer.jump) this.#drawNewest();
     else this.#appendEntries(answer.entries, answer.dropOldest);
     this.#renderStatus();
+    this.#fillView();
     return true;
   }
 
